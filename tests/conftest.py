@@ -1,0 +1,33 @@
+"""Shared fixtures: the one Ray cluster of the session, and the shared real datasets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+COCO128 = SHARED / "datasets" / "coco128"
+
+
+@pytest.fixture(scope="session")
+def coco128() -> Path:
+    """The coco128 data yaml beside the checkout; tests that need real images skip without it."""
+    yaml_path = COCO128 / "coco128.yaml"
+    if not yaml_path.is_file():
+        pytest.skip(f"real dataset not found at {COCO128} (CI places ../shared beside the checkout)")
+    return yaml_path
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray cluster for the whole session (ray.init costs ~10 s here); shut down at the end."""
+    import ray
+
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    # "local" always starts a fresh cluster, never joins one a developer left running.
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
