@@ -1,0 +1,104 @@
+"""Evolve YOLOv5 hyperparameters with its genetic algorithm, generations running in parallel on Ray.
+
+    python scripts/evolve.py --generations 8 --epochs 3 --imgsz 160      # built-in synthetic data
+    python scripts/evolve.py --data coco128.yaml --weights yolov5s.pt --epochs 10 --address auto
+    python scripts/evolve.py --resume                                    # newest runs/evolve/exp*
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+# Import the package beside this script: a Ray job runs a temporary copy of the checkout.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from yolo_ray.config import UserError  # noqa: E402
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Option errors surface as a UserError, so they print as one `error: ...` line like any other."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(description="Evolve YOLOv5 hyperparameters on Ray Tune (upstream's genetic algorithm).")
+    train = p.add_argument_group("training (each trial)")
+    train.add_argument("--weights", default="", help="initial weights .pt (local file; '' = from scratch)")
+    train.add_argument("--cfg", default="", help="model yaml: shipped name or path (default yolov5n.yaml "
+                                                  "unless --weights)")
+    train.add_argument("--data", default=None, help="dataset yaml (default: the built-in synthetic dataset)")
+    train.add_argument("--hyp", default="hyp.scratch-low.yaml", help="base hyperparameters yaml")
+    train.add_argument("--epochs", type=int, default=100, help="training epochs per trial")
+    train.add_argument("--batch-size", type=int, default=16, help="total batch size of a trial")
+    train.add_argument("--imgsz", "--img", "--img-size", type=int, default=640, help="train, val image size")
+    train.add_argument("--rect", action="store_true", help="rectangular training")
+    train.add_argument("--noautoanchor", action="store_true", help="disable AutoAnchor (anchors not evolved)")
+    train.add_argument("--cache", nargs="?", const="ram", choices=["ram", "disk"],
+                       help="cache images in ram (shared by all trials on a node) or disk")
+    train.add_argument("--image-weights", action="store_true", help="use weighted image selection for training")
+    train.add_argument("--device", default="", help="'' (auto), cpu, or cuda device like 0")
+    train.add_argument("--multi-scale", action="store_true", help="vary img-size +/- 50%%")
+    train.add_argument("--single-cls", action="store_true", help="train multi-class data as single-class")
+    train.add_argument("--optimizer", choices=["SGD", "Adam", "AdamW"], default="SGD", help="optimizer")
+    train.add_argument("--sync-bn", action="store_true", help="use SyncBatchNorm (several Train workers)")
+    train.add_argument("--workers", type=int, default=8, help="max dataloader workers per Train worker")
+    train.add_argument("--cos-lr", action="store_true", help="cosine LR scheduler")
+    train.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing epsilon")
+    train.add_argument("--freeze", nargs="+", type=int, default=[0], help="freeze layers: backbone=10, first3=0 1 2")
+    train.add_argument("--no-amp", dest="amp", action="store_false", help="no mixed precision (bf16/fp16)")
+    train.add_argument("--no-channels-last", dest="channels_last", action="store_false",
+                       help="keep the default contiguous memory format")
+
+    evolve = p.add_argument_group("evolution")
+    evolve.add_argument("--generations", type=int, default=None, help="evolve.csv rows to reach (default 300; "
+                                                                       "a resumed run keeps its own)")
+    evolve.add_argument("--search-space", default="yolov5", help="search space: shipped name or yaml path")
+    evolve.add_argument("--parent", choices=["single", "weighted"], default="single", help="parent selection")
+    evolve.add_argument("--seed", type=int, default=None, help="seed for a reproducible evolution (default: fresh)")
+    evolve.add_argument("--early-stop", action="store_true",
+                        help="stop hopeless trials early (ASHA on per-epoch fitness; validates every epoch)")
+    evolve.add_argument("--resume", nargs="?", const=True, default=False,
+                        help="continue a run directory until its evolve.csv holds --generations rows "
+                             "(default: the newest under --project)")
+    evolve.add_argument("--max-failed-trials", type=int, default=None,
+                        help="end the run after this many failed trials (default max(10, generations/10))")
+    evolve.add_argument("--max-retries", type=int, default=2, help="retries of a trial whose process died")
+    evolve.add_argument("--project", default="runs/evolve", help="save to project/name")
+    evolve.add_argument("--name", default="exp", help="save to project/name")
+    evolve.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
+
+    ray = p.add_argument_group("Ray")
+    ray.add_argument("--concurrency", type=int, default=None,
+                     help="trials at once (default: as many as the cluster's resources fit)")
+    ray.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial (all its workers)")
+    ray.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial (all its workers)")
+    ray.add_argument("--ray-workers", type=int, default=1, help="Ray Train workers per trial (>1: DDP)")
+    ray.add_argument("--address", default=None, help="Ray cluster ('auto' joins the running one; "
+                                                     "default: a new local cluster)")
+    ray.add_argument("--storage-path", default=None,
+                     help="where Ray Tune keeps experiment state: shared path or URI (default: the run dir)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        opt = vars(build_parser().parse_args(argv))
+        from yolo_ray.evolve.driver import run_evolution
+
+        summary = run_evolution(opt)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if summary.exit_code:
+        print(f"error: {summary.message}" if summary.status != "interrupted" else summary.message, file=sys.stderr)
+    else:
+        print(summary.message)
+    return summary.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

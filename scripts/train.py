@@ -1,0 +1,193 @@
+"""Train a YOLOv5 detector: in this process, or as N DDP workers under Ray Train.
+
+    python scripts/train.py --cfg yolov5n.yaml --epochs 3 --imgsz 160            # built-in data
+    python scripts/train.py --data coco128.yaml --weights runs/train/exp/weights/best.pt
+    python scripts/train.py --cfg yolov5s.yaml --ray-workers 2 --batch-size 32   # DDP via Ray Train
+    python scripts/train.py --resume                                             # newest last.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+# Import the package beside this script: a Ray job runs a temporary copy of the checkout.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from yolo_ray.config import UserError, load_hyp  # noqa: E402
+from yolo_ray.train.launch import check_worker_split, run_training  # noqa: E402
+from yolo_ray.train.rundir import (  # noqa: E402
+    find_last_checkpoint, increment_path, load_resume_state, resolve_project, run_dir_of, save_run_files,
+)
+
+# Options that only say where the run directory goes; the loop never needs them.
+RUN_DIR_KEYS = ("project", "name", "exist_ok")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Option errors surface as a UserError, so they print as one `error: ...` line like any other."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(description="Train YOLOv5 (v7.0-compatible) on Ray.")
+    p.add_argument("--weights", default="", help="initial weights .pt (local file; '' = from scratch)")
+    p.add_argument("--cfg", default="", help="model yaml: shipped name (yolov5s.yaml) or path")
+    p.add_argument("--data", default=None, help="dataset yaml (default: the built-in synthetic dataset)")
+    p.add_argument("--hyp", default="hyp.scratch-low.yaml", help="hyperparameters yaml (shipped name or path)")
+    p.add_argument("--epochs", type=int, default=100, help="total training epochs")
+    p.add_argument("--batch-size", type=int, default=16, help="total batch size over all Ray workers")
+    p.add_argument("--imgsz", "--img", "--img-size", type=int, default=640, help="train, val image size (pixels)")
+    p.add_argument("--rect", action="store_true", help="rectangular training")
+    p.add_argument("--resume", nargs="?", const=True, default=False,
+                   help="resume the most recent last.pt under --project, or the given last.pt")
+    p.add_argument("--nosave", action="store_true", help="only save final checkpoint")
+    p.add_argument("--noval", action="store_true", help="only validate final epoch")
+    p.add_argument("--noautoanchor", action="store_true", help="disable AutoAnchor")
+    p.add_argument("--noplots", action="store_true", help="save no plot files")
+    p.add_argument("--cache", nargs="?", const="ram", choices=["ram", "disk"], help="cache images in ram or disk")
+    p.add_argument("--image-weights", action="store_true", help="use weighted image selection for training")
+    p.add_argument("--device", default="", help="'' (auto), cpu, or cuda device like 0")
+    p.add_argument("--multi-scale", action="store_true", help="vary img-size +/- 50%%")
+    p.add_argument("--single-cls", action="store_true", help="train multi-class data as single-class")
+    p.add_argument("--optimizer", choices=["SGD", "Adam", "AdamW"], default="SGD", help="optimizer")
+    p.add_argument("--sync-bn", action="store_true", help="use SyncBatchNorm (DDP only)")
+    p.add_argument("--workers", type=int, default=8, help="max dataloader workers per Ray worker")
+    p.add_argument("--project", default="runs/train", help="save to project/name")
+    p.add_argument("--name", default="exp", help="save to project/name ('cfg' = the cfg file's stem)")
+    p.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
+    p.add_argument("--cos-lr", action="store_true", help="cosine LR scheduler")
+    p.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing epsilon")
+    p.add_argument("--patience", type=int, default=100, help="EarlyStopping patience (epochs without improvement)")
+    p.add_argument("--freeze", nargs="+", type=int, default=[0], help="freeze layers: backbone=10, first3=0 1 2")
+    p.add_argument("--save-period", type=int, default=-1, help="save checkpoint every x epochs (disabled if < 1)")
+    p.add_argument("--seed", type=int, default=0, help="global training seed")
+    ray = p.add_argument_group("Ray")
+    ray.add_argument("--ray-workers", type=int, default=1, help="Ray Train workers = DDP processes (1: no Ray)")
+    ray.add_argument("--cpus-per-worker", type=float, default=None, help="CPUs per worker (default: cores / workers)")
+    ray.add_argument("--gpus-per-worker", type=float, default=None, help="GPUs per worker (default: 1 if CUDA else 0)")
+    ray.add_argument("--address", default=None,
+                     help="Ray cluster to join ('auto' = the running one); default: no Ray for 1 worker, "
+                          "a local cluster for more")
+    ray.add_argument("--no-amp", dest="amp", action="store_false", help="no mixed precision (bf16/fp16)")
+    ray.add_argument("--no-channels-last", dest="channels_last", action="store_false",
+                     help="keep the default contiguous memory format")
+    return p
+
+
+def fresh_run_options(opt: dict[str, Any]) -> dict[str, Any]:
+    """Validate a new run's options, make every path absolute and create its run directory."""
+    if opt["epochs"] < 1:
+        raise UserError(f"--epochs must be at least 1, got {opt['epochs']}")
+    if opt["imgsz"] < 1:
+        raise UserError(f"--imgsz must be positive, got {opt['imgsz']}")
+    check_worker_split(opt["batch_size"], opt["ray_workers"], opt["image_weights"])
+    opt["weights"] = _weights_file(opt["weights"])
+    opt["cfg"] = _model_cfg(opt["cfg"])
+    if not opt["cfg"] and not opt["weights"]:
+        raise UserError("either --cfg or --weights must be specified (e.g. --cfg yolov5n.yaml)")
+    opt["hyp"] = load_hyp(opt["hyp"])
+    opt["data"] = str(_data_yaml(opt["data"]))  # last: the built-in dataset is generated on first use
+    if opt["name"] == "cfg" and opt["cfg"]:
+        opt["name"] = Path(opt["cfg"]).stem
+    project = resolve_project(opt["project"])
+    opt["project"] = str(project)
+    opt["save_dir"] = str(increment_path(project / opt["name"], exist_ok=opt["exist_ok"], mkdir=True))
+    opt["resume"] = None
+    opt["gpus_per_worker"] = _default_gpus(opt["gpus_per_worker"], opt["device"])
+    save_run_files(opt["save_dir"], opt, opt["hyp"])
+    return opt
+
+
+def resume_options(resume: str | bool, project: str) -> dict[str, Any]:
+    """The options of the run being resumed (as upstream: all of them, from its opt.yaml)."""
+    if resume is True:
+        last = find_last_checkpoint(resolve_project(project))
+    else:
+        last = Path(resume).expanduser().resolve()
+        if not last.is_file():
+            raise UserError(f"{last}: --resume checkpoint not found")
+    opt, last_epoch = load_resume_state(last)
+    epochs = int(opt["epochs"])
+    start_epoch = last_epoch + 1
+    if start_epoch <= 0 or start_epoch >= epochs:
+        raise UserError(f"{last}: training to {epochs} epochs is finished, nothing to resume")
+    # The model comes from the checkpoint (its yaml and possibly AutoAnchor-refit anchors), not a cfg.
+    opt.update(weights=str(last), cfg=None, resume=str(last), save_dir=str(run_dir_of(last)))
+    print(f"Resuming training from {last} at epoch {start_epoch}")
+    return opt
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        opt = vars(build_parser().parse_args(argv))
+        opt = resume_options(opt["resume"], opt["project"]) if opt["resume"] else fresh_run_options(opt)
+        print(f"Run directory: {opt['save_dir']}", flush=True)
+        results = run_training({k: v for k, v in opt.items() if k not in RUN_DIR_KEYS})
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(_final_message(opt, results))
+    return 0
+
+
+def _data_yaml(data: str | None) -> Path:
+    if data is None:
+        from yolo_ray.data.synthetic import default_data_yaml
+
+        return default_data_yaml()
+    from yolo_ray.data.config import load_data_config
+
+    path = Path(data).expanduser().resolve()
+    load_data_config(path)  # fail now, with the file named, rather than inside a worker
+    return path
+
+
+def _weights_file(weights: str) -> str | None:
+    if not weights:
+        return None
+    path = Path(weights).expanduser().resolve()
+    if not path.is_file():
+        raise UserError(f"{path}: weights file not found (nothing is downloaded; pass a local .pt, "
+                        "or --weights '' --cfg yolov5s.yaml to train from scratch)")
+    return str(path)
+
+
+def _model_cfg(cfg: str) -> str | None:
+    if not cfg:
+        return None
+    from yolo_ray.models import build_model
+
+    path = Path(cfg).expanduser()
+    resolved = str(path.resolve()) if path.is_file() else cfg  # otherwise a shipped name like yolov5s
+    build_model(resolved)  # unknown names and malformed yamls fail here with a UserError
+    return resolved
+
+
+def _default_gpus(gpus: float | None, device: str) -> float:
+    if gpus is not None:
+        return gpus
+    import torch
+
+    return 1.0 if device != "cpu" and torch.cuda.is_available() else 0.0
+
+
+def _final_message(opt: dict[str, Any], results: dict[str, Any] | None) -> str:
+    save_dir = Path(opt["save_dir"])
+    lines = []
+    if results:
+        lines.append("Final: " + ", ".join(f"{k}={float(v):.4g}" for k, v in results.items()))
+    weights = save_dir / "weights" / "best.pt"
+    if not weights.is_file():
+        weights = save_dir / "weights" / "last.pt"
+    reuse = f"python scripts/train.py --weights {weights} --data {opt['data']}"
+    lines.append(f"Results saved to {save_dir}; reuse: {reuse}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""scripts/train.py: option errors, run directories, resume discovery, and kill -9 + --resume."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from yolo_ray.config import UserError
+from yolo_ray.train.rundir import find_last_checkpoint, increment_path, resolve_project
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN_PY = REPO / "scripts" / "train.py"
+TINY_RUN = ["--cfg", "yolov5n.yaml", "--imgsz", "64", "--batch-size", "4", "--workers", "0", "--noautoanchor"]
+
+
+@pytest.fixture(scope="module")
+def cli():
+    spec = importlib.util.spec_from_file_location("train_cli", TRAIN_PY)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    from yolo_ray.data.synthetic import make_dataset
+
+    return make_dataset(tmp_path_factory.mktemp("tiny") / "data", seed=3, n_train=16, n_val=8, size=64)
+
+
+def read_results(csv_path: Path) -> list[dict[str, float]]:
+    with open(csv_path) as f:
+        return [{k.strip(): float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--cfg", "yolov5n.yaml", "--data", "{tmp}/missing.yaml"], "missing.yaml: file not found"),
+        (["--cfg", "yolov5n.yaml", "--batch-size", "6", "--ray-workers", "4"], "must be a multiple of --ray-workers 4"),
+        (["--cfg", "no_such_model.yaml"], "no_such_model"),
+        (["--weights", "{tmp}/yolov5s.pt"], "yolov5s.pt: weights file not found"),
+        (["--data", "{tmp}/missing.yaml"], "either --cfg or --weights"),
+        (["--resume"], "no last.pt found to resume"),
+        (["--resume", "{tmp}/weights/last.pt"], "--resume checkpoint not found"),
+        (["--cfg", "yolov5n.yaml", "--epochs", "0"], "--epochs must be at least 1"),
+        (["--cache", "gpu"], "invalid choice: 'gpu'"),
+        (["--bogus"], "unrecognized arguments: --bogus"),
+    ],
+)
+def test_bad_options_print_one_error_line_and_exit_2(cli, tmp_path, capsys, args, expected):
+    args = [a.format(tmp=tmp_path) for a in args] + ["--project", str(tmp_path / "runs")]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and expected in err, err
+    assert not (tmp_path / "runs").exists()  # nothing is created for a run that cannot start
+
+
+@pytest.mark.timeout(60)
+def test_real_process_error_has_no_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, str(TRAIN_PY), "--batch-size", "5", "--ray-workers", "2"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr == "error: --batch-size 5 must be a multiple of --ray-workers 2\n"
+
+
+@pytest.mark.timeout(10)
+def test_increment_path_counts_past_the_highest_suffix(tmp_path):
+    exp = tmp_path / "exp"
+    assert increment_path(exp) == exp  # free: used as is
+    assert increment_path(exp, mkdir=True) == exp and exp.is_dir()
+    assert increment_path(exp) == tmp_path / "exp2"
+    (tmp_path / "exp2").mkdir()
+    (tmp_path / "exp9").mkdir()
+    (tmp_path / "exp_old").mkdir()  # not a numbered sibling
+    (tmp_path / "experiment12").mkdir()  # another name that merely starts with "exp"
+    assert increment_path(exp) == tmp_path / "exp10"
+    assert increment_path(exp, exist_ok=True) == exp
+    claimed = {increment_path(exp, mkdir=True) for _ in range(3)}  # each call claims a new dir
+    assert claimed == {tmp_path / "exp10", tmp_path / "exp11", tmp_path / "exp12"}
+
+
+@pytest.mark.timeout(10)
+def test_relative_project_lands_in_durable_root_inside_a_ray_job(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
+    assert resolve_project("runs/train") == tmp_path / "runs" / "train"
+    assert resolve_project("/abs/project") == Path("/abs/project")
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")
+    monkeypatch.setenv("YOLO_RAY_HOME", str(tmp_path / "home"))
+    assert resolve_project("runs/train") == tmp_path / "home" / "runs" / "train"
+    monkeypatch.delenv("YOLO_RAY_HOME")
+    assert resolve_project("runs/train") == Path.home() / "yolo_ray" / "runs" / "train"
+
+
+@pytest.mark.timeout(10)
+def test_find_last_checkpoint_picks_the_newest(tmp_path):
+    with pytest.raises(UserError, match="no last.pt"):
+        find_last_checkpoint(tmp_path)
+    for i, run in enumerate(["exp", "exp2", "exp3"]):
+        f = tmp_path / run / "weights" / "last.pt"
+        f.parent.mkdir(parents=True)
+        f.write_bytes(b"x")
+        os.utime(f, (1000 + i, [1000, 3000, 2000][i]))
+    assert find_last_checkpoint(tmp_path) == tmp_path / "exp2" / "weights" / "last.pt"
+
+
+def fake_run(run_dir: Path, epoch: int, epochs: int) -> Path:
+    """A run dir with opt.yaml and a last.pt holding just what resume reads."""
+    last = run_dir / "weights" / "last.pt"
+    last.parent.mkdir(parents=True)
+    (run_dir / "opt.yaml").write_text(yaml.safe_dump({"epochs": epochs, "cfg": "yolov5n.yaml", "batch_size": 4,
+                                                      "project": str(run_dir.parent), "name": run_dir.name}))
+    torch.save({"epoch": epoch, "opt": {}}, last)
+    return last
+
+
+@pytest.mark.timeout(20)
+def test_resume_discovers_the_latest_run_and_restores_its_options(cli, tmp_path):
+    fake_run(tmp_path / "exp", epoch=4, epochs=10)
+    time.sleep(0.01)
+    last = fake_run(tmp_path / "exp2", epoch=1, epochs=3)
+    opt = cli.resume_options(True, str(tmp_path))
+    assert opt["weights"] == opt["resume"] == str(last)
+    assert opt["save_dir"] == str(tmp_path / "exp2")
+    assert opt["cfg"] is None and opt["epochs"] == 3 and opt["batch_size"] == 4
+    finished = fake_run(tmp_path / "exp3", epoch=-1, epochs=3)  # stripped at the end of training
+    with pytest.raises(UserError, match="finished, nothing to resume"):
+        cli.resume_options(str(finished), str(tmp_path))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_data_omitted_trains_on_builtin_synthetic_data(cli, tiny_data, tmp_path, capsys, monkeypatch):
+    import yolo_ray.data.synthetic as synthetic
+
+    # The built-in dataset, cut down to 16 images for time; the CLI must ask for it when --data is absent.
+    monkeypatch.setattr(synthetic, "default_data_yaml", lambda: tiny_data)
+    assert cli.main([*TINY_RUN, "--epochs", "1", "--project", str(tmp_path)]) == 0
+    run = tmp_path / "exp"
+    opt = yaml.safe_load((run / "opt.yaml").read_text())
+    assert opt["data"] == str(tiny_data) and opt["save_dir"] == str(run)
+    assert yaml.safe_load((run / "hyp.yaml").read_text())["lr0"] == 0.01  # hyp.scratch-low
+    assert [r["epoch"] for r in read_results(run / "results.csv")] == [0]
+    assert (run / "weights" / "best.pt").is_file() and (run / "results.png").is_file()
+    last_line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last_line.startswith(f"Results saved to {run}; reuse: python scripts/train.py --weights {run}/weights/best.pt")
+
+
+def start_training(project: Path, data: Path, *extra: str) -> subprocess.Popen:
+    cmd = [sys.executable, str(TRAIN_PY), *TINY_RUN, "--data", str(data), "--project", str(project), "--noplots", *extra]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_kill_9_mid_training_then_resume_matches_an_uninterrupted_run(tiny_data, tmp_path):
+    epochs = ["--epochs", "4"]
+    reference = start_training(tmp_path / "ref", tiny_data, *epochs)
+    victim = start_training(tmp_path / "runs", tiny_data, *epochs)
+    run = tmp_path / "runs" / "exp"
+    last = run / "weights" / "last.pt"
+    deadline = time.time() + 120
+    while not last.exists() and victim.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert victim.poll() is None, victim.communicate()[0]  # still training: killed mid-run
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    saved_epoch = torch.load(last, weights_only=True)["epoch"]
+    rows_before = read_results(run / "results.csv")[: saved_epoch + 1]
+    assert 0 <= saved_epoch < 3
+
+    resumed = subprocess.run([sys.executable, str(TRAIN_PY), "--resume", "--project", str(tmp_path / "runs")],
+                             capture_output=True, text=True, timeout=150)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f"at epoch {saved_epoch + 1}" in resumed.stdout
+    assert reference.wait(timeout=150) == 0, reference.communicate()[0]
+
+    rows = read_results(run / "results.csv")
+    ref_rows = read_results(tmp_path / "ref" / "exp" / "results.csv")
+    assert [r["epoch"] for r in rows] == [0, 1, 2, 3]  # one row per epoch, none repeated
+    assert rows[: saved_epoch + 1] == rows_before  # finished epochs were kept, not trained again
+    for row, ref in zip(rows, ref_rows):  # the LR schedule continued exactly where it stopped
+        assert [row[f"x/lr{i}"] for i in range(3)] == [ref[f"x/lr{i}"] for i in range(3)]
+    assert torch.load(last, weights_only=True)["epoch"] == -1  # finished and stripped

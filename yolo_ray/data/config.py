@@ -1,0 +1,80 @@
+"""The data yaml: where the train/val images are and what the classes are called."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from yolo_ray.config import UserError, load_yaml
+
+
+def _resolve_names(data: dict[str, Any], yaml_file: Path) -> dict[int, str]:
+    names = data.get("names")
+    nc = data.get("nc")
+    if names is None:
+        if nc is None:
+            raise UserError(f"{yaml_file}: needs 'names' (a list or an {{id: name}} mapping) or 'nc'")
+        names = [f"class{i}" for i in range(_as_count(nc, yaml_file))]
+    if isinstance(names, list):
+        names = dict(enumerate(names))
+    if not isinstance(names, dict):
+        raise UserError(f"{yaml_file}: 'names' must be a list or an {{id: name}} mapping, got {type(names).__name__}")
+    try:
+        names = {int(k): str(v) for k, v in names.items()}
+    except (TypeError, ValueError):
+        raise UserError(f"{yaml_file}: 'names' keys must be integer class ids") from None
+    if sorted(names) != list(range(len(names))):
+        raise UserError(f"{yaml_file}: 'names' ids must be 0..{len(names) - 1} without gaps, got {sorted(names)}")
+    if nc is not None and _as_count(nc, yaml_file) != len(names):
+        raise UserError(f"{yaml_file}: nc={nc} but 'names' has {len(names)} entries")
+    return names
+
+
+def _as_count(nc: Any, yaml_file: Path) -> int:
+    if isinstance(nc, bool) or not isinstance(nc, int) or nc < 1:
+        raise UserError(f"{yaml_file}: 'nc' must be a positive integer, got {nc!r}")
+    return nc
+
+
+def _resolve_split(data: dict[str, Any], key: str, root: Path, yaml_file: Path) -> list[str]:
+    value = data.get(key)
+    if value is None or value == "" or value == []:
+        raise UserError(f"{yaml_file}: '{key}' is missing (a folder, a .txt list of images, or a list of those)")
+    entries = value if isinstance(value, list) else [value]
+    out = []
+    for entry in entries:
+        if not isinstance(entry, str):
+            raise UserError(f"{yaml_file}: '{key}' entries must be paths, got {entry!r}")
+        p = Path(entry).expanduser()
+        p = (p if p.is_absolute() else root / p).resolve()
+        if not p.exists():
+            raise UserError(f"{yaml_file}: {key} images not found at {p}")
+        out.append(str(p))
+    return out
+
+
+def load_data_config(path: str | Path) -> dict[str, Any]:
+    """Read a YOLOv5 data yaml into absolute paths and an {id: name} class dict.
+
+    `path` in the yaml is relative to the yaml's own folder (absent = that folder); `train`/`val` are
+    relative to `path`. Raises UserError naming the yaml for any problem, including missing images.
+    """
+    yaml_file = Path(path).expanduser().resolve()
+    data = load_yaml(yaml_file)
+    root_value = data.get("path") or ""
+    if not isinstance(root_value, str):
+        raise UserError(f"{yaml_file}: 'path' must be a folder path, got {root_value!r}")
+    root = Path(root_value).expanduser()
+    root = (root if root.is_absolute() else yaml_file.parent / root).resolve()
+    names = _resolve_names(data, yaml_file)
+    config: dict[str, Any] = {
+        "yaml_file": yaml_file,
+        "path": root,
+        "train": _resolve_split(data, "train", root, yaml_file),
+        "val": _resolve_split(data, "val", root, yaml_file),
+        "names": names,
+        "nc": len(names),
+    }
+    if data.get("test"):
+        config["test"] = _resolve_split(data, "test", root, yaml_file)
+    return config

@@ -1,0 +1,305 @@
+"""The evolution driver: options and run directory, then a Ray Tune run of EvolveSearcher's proposals.
+
+The run directory's evolve.csv is the state: a resumed run (after Ctrl-C, SIGTERM or kill -9) starts
+a fresh Tune experiment whose searcher reads the rows already there and proposes until the file
+holds `generations` rows. Trials in flight when the driver died were not rows, so nothing is lost and
+nothing is counted twice; an evolve.csv written by upstream YOLOv5 is continued the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+import yaml
+from ray import tune
+
+from yolo_ray.config import UserError, load_hyp
+from yolo_ray.evolve.progress import EvolveProgress, TrialEvents
+from yolo_ray.evolve.searcher import EvolveSearcher
+from yolo_ray.evolve.space import DEFAULT_SEARCH_SPACE, load_search_space, resolve_search_space
+from yolo_ray.evolve.trial import TRIAL_CPU_SLIVER, evolve_trial, placement, trial_resources
+from yolo_ray.train.rundir import increment_path, resolve_project
+
+DEFAULT_GENERATIONS = 300
+DEFAULT_CFG = "yolov5n.yaml"  # when neither --cfg nor --weights is given
+
+# TRAIN CONFIG keys an evolution passes on to every trial (resume/nosave/noval/plots are evolve's own).
+TRAIN_OPTION_KEYS = (
+    "weights", "cfg", "data", "hyp", "epochs", "batch_size", "imgsz", "rect", "noautoanchor", "cache",
+    "image_weights", "multi_scale", "single_cls", "sync_bn", "cos_lr", "device", "optimizer", "workers",
+    "label_smoothing", "freeze", "seed", "amp", "channels_last",
+)
+# Where and how this invocation runs: taken from the current command even when resuming.
+RUNTIME_KEYS = (
+    "address", "concurrency", "cpus_per_trial", "gpus_per_trial", "storage_path", "max_retries",
+    "max_failed_trials", "resume", "exist_ok",
+)
+
+DEFAULTS: dict[str, Any] = {
+    "weights": None, "cfg": None, "data": None, "hyp": None, "epochs": 100, "batch_size": 16, "imgsz": 640,
+    "rect": False, "noautoanchor": False, "cache": None, "image_weights": False, "multi_scale": False,
+    "single_cls": False, "sync_bn": False, "cos_lr": False, "device": "", "optimizer": "SGD", "workers": 8,
+    "label_smoothing": 0.0, "freeze": [0], "seed": None, "amp": True, "channels_last": True,
+    "generations": None, "search_space": DEFAULT_SEARCH_SPACE, "parent": "single", "early_stop": False,
+    "ray_workers": 1, "concurrency": None, "cpus_per_trial": 1.0, "gpus_per_trial": 0.0, "address": None,
+    "storage_path": None, "max_retries": 2, "max_failed_trials": None, "resume": False,
+    "project": "runs/evolve", "name": "exp", "exist_ok": False,
+}
+
+
+@dataclass
+class EvolveSummary:
+    save_dir: Path
+    rows: int
+    generations: int
+    failed: int
+    stopped: int
+    best_fitness: float
+    status: str  # "finished", "interrupted" or "failure cap"
+    message: str
+
+    @property
+    def exit_code(self) -> int:
+        return {"finished": 0, "interrupted": 130}.get(self.status, 1)
+
+
+def find_resume_dir(resume: str | bool, project: str | Path) -> Path:
+    """The run directory to continue: the given one, or the newest evolution under project."""
+    if resume is not True:
+        path = Path(resume).expanduser().resolve()
+        if not path.is_dir():
+            raise UserError(f"{path}: --resume directory not found")
+        return path
+    project = resolve_project(project)
+    runs = [p for p in project.glob("*") if (p / "evolve.csv").is_file() or (p / "opt.yaml").is_file()]
+    if not runs:
+        raise UserError(f"{project}: no evolution to resume (no run directory with evolve.csv or opt.yaml)")
+    return max(runs, key=lambda p: max(f.stat().st_mtime for f in p.iterdir() if f.is_file()))
+
+
+def resolve_options(opt: dict[str, Any]) -> dict[str, Any]:
+    """Defaults filled, a resumed run's saved options restored, paths absolute, run dir created.
+
+    Tune runs each trial in its own working directory, so every path leaves here absolute.
+    """
+    opt = {**DEFAULTS, **opt}
+    if opt["resume"]:
+        save_dir = find_resume_dir(opt["resume"], opt["project"])
+        saved = _read_saved_options(save_dir)
+        runtime = {k: opt[k] for k in RUNTIME_KEYS}
+        generations = opt["generations"] or saved.get("generations")
+        opt = {**opt, **saved, **runtime, "generations": generations}
+    else:
+        save_dir = increment_path(resolve_project(opt["project"]) / opt["name"], exist_ok=opt["exist_ok"], mkdir=True)
+    opt["save_dir"] = str(save_dir)
+    opt["generations"] = int(opt["generations"] or DEFAULT_GENERATIONS)
+    _check_numbers(opt)
+    opt["hyp"] = load_hyp(opt["hyp"])
+    opt["search_space"] = str(resolve_search_space(opt["search_space"]))
+    opt["weights"] = _absolute_file(opt["weights"], "weights")
+    opt["cfg"] = _model_cfg(opt["cfg"], opt["weights"])
+    opt["data"] = _data_yaml(opt["data"])
+    if opt["storage_path"] and "://" not in opt["storage_path"]:
+        opt["storage_path"] = str(Path(opt["storage_path"]).expanduser().resolve())
+    if opt["max_failed_trials"] is None:
+        opt["max_failed_trials"] = max(10, opt["generations"] // 10)
+    _write_saved_options(save_dir, opt)
+    return opt
+
+
+def run_evolution(opt: dict[str, Any], trainable: Callable[..., None] | None = None) -> EvolveSummary:
+    """Evolve hyperparameters as opt says (DEFAULTS keys); trainable replaces the training trial
+    (a Tune function taking (config, train_config)) for tests and benchmarks."""
+    opt = resolve_options(opt)
+    print(f"evolve: run directory {opt['save_dir']}", flush=True)
+    started_ray = False
+    if not ray.is_initialized():
+        from yolo_ray.train.launch import ray_init_address
+
+        # Trials' training output would interleave unreadably here; it stays in the Ray logs.
+        ray.init(address=ray_init_address(opt["address"]), log_to_driver=False)
+        started_ray = True
+    previous_sigterm = signal.signal(signal.SIGTERM, _sigterm_as_sigint)
+    try:
+        return _evolve(opt, trainable)
+    finally:
+        signal.signal(signal.SIGTERM, previous_sigterm)
+        if started_ray:
+            ray.shutdown()  # also frees this job's placement groups before the process goes
+
+
+def default_concurrency(cpus_per_trial: float, gpus_per_trial: float, ray_workers: int) -> int:
+    """As many trials as the cluster's CPUs (and GPUs) fit at once."""
+    resources = ray.cluster_resources()
+    cpus_needed = cpus_per_trial + (TRIAL_CPU_SLIVER if ray_workers > 1 else 0.0)
+    fits = [int(resources.get("CPU", 0) // cpus_needed)] if cpus_needed > 0 else []
+    if gpus_per_trial > 0:
+        fits.append(int(resources.get("GPU", 0) // gpus_per_trial))
+    return max(1, min(fits, default=1))
+
+
+def train_command(opt: dict[str, Any], hyp_yaml: Path) -> str:
+    """The scripts/train.py command that trains with the evolved hyps on the same setup."""
+    parts = ["python scripts/train.py", f"--hyp {hyp_yaml}", f"--data {opt['data']}"]
+    if opt["cfg"]:
+        parts.append(f"--cfg {opt['cfg']}")
+    if opt["weights"]:
+        parts.append(f"--weights {opt['weights']}")
+    parts += [f"--imgsz {opt['imgsz']}", f"--batch-size {opt['batch_size']}"]
+    for flag in ("single_cls", "noautoanchor", "rect", "multi_scale", "cos_lr"):
+        if opt[flag]:
+            parts.append("--" + flag.replace("_", "-"))
+    if opt["optimizer"] != "SGD":
+        parts.append(f"--optimizer {opt['optimizer']}")
+    return " ".join(parts)
+
+
+def _evolve(opt: dict[str, Any], trainable: Callable[..., None] | None) -> EvolveSummary:
+    save_dir = Path(opt["save_dir"])
+    searcher = EvolveSearcher(
+        save_dir / "evolve.csv", opt["hyp"], load_search_space(opt["search_space"]), opt["generations"],
+        parent=opt["parent"], seed=opt["seed"], noautoanchor=opt["noautoanchor"],
+        max_failed_trials=opt["max_failed_trials"],
+    )
+    progress = EvolveProgress(save_dir, opt["generations"], searcher.rows)
+    searcher.on_row = progress
+    if searcher.rows < opt["generations"]:
+        workers = int(opt["ray_workers"])
+        concurrency = opt["concurrency"] or default_concurrency(opt["cpus_per_trial"], opt["gpus_per_trial"], workers)
+        train_config = _train_config(opt, share_images=trainable is None)
+        print(f"evolve: {searcher.rows}/{opt['generations']} generations in evolve.csv; up to {concurrency} "
+              f"trials at once, {opt['cpus_per_trial']:g} CPU / {opt['gpus_per_trial']:g} GPU and "
+              f"{workers} Train worker(s) each", flush=True)
+        fn = tune.with_parameters(trainable or evolve_trial, train_config=train_config)
+        tuner = tune.Tuner(
+            tune.with_resources(fn, trial_resources(opt["cpus_per_trial"], opt["gpus_per_trial"], workers)),
+            tune_config=tune.TuneConfig(
+                search_alg=searcher, num_samples=-1, max_concurrent_trials=concurrency, reuse_actors=True,
+                scheduler=_early_stopper(opt["epochs"]) if opt["early_stop"] else None,
+            ),
+            run_config=tune.RunConfig(
+                name=f"tune-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=opt["storage_path"] or str(save_dir),
+                failure_config=tune.FailureConfig(max_failures=int(opt["max_retries"])),
+                callbacks=[TrialEvents()], verbose=0,
+            ),
+        )
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our progress lines replace Tune's status tables
+        tuner.fit()
+    progress.refresh(plot=True)
+    return _summary(opt, searcher)
+
+
+def _summary(opt: dict[str, Any], searcher: EvolveSearcher) -> EvolveSummary:
+    save_dir = Path(opt["save_dir"])
+    n, rows = opt["generations"], searcher.rows
+    if rows >= n:
+        status = "finished"
+        message = (f"Hyperparameter evolution finished {rows} generations (best fitness {searcher.best_fitness:.5g})\n"
+                   f"Results saved to {save_dir}\n"
+                   f"Usage example: $ {train_command(opt, save_dir / 'hyp_evolve.yaml')}")
+    elif searcher.failure_cap_reached:
+        status = "failure cap"
+        message = (f"evolution stopped at {rows}/{n} generations: {searcher.failed} trials failed "
+                   f"(--max-failed-trials {opt['max_failed_trials']}); last: {searcher.last_failure}")
+    else:
+        status = "interrupted"
+        message = (f"evolution interrupted at {rows}/{n} generations; continue with: "
+                   f"python scripts/evolve.py --resume {save_dir}")
+    return EvolveSummary(save_dir, rows, n, searcher.failed, searcher.stopped, searcher.best_fitness, status, message)
+
+
+def _train_config(opt: dict[str, Any], share_images: bool) -> dict[str, Any]:
+    from yolo_ray.evolve.shared_images import share_decoded_images
+
+    config = {k: opt[k] for k in TRAIN_OPTION_KEYS}
+    config["seed"] = opt["seed"] or 0  # the training seed; the GA's own draws use opt["seed"] as given
+    config.update(evolve=True, noval=True, nosave=True, noplots=True, report_every_epoch=bool(opt["early_stop"]))
+    config.update(placement(opt["cpus_per_trial"], opt["gpus_per_trial"], int(opt["ray_workers"])))
+    if share_images:
+        config["decoded"] = share_decoded_images(config)
+    return config
+
+
+def _early_stopper(epochs: int) -> tune.schedulers.TrialScheduler:
+    """ASHA on per-epoch fitness: trials in the bottom two thirds at a rung stop; a quarter of the epochs first."""
+    from ray.tune.schedulers import ASHAScheduler
+
+    return ASHAScheduler(time_attr="training_iteration", metric="fitness", mode="max", max_t=max(epochs, 1),
+                         grace_period=max(1, epochs // 4), reduction_factor=3)
+
+
+def _sigterm_as_sigint(signum: int, frame: Any) -> None:
+    # Tune stops gracefully on SIGINT (trials ended, state saved); a bare SIGTERM would leave
+    # placement groups behind that hang the next run on the cluster.
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+def _check_numbers(opt: dict[str, Any]) -> None:
+    checks = [
+        ("generations", opt["generations"] >= 1), ("epochs", opt["epochs"] >= 1), ("imgsz", opt["imgsz"] >= 32),
+        ("batch-size", opt["batch_size"] >= 1), ("ray-workers", int(opt["ray_workers"]) >= 1),
+        ("cpus-per-trial", opt["cpus_per_trial"] > 0), ("gpus-per-trial", opt["gpus_per_trial"] >= 0),
+        ("concurrency", opt["concurrency"] is None or opt["concurrency"] >= 1),
+        ("max-retries", opt["max_retries"] >= 0),
+    ]
+    for name, ok in checks:
+        if not ok:
+            raise UserError(f"--{name} {opt[name.replace('-', '_')]} is out of range")
+    if opt["parent"] not in ("single", "weighted"):
+        raise UserError(f"--parent must be single or weighted, got {opt['parent']!r}")
+    if opt["batch_size"] % int(opt["ray_workers"]):
+        raise UserError(f"--batch-size {opt['batch_size']} must be a multiple of --ray-workers {opt['ray_workers']}")
+
+
+def _absolute_file(path: str | None, what: str) -> str | None:
+    if not path:
+        return None
+    resolved = Path(path).expanduser().resolve()
+    if not resolved.is_file():
+        raise UserError(f"{resolved}: {what} file not found")
+    return str(resolved)
+
+
+def _model_cfg(cfg: str | None, weights: str | None) -> str | None:
+    if not cfg:
+        return None if weights else DEFAULT_CFG
+    path = Path(cfg).expanduser()
+    return str(path.resolve()) if path.is_file() else cfg  # otherwise a shipped name like yolov5s.yaml
+
+
+def _data_yaml(data: str | None) -> str:
+    if not data:
+        from yolo_ray.data.synthetic import default_data_yaml
+
+        return str(default_data_yaml())
+    from yolo_ray.data import load_data_config
+
+    path = Path(data).expanduser().resolve()
+    load_data_config(path)  # fail here, naming the file, rather than in every trial
+    return str(path)
+
+
+def _read_saved_options(save_dir: Path) -> dict[str, Any]:
+    """The options a run was started with (opt.yaml); none for a directory upstream YOLOv5 wrote."""
+    path = save_dir / "opt.yaml"
+    if not path.is_file():
+        return {}
+    with open(path) as f:
+        saved = yaml.safe_load(f)
+    if not isinstance(saved, dict):
+        raise UserError(f"{path}: expected a YAML mapping of evolution options")
+    return saved
+
+
+def _write_saved_options(save_dir: Path, opt: dict[str, Any]) -> None:
+    plain = {k: v for k, v in opt.items() if k not in RUNTIME_KEYS}
+    tmp = save_dir / ".opt.yaml.tmp"
+    tmp.write_text(yaml.safe_dump(plain, sort_keys=False))
+    os.replace(tmp, save_dir / "opt.yaml")

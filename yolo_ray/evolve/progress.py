@@ -1,0 +1,61 @@
+"""What an evolution run tells its user while it runs: progress lines, failures, refreshed results.
+
+hyp_evolve.yaml is rewritten after every row (a small file); evolve.png at most once per
+PLOT_INTERVAL_S, since drawing 29 panels at 200 dpi costs seconds and rows can arrive every second.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from ray.tune import Callback
+
+PLOT_INTERVAL_S = 60.0
+
+
+class EvolveProgress:
+    """The searcher's on_row hook: prints `generations done, best fitness` and refreshes the results files."""
+
+    def __init__(self, save_dir: str | Path, generations: int, start_rows: int, plot_interval_s: float = PLOT_INTERVAL_S):
+        self.save_dir = Path(save_dir)
+        self.generations = generations
+        self.start_rows = start_rows
+        self.plot_interval_s = plot_interval_s
+        self.t0 = time.time()
+        self.last_plot = self.t0
+
+    @property
+    def csv_path(self) -> Path:
+        return self.save_dir / "evolve.csv"
+
+    def __call__(self, rows: int, best_fitness: float) -> None:
+        elapsed = time.time() - self.t0
+        done_here = rows - self.start_rows
+        rate = f", {3600 * done_here / elapsed:.0f} trials/hour" if elapsed > 0 and done_here > 0 else ""
+        print(f"evolve: {rows}/{self.generations} generations done, best fitness {best_fitness:.5g} "
+              f"({elapsed:.0f} s{rate})", flush=True)
+        self.refresh(plot=time.time() - self.last_plot >= self.plot_interval_s)
+
+    def refresh(self, plot: bool = True) -> None:
+        """Rewrite hyp_evolve.yaml (and evolve.png when plot) from evolve.csv; nothing before its first row."""
+        from yolo_ray.evolve.evolve_csv import write_hyp_evolve
+        from yolo_ray.evolve.plots import plot_evolve
+
+        if not self.csv_path.is_file():
+            return
+        write_hyp_evolve(self.csv_path, self.save_dir / "hyp_evolve.yaml", self.generations)
+        if plot:
+            plot_evolve(self.csv_path)
+            self.last_plot = time.time()
+
+
+class TrialEvents(Callback):
+    """Prints trial retries and failures with the error file to read, one line each."""
+
+    def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+        print(f"evolve: trial {trial.trial_id} died ({trial.run_metadata.num_failures} so far); retrying it", flush=True)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        where = trial.error_file or "no error file"
+        print(f"evolve: trial {trial.trial_id} failed after its retries; see {where}", flush=True)

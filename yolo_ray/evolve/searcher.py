@@ -1,0 +1,193 @@
+"""YOLOv5's evolution as a Ray Tune Searcher: an asynchronous steady-state GA over evolve.csv.
+
+Whenever Tune has a free slot it asks `suggest` for a trial; the proposal is a mutation of the best
+rows so far (upstream's classic GA). Every finished trial becomes one evolve.csv row, written here in
+the driver, so the file stays the single source of truth a resumed run starts from.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import pickle
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from ray.tune.search import Searcher
+
+from yolo_ray.config import UserError
+from yolo_ray.evolve.evolve_csv import EVOLVE_RESULT_KEYS, append_row, read_history
+from yolo_ray.evolve.ga import mutate, prepare_evolution, propose
+from yolo_ray.evolve.space import SearchSpace
+from yolo_ray.metrics import fitness
+
+LOGGER = logging.getLogger(__name__)
+
+# Attributes that make up the searcher's state; everything else is rebuilt or runtime-only.
+_STATE_KEYS = (
+    "csv_path", "base_hyp", "meta", "generations", "parent", "seed", "max_failed_trials", "rng",
+    "history", "live", "base_proposed", "n_parents", "failed", "stopped", "last_failure",
+)
+
+
+def nonfinite_reason(result: Mapping[str, Any] | None) -> str | None:
+    """Why a finished trial's result cannot be an evolve.csv row, or None when it can."""
+    if not result:
+        return "no result reported"
+    missing = [k for k in EVOLVE_RESULT_KEYS if k not in result]
+    if missing:
+        return f"result lacks {', '.join(missing)}"
+    bad = [k for k in EVOLVE_RESULT_KEYS if not math.isfinite(float(result[k]))]
+    if bad:
+        return f"non-finite {', '.join(bad)}"
+    return None
+
+
+class EvolveSearcher(Searcher):
+    """Proposes hyps by YOLOv5's mutation and appends each finished trial to evolve.csv.
+
+    csv_path: evolve.csv (read once here if present; appended as results arrive).
+    base_hyp / meta: the hyp and search space (anchors handling as prepare_evolution).
+    generations: the row count to reach; suggest returns FINISHED once evolve.csv holds that many.
+    max_failed_trials: after that many failed trials (errors after retries, non-finite results)
+    suggest returns FINISHED too, and `failure_cap_reached` tells the driver why.
+    seed: None for fresh entropy; with a seed, a run (and a resumed run) is reproducible.
+    on_row: called after every appended row with (rows, best_fitness); not part of the saved state.
+    """
+
+    def __init__(
+        self,
+        csv_path: str | Path,
+        base_hyp: Mapping[str, float],
+        meta: SearchSpace,
+        generations: int,
+        *,
+        metric: str = "fitness",
+        mode: str = "max",
+        parent: str = "single",
+        seed: int | None = None,
+        noautoanchor: bool = False,
+        max_failed_trials: int = 10,
+        on_row: Callable[[int, float], None] | None = None,
+    ):
+        # Tune only calls set_search_properties when param_space is non-empty: metric and mode go here.
+        super().__init__(metric=metric, mode=mode)
+        if generations < 1:
+            raise UserError(f"--generations must be at least 1, got {generations}")
+        self.csv_path = str(csv_path)
+        self.base_hyp, self.meta = prepare_evolution(base_hyp, meta, noautoanchor)
+        self.generations = int(generations)
+        self.parent = parent
+        self.seed = seed
+        self.max_failed_trials = int(max_failed_trials)
+        self.on_row = on_row
+        self.live: dict[str, dict[str, float]] = {}  # trial_id -> hyp of trials in flight
+        self.base_proposed = False
+        self.failed = 0
+        self.stopped = 0  # ended before training finished (early stopping, interrupted run)
+        self.last_failure = ""
+        self._load_history()
+
+    def _load_history(self) -> None:
+        self.history = read_history(self.csv_path)
+        columns = [c for c in self.history.columns if c not in EVOLVE_RESULT_KEYS]
+        if columns and set(columns) != set(self.base_hyp):
+            missing = sorted(set(self.base_hyp) - set(columns))
+            extra = sorted(set(columns) - set(self.base_hyp))
+            raise UserError(
+                f"{self.csv_path}: its hyperparameter columns do not match the hyp being evolved "
+                f"(not in the file: {missing or 'none'}; only in the file: {extra or 'none'}); "
+                "resume with the same --hyp and --noautoanchor setting"
+            )
+        if len(self.history):
+            scores = fitness(self.history[list(EVOLVE_RESULT_KEYS)].to_numpy(dtype=float))
+            self.n_parents = int(np.isfinite(scores).sum())
+        else:
+            self.n_parents = 0
+        # Mixing in the row count keeps a resumed seeded run from replaying the first run's draws.
+        self.rng = np.random.default_rng(None if self.seed is None else [self.seed, len(self.history)])
+
+    @property
+    def rows(self) -> int:
+        return len(self.history)
+
+    @property
+    def failure_cap_reached(self) -> bool:
+        return self.failed >= self.max_failed_trials
+
+    @property
+    def best_fitness(self) -> float:
+        if not self.n_parents:
+            return float("nan")
+        return float(np.nanmax(fitness(self.history[list(EVOLVE_RESULT_KEYS)].to_numpy(dtype=float))))
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        if self.rows >= self.generations or self.failure_cap_reached:
+            return Searcher.FINISHED
+        if self.rows + len(self.live) >= self.generations:
+            return None  # enough in flight; one failing gets a replacement later
+        if self.n_parents:
+            hyp = propose(self.history, self.base_hyp, self.meta, self.rng, self.parent)
+        elif not self.base_proposed:
+            hyp = propose(self.history.iloc[:0], self.base_hyp, self.meta, self.rng, self.parent)
+            self.base_proposed = True
+        else:
+            # The base is in flight and nothing has finished: explore around it rather than repeat it.
+            hyp = mutate(self.base_hyp, self.base_hyp, self.meta, self.rng)
+        self.live[trial_id] = hyp
+        return {"hyp": hyp}
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        hyp = self.live.pop(trial_id, None)
+        if hyp is None:
+            return  # not proposed by this searcher (e.g. a trial from before a restore)
+        if error:
+            self._record_failure(trial_id, "the trial raised an error (after its retries)")
+            return
+        if result is None or not result.get("done", False):
+            self.stopped += 1  # stopped early or interrupted: not a finished generation
+            return
+        reason = nonfinite_reason(result)
+        if reason:
+            self._record_failure(trial_id, reason)
+            return
+        results = {k: float(result[k]) for k in EVOLVE_RESULT_KEYS}
+        append_row(self.csv_path, results, hyp)
+        self._append_history({**results, **hyp})
+        self.n_parents += 1
+        if self.on_row is not None:
+            self.on_row(self.rows, self.best_fitness)
+
+    def _append_history(self, row: dict[str, float]) -> None:
+        if self.history.empty:  # a new file's frame has no hyp columns yet
+            self.history = pd.DataFrame([row], dtype=float)
+        else:
+            self.history.loc[len(self.history)] = row
+
+    def _record_failure(self, trial_id: str, reason: str) -> None:
+        self.failed += 1
+        self.last_failure = f"trial {trial_id}: {reason}"
+        LOGGER.warning("evolve: %s; it is not a row, a replacement will be proposed", self.last_failure)
+
+    def get_state(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in _STATE_KEYS} | {"metric": self._metric, "mode": self._mode}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        for key in _STATE_KEYS:
+            setattr(self, key, state[key])
+        self._metric, self._mode = state["metric"], state["mode"]
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.get_state(), f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Restore the saved state, then re-read evolve.csv: rows written after the save still count."""
+        with open(checkpoint_path, "rb") as f:
+            self.set_state(pickle.load(f))
+        rng = self.rng
+        self._load_history()
+        self.rng = rng

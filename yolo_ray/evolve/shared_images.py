@@ -1,0 +1,52 @@
+"""Decode the dataset once in the driver and share it with every trial through the Ray object store.
+
+Concurrent trials on a node then map one copy of the images (numpy buffers are zero-copy from the
+object store) instead of each decoding and holding its own, and a trial starts training without a
+decode pass. Skipped when the images would crowd the object store, or with --cache disk.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ray
+
+# The decoded images may take at most this share of the object store (trials need the rest).
+OBJECT_STORE_SHARE = 0.25
+
+
+def train_image_size(cfg: str | None, weights: str | None, imgsz: int) -> int:
+    """The image size the training loop will use: imgsz on the model's stride grid, as the loop rounds it."""
+    from yolo_ray.models import build_model, load_checkpoint
+    from yolo_ray.train.model_setup import check_img_size
+
+    source = cfg if cfg else load_checkpoint(weights)["yaml"]
+    stride = int(build_model(source).stride.max()) if source else 32
+    gs = max(stride, 32)
+    return check_img_size(int(imgsz), gs, floor=gs * 2)
+
+
+def share_decoded_images(train_config: dict[str, Any]) -> ray.ObjectRef | None:
+    """An ObjectRef to {"train": DecodedImages, "val": DecodedImages} for the TRAIN CONFIG "decoded"
+    key, or None when sharing does not pay (disk cache) or would not fit (prints why).
+
+    Builds the model once first, so a bad --cfg or --weights fails here rather than in every trial.
+    """
+    from yolo_ray.data import LoadImagesAndLabels, load_data_config
+
+    imgsz = train_image_size(train_config.get("cfg"), train_config.get("weights"), train_config["imgsz"])
+    if train_config.get("cache") == "disk":
+        return None
+    data = load_data_config(train_config["data"])
+    common = {"img_size": imgsz, "single_cls": bool(train_config.get("single_cls")), "verbose": False}
+    train = LoadImagesAndLabels(data["train"], augment=True, hyp=train_config["hyp"], **common)
+    val = LoadImagesAndLabels(data["val"], augment=False, **common)
+    estimate = (train.n + val.n) * imgsz * imgsz * 3  # upper bound: long side = imgsz
+    budget = ray.cluster_resources().get("object_store_memory", 0) * OBJECT_STORE_SHARE
+    if estimate > budget and train_config.get("cache") != "ram":
+        print(f"evolve: not sharing decoded images ({estimate / 1e9:.1f} GB would exceed {budget / 1e9:.1f} GB "
+              "of the object store); each trial reads its own", flush=True)
+        return None
+    decoded = {"train": train.decoded_images(), "val": val.decoded_images()}
+    print(f"evolve: shared {train.n} train + {val.n} val decoded images at {imgsz} px with all trials", flush=True)
+    return ray.put(decoded)

@@ -1,0 +1,81 @@
+"""The Tune function trainable of one evolution trial: train one proposed hyp, report to Tune.
+
+One Train worker per trial: the loop runs right here in the trial process (its reports go to Tune
+directly). Several: the trial builds and fits a TorchTrainer (Train V2 cannot be wrapped by a Tuner)
+whose workers' reports reach Tune through TuneReportCallback; the trial itself then holds only a
+sliver of a CPU, since a whole one would starve its own workers on a small node.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ray
+from ray import tune
+
+# Options that place a trial on the cluster; the training loop never sees them.
+PLACEMENT_KEYS = ("ray_workers", "cpus_per_worker", "gpus_per_worker")
+TRIAL_CPU_SLIVER = 0.01
+
+
+def trial_resources(cpus_per_trial: float, gpus_per_trial: float, ray_workers: int) -> dict[str, float]:
+    """What Tune reserves for the trial process itself (Train workers reserve their own share)."""
+    if ray_workers > 1:
+        return {"cpu": TRIAL_CPU_SLIVER}
+    return {"cpu": float(cpus_per_trial), "gpu": float(gpus_per_trial)}
+
+
+def placement(cpus_per_trial: float, gpus_per_trial: float, ray_workers: int) -> dict[str, float | int]:
+    """The PLACEMENT_KEYS entries of a trial's train config: the trial's resources split over its workers."""
+    return {
+        "ray_workers": int(ray_workers),
+        "cpus_per_worker": float(cpus_per_trial) / ray_workers,
+        "gpus_per_worker": float(gpus_per_trial) / ray_workers,
+    }
+
+
+def resolve_decoded(config: dict[str, Any]) -> dict[str, Any]:
+    """config with its shared decoded images fetched from the object store (zero-copy numpy views)."""
+    decoded = config.get("decoded")
+    if isinstance(decoded, ray.ObjectRef):
+        config = {**config, "decoded": ray.get(decoded)}
+    return config
+
+
+def _train_worker(config: dict[str, Any]) -> dict[str, float] | None:
+    from yolo_ray.train.loop import train_loop_per_worker
+
+    return train_loop_per_worker(resolve_decoded(config))
+
+
+def _fit_torch_trainer(config: dict[str, Any], workers: int, cpus_per_worker: float, gpus_per_worker: float) -> None:
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    resources = {"CPU": cpus_per_worker}
+    if gpus_per_worker:
+        resources["GPU"] = gpus_per_worker
+    trainer = TorchTrainer(
+        _train_worker,
+        train_loop_config=config,
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpus_per_worker > 0, resources_per_worker=resources),
+        run_config=RunConfig(name="ray_train", storage_path=config["save_dir"], callbacks=[TuneReportCallback()]),
+    )
+    trainer.fit()
+
+
+def evolve_trial(config: dict[str, Any], train_config: dict[str, Any]) -> None:
+    """Train config["hyp"] with train_config (a TRAIN CONFIG plus PLACEMENT_KEYS) in evolve mode.
+
+    The loop reports every validated epoch to Tune; the searcher reads the last report. A NaN/inf
+    loss is not raised: the trial ends normally with its non-finite report and the searcher counts it
+    failed, because FailureConfig would otherwise retrain the same doomed hyp max_failures times.
+    """
+    train = {k: v for k, v in train_config.items() if k not in PLACEMENT_KEYS}
+    train.update(hyp=dict(config["hyp"]), evolve=True, save_dir=tune.get_context().get_trial_dir())
+    workers = int(train_config.get("ray_workers", 1))
+    if workers == 1:
+        _train_worker(train)
+    else:
+        _fit_torch_trainer(train, workers, train_config["cpus_per_worker"], train_config["gpus_per_worker"])

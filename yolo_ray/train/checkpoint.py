@@ -1,0 +1,124 @@
+"""Training checkpoints (tensors and plain types only) and upstream's results.csv."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+RESULTS_CSV_KEYS = (
+    "epoch",
+    "train/box_loss", "train/obj_loss", "train/cls_loss",
+    "metrics/precision", "metrics/recall", "metrics/mAP_0.5", "metrics/mAP_0.5:0.95",
+    "val/box_loss", "val/obj_loss", "val/cls_loss",
+    "x/lr0", "x/lr1", "x/lr2",
+)
+
+
+def half_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A detached copy with floating tensors in fp16, as upstream stores model and EMA weights."""
+    return {
+        k: (v.detach().half() if v.is_floating_point() else v.detach()).cpu().clone()
+        for k, v in model.state_dict().items()
+    }
+
+
+def build_checkpoint(
+    epoch: int,
+    best_fitness: float,
+    model: nn.Module,
+    ema_model: nn.Module,
+    ema_updates: int,
+    optimizer: torch.optim.Optimizer,
+    opt: dict[str, Any],
+) -> dict[str, Any]:
+    """Upstream's v7.0 last.pt layout with state dicts instead of pickled modules.
+
+    `model` must be the bare model (not DDP); its yaml and names ride along so the file stands alone.
+    """
+    return {
+        "epoch": epoch,
+        "best_fitness": float(best_fitness),
+        "model": half_state_dict(model),
+        "ema": half_state_dict(ema_model),
+        "updates": ema_updates,
+        "optimizer": optimizer.state_dict(),
+        "opt": plain_options(opt),
+        "yaml": getattr(model, "yaml", None),
+        "names": getattr(model, "names", None),
+        "date": datetime.now().isoformat(),
+    }
+
+
+def plain_options(opt: dict[str, Any]) -> dict[str, Any]:
+    """The options that survive torch.load(weights_only=True): drop objects like shared decoded images."""
+    plain = (str, int, float, bool, type(None))
+
+    def is_plain(v: Any) -> bool:
+        if isinstance(v, plain):
+            return True
+        if isinstance(v, (list, tuple)):
+            return all(is_plain(x) for x in v)
+        if isinstance(v, dict):
+            return all(isinstance(k, str) and is_plain(x) for k, x in v.items())
+        return False
+
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in opt.items() if is_plain(v)}
+
+
+def save_checkpoint(ckpt: dict[str, Any], path: Path) -> None:
+    """Write atomically: a kill mid-save leaves the previous file intact, never a torn one."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(ckpt, tmp)
+    os.replace(tmp, path)
+
+
+def load_training_checkpoint(path: str | Path) -> dict[str, Any]:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def strip_optimizer(path: str | Path) -> None:
+    """Keep only the EMA weights (as 'model' too) for inference/fine-tuning, as upstream does at the end."""
+    ckpt = load_training_checkpoint(path)
+    if ckpt.get("ema") is not None:
+        ckpt["model"] = ckpt["ema"]
+    for key in ("optimizer", "ema", "updates"):
+        ckpt[key] = None
+    ckpt["epoch"] = -1
+    save_checkpoint(ckpt, Path(path))
+
+
+def results_header() -> str:
+    return ("%20s," * len(RESULTS_CSV_KEYS) % RESULTS_CSV_KEYS).rstrip(",")
+
+
+def append_results_row(csv_path: Path, epoch: int, values: Sequence[float]) -> None:
+    """One row: epoch, 3 train losses, 7 val results, 3 lrs, formatted like upstream's logger."""
+    row = [epoch, *values]
+    if len(row) != len(RESULTS_CSV_KEYS):
+        raise ValueError(f"results row has {len(row)} values, expected {len(RESULTS_CSV_KEYS)}")
+    prefix = "" if csv_path.exists() else results_header() + "\n"
+    with open(csv_path, "a") as f:
+        f.write(prefix + ("%20.5g," * len(row) % tuple(row)).rstrip(",") + "\n")
+
+
+def truncate_results(csv_path: Path, last_epoch: int) -> None:
+    """Drop rows after `last_epoch` (and a torn last line) left by a run killed after its last save."""
+    if not csv_path.exists():
+        return
+    lines = csv_path.read_text().splitlines()
+    kept = lines[:1]
+    for line in lines[1:]:
+        fields = line.split(",")
+        try:
+            epoch = int(float(fields[0]))
+        except ValueError:
+            continue
+        if len(fields) == len(RESULTS_CSV_KEYS) and epoch <= last_epoch:
+            kept.append(line)
+    csv_path.write_text("".join(line + "\n" for line in kept))

@@ -1,0 +1,302 @@
+"""train_loop_per_worker: one YOLOv5 v7.0 training run, in one process or as one Ray Train DDP rank.
+
+Read top to bottom: setup (options, model, optimizer, data, anchors, DDP), the epoch loop, the end.
+Only rank 0 validates, writes files and returns results; every rank reports to Ray equally often.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import time
+from copy import deepcopy
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from yolo_ray.config import UserError, load_hyp
+from yolo_ray.data import create_dataloader, labels_to_class_weights, labels_to_image_weights, load_data_config
+from yolo_ray.loss import ComputeLoss
+from yolo_ray.metrics import RESULT_KEYS, fitness
+from yolo_ray.models import de_parallel
+from yolo_ray.train.autoanchor import check_anchors
+from yolo_ray.train.checkpoint import (
+    RESULTS_CSV_KEYS, append_results_row, build_checkpoint, load_training_checkpoint, save_checkpoint,
+    strip_optimizer, truncate_results,
+)
+from yolo_ray.train.model_setup import check_img_size, create_model, freeze_layers, init_seeds, scale_loss_gains
+from yolo_ray.train.optim import (
+    EarlyStopping, ModelEMA, accumulation_steps, apply_warmup, build_optimizer, lr_lambda, scaled_weight_decay,
+    warmup_iterations,
+)
+from yolo_ray.train.precision import Precision
+from yolo_ray.train.session import EpochProgress, broadcast_from_main, report, resolve_shared, worker_context
+from yolo_ray.train.validate import validate
+
+DEFAULTS: dict[str, Any] = {
+    "weights": None, "cfg": None, "hyp": None, "epochs": 100, "batch_size": 16, "imgsz": 640,
+    "rect": False, "resume": None, "nosave": False, "noval": False, "noautoanchor": False, "noplots": False,
+    "cache": None, "image_weights": False, "device": "", "multi_scale": False, "single_cls": False,
+    "optimizer": "SGD", "sync_bn": False, "cos_lr": False, "workers": 8, "label_smoothing": 0.0, "patience": 100,
+    "freeze": [0], "save_period": -1, "seed": 0, "evolve": False, "report_every_epoch": False,
+    "amp": True, "channels_last": True, "decoded": None,
+}
+EMA_ATTRS = ("yaml", "nc", "hyp", "names", "stride", "class_weights")
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float] | None:
+    """Train as config says (TRAIN CONFIG keys); rank 0 returns the final results, other ranks None."""
+    opt = {**DEFAULTS, **config}
+    ctx = worker_context(opt["device"])
+    device = ctx.device
+    evolve = bool(opt["evolve"])
+    noval, nosave = opt["noval"] or evolve, opt["nosave"] or evolve
+    plots = ctx.is_main and not evolve and not opt["noplots"]
+    save_dir = Path(opt["save_dir"])
+    weights_dir = save_dir / "weights"
+    last, best = weights_dir / "last.pt", weights_dir / "best.pt"
+    results_csv = save_dir / "results.csv"
+    if ctx.is_main:
+        (save_dir if evolve else weights_dir).mkdir(parents=True, exist_ok=True)
+    init_seeds(opt["seed"] + 1 + ctx.rank)
+
+    # ---- data config, model, hyperparameters
+    hyp = load_hyp(opt["hyp"])  # our own copy: train() scales some values
+    data = load_data_config(opt["data"])
+    single_cls = bool(opt["single_cls"])
+    nc = 1 if single_cls else data["nc"]
+    names = {0: "item"} if single_cls and len(data["names"]) != 1 else data["names"]
+    resume_ckpt = load_training_checkpoint(opt["resume"]) if opt["resume"] else None
+    model = create_model(opt["cfg"], opt["weights"], resume_ckpt, nc, hyp).to(device)
+    frozen = freeze_layers(model, list(opt["freeze"]))
+    if frozen and ctx.is_main:
+        print(f"freezing {len(frozen)} parameter tensors")
+    gs = max(int(model.stride.max()), 32)
+    imgsz = check_img_size(int(opt["imgsz"]), gs, floor=gs * 2)
+    epochs, batch_size = int(opt["epochs"]), int(opt["batch_size"])
+    if batch_size % ctx.world_size:
+        raise UserError(f"--batch-size {batch_size} must be a multiple of the {ctx.world_size} workers")
+
+    # ---- optimizer and LR schedule (nominal batch 64: accumulate gradients, scale weight decay)
+    start_epoch, best_fitness = 0, 0.0
+    if resume_ckpt is not None:
+        start_epoch = resume_ckpt["epoch"] + 1
+        if start_epoch <= 0:
+            raise UserError(f"{opt['resume']}: training is finished, nothing to resume")
+        if epochs < start_epoch:  # a finished run resumed with a larger budget: fine-tune that many more
+            epochs += resume_ckpt["epoch"]
+    accumulate = accumulation_steps(batch_size)
+    hyp["weight_decay"] = scaled_weight_decay(hyp["weight_decay"], batch_size)
+    optimizer = build_optimizer(model, opt["optimizer"], hyp["lr0"], hyp["momentum"], hyp["weight_decay"])
+    lf = lr_lambda(epochs, hyp["lrf"], bool(opt["cos_lr"]))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=lf)
+    if resume_ckpt is not None:  # after the scheduler: the saved lr, not lf(0), continues
+        optimizer.load_state_dict(resume_ckpt["optimizer"])
+        best_fitness = float(resume_ckpt["best_fitness"])
+
+    # ---- data: a shard of the train set per rank, validation on rank 0 only
+    decoded = resolve_shared(opt["decoded"]) or {}
+    per_rank_batch = batch_size // ctx.world_size
+    train_loader, dataset = create_dataloader(
+        data["train"], imgsz, per_rank_batch, gs, single_cls, hyp=hyp, augment=True, cache=opt["cache"],
+        rect=opt["rect"], rank=ctx.rank if ctx.distributed else -1, world_size=ctx.world_size,
+        workers=opt["workers"], image_weights=opt["image_weights"], shuffle=True, seed=opt["seed"],
+        decoded=decoded.get("train"), prefix="train: ", nc=nc,
+    )
+    labels = np.concatenate(dataset.labels, 0) if len(dataset.labels) else np.zeros((0, 5))
+    if len(labels) and int(labels[:, 0].max()) >= nc:
+        raise UserError(f"{opt['data']}: label class {int(labels[:, 0].max())} exceeds nc={nc}")
+    nb = len(train_loader)
+    val_loader = None
+    if ctx.is_main:
+        val_loader = create_dataloader(
+            data["val"], imgsz, per_rank_batch * 2, gs, single_cls, hyp=hyp, cache=None if noval else opt["cache"],
+            rect=True, rank=-1, workers=opt["workers"] * 2, pad=0.5, decoded=decoded.get("val"), prefix="val: ", nc=nc,
+        )[0]
+
+    # ---- labels plot and AutoAnchor (rank 0 decides; every rank takes its anchors)
+    detect = model.model[-1]
+    if ctx.is_main and not opt["resume"]:
+        if plots:
+            from yolo_ray.data.plots import plot_labels
+
+            plot_labels(labels, names, save_dir)
+        if not opt["noautoanchor"]:
+            check_anchors(detect, dataset.shapes, dataset.labels, thr=hyp["anchor_t"], imgsz=imgsz,
+                          rng=np.random.default_rng(opt["seed"]))
+        model.half().float()  # pre-reduce anchor precision, so fp16 checkpoints hold the anchors exactly
+    if ctx.distributed:
+        dist.broadcast(detect.anchors, src=0)
+
+    # ---- loss gains for this model/data/size; precision; EMA (rank 0); DDP
+    hyp = scale_loss_gains(hyp, detect.nl, nc, imgsz, float(opt["label_smoothing"]))
+    model.nc, model.hyp, model.names = nc, hyp, names
+    model.class_weights = torch.from_numpy(labels_to_class_weights(dataset.labels, nc)).to(device) * nc
+    precision = Precision(device, bool(opt["amp"]), bool(opt["channels_last"]))
+    model = precision.prepare_model(model)
+    ema = ModelEMA(model) if ctx.is_main else None
+    if ema is not None and resume_ckpt is not None:
+        ema.load_state(resume_ckpt["ema"], resume_ckpt["updates"])
+    resume_ckpt = None  # everything is loaded: free the memory
+    if ctx.distributed:
+        if opt["sync_bn"] and device.type == "cuda":
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+    bare = de_parallel(model)
+    compute_loss = ComputeLoss(bare, hyp)
+
+    # ---- training
+    nw = warmup_iterations(hyp["warmup_epochs"], nb)
+    last_opt_step = -1
+    maps = np.zeros(nc)
+    results: tuple[float, ...] = (0.0,) * 7
+    fi = 0.0
+    scheduler.last_epoch = start_epoch - 1  # upstream's schedule: post-warmup epochs use lf(epoch - 1)
+    stopper = EarlyStopping(patience=int(opt["patience"]))
+    best_saved_epoch = None
+    if opt["resume"] and ctx.is_main:
+        truncate_results(results_csv, start_epoch - 1)  # rows a killed run wrote after its last save
+    if ctx.is_main:
+        print(f"Image sizes {imgsz} train, {imgsz} val; {nb} batches/epoch of {per_rank_batch} per rank x "
+              f"{ctx.world_size}; {precision}; logging results to {save_dir}\nStarting training for {epochs} epochs...")
+    t0 = time.time()
+    epoch = start_epoch - 1
+    for epoch in range(start_epoch, epochs):
+        model.train()
+        if opt["image_weights"] and not ctx.distributed:
+            cw = bare.class_weights.cpu().numpy() * (1 - maps) ** 2 / nc
+            iw = labels_to_image_weights(dataset.labels, nc=nc, class_weights=cw)
+            dataset.indices = random.choices(range(dataset.n), weights=iw, k=dataset.n)
+        if hasattr(train_loader.sampler, "set_epoch"):
+            train_loader.sampler.set_epoch(epoch)
+        mloss = torch.zeros(3, device=device)
+        progress = EpochProgress(epoch, epochs, nb) if ctx.is_main else None
+        optimizer.zero_grad()
+        for i, (imgs_u8, targets, paths, _) in enumerate(train_loader):
+            ni = i + nb * epoch
+            imgs = imgs_u8.to(device, non_blocking=True).float() / 255
+            if ni <= nw:
+                accumulate = apply_warmup(optimizer, ni, nw, lf(epoch), hyp, batch_size)
+            if opt["multi_scale"]:
+                imgs = _random_rescale(imgs, imgsz, gs)
+            imgs = precision.prepare_input(imgs)
+            step_now = ni - last_opt_step >= accumulate
+            # between optimizer steps DDP need not all-reduce: gradients just accumulate locally
+            sync = model.no_sync() if ctx.distributed and not step_now else contextlib.nullcontext()
+            with sync:
+                with precision.autocast():
+                    pred = model(imgs)
+                loss, loss_items = compute_loss([p.float() for p in pred], targets.to(device))
+                if ctx.distributed:
+                    loss *= ctx.world_size  # DDP averages gradients over ranks; upstream keeps the sum
+                precision.scaler.scale(loss).backward()
+            if step_now:
+                precision.scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=10.0)
+                precision.scaler.step(optimizer)
+                precision.scaler.update()
+                optimizer.zero_grad()
+                if ema is not None:
+                    ema.update(bare)
+                last_opt_step = ni
+            mloss = (mloss * i + loss_items) / (i + 1)
+            if progress is not None:
+                progress.update(i, mloss, imgs.shape[0], targets.shape[0], imgs.shape[-1])
+            if plots and ni < 3:
+                from yolo_ray.data.plots import plot_images
+
+                plot_images(imgs_u8, targets, paths, save_dir / f"train_batch{ni}.jpg")
+
+        # ---- end of epoch: schedule, validate, log, save, report, maybe stop
+        lr = [group["lr"] for group in optimizer.param_groups]
+        scheduler.step()
+        final_epoch = epoch + 1 == epochs or stopper.possible_stop
+        validated = not noval or final_epoch or bool(opt["report_every_epoch"])
+        if ctx.is_main:
+            progress.close()
+            ema.update_attr(bare, include=EMA_ATTRS)
+            if validated:
+                results, maps = _validate(ema.ema, val_loader, nc, compute_loss, single_cls, precision)
+            fi = float(fitness(np.array(results).reshape(1, -1))[0])
+        fi = broadcast_from_main(fi, ctx)
+        stop = stopper(epoch=epoch, fitness=fi)  # same inputs on every rank: all stop together
+        best_fitness = max(best_fitness, fi)
+        row = [*mloss.tolist(), *results, *lr]
+        saved = False
+        if ctx.is_main:
+            append_results_row(results_csv, epoch, row)
+            if not nosave or (final_epoch and not evolve):
+                ckpt = build_checkpoint(epoch, best_fitness, bare, ema.ema, ema.updates, optimizer, _plain_opt(opt))
+                save_checkpoint(ckpt, last)
+                if best_fitness == fi:
+                    save_checkpoint(ckpt, best)
+                    best_saved_epoch = epoch
+                if opt["save_period"] > 0 and epoch % opt["save_period"] == 0:
+                    save_checkpoint(ckpt, weights_dir / f"epoch{epoch}.pt")
+                saved = True
+        if validated:
+            metrics = {**dict(zip(RESULTS_CSV_KEYS[1:], row)), "fitness": fi, "epoch": epoch}
+            report(ctx, metrics, weights_dir if saved else None)
+        if stop:
+            break
+
+    # ---- after training (rank 0): slim checkpoints, re-check best.pt, plots, final results
+    if not ctx.is_main:
+        return None
+    print(f"\n{epoch - start_epoch + 1} epochs completed in {(time.time() - t0) / 3600:.3f} hours.")
+    for f in (last, best):
+        if f.exists():
+            strip_optimizer(f)
+    if best.exists() and not evolve and best_saved_epoch != epoch:  # else best.pt holds what was just validated
+        results = _validate_checkpoint(best, ema.ema, val_loader, nc, compute_loss, single_cls, precision)
+    if plots:
+        _plot_results(results_csv)
+    print(f"Results saved to {save_dir}")
+    final = dict(zip(RESULT_KEYS, results))
+    return {**final, "fitness": float(fitness(np.array(results).reshape(1, -1))[0]), "epoch": epoch}
+
+
+def _random_rescale(imgs: torch.Tensor, imgsz: int, gs: int) -> torch.Tensor:
+    """Multi-scale: a random size in [0.5, 1.5] x imgsz on the stride grid, bilinear."""
+    size = random.randrange(int(imgsz * 0.5), int(imgsz * 1.5) + gs) // gs * gs
+    sf = size / max(imgs.shape[2:])
+    if sf == 1:
+        return imgs
+    new_shape = [math.ceil(x * sf / gs) * gs for x in imgs.shape[2:]]
+    return nn.functional.interpolate(imgs, size=new_shape, mode="bilinear", align_corners=False)
+
+
+def _plain_opt(opt: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in opt.items() if k != "decoded"}
+
+
+def _validate(model: nn.Module, loader, nc: int, compute_loss: ComputeLoss, single_cls: bool,
+              precision: Precision) -> tuple[tuple[float, ...], np.ndarray]:
+    # fp16 weights on CUDA as upstream (half=amp); fp32 on CPU, where bf16 boxes would cost mAP@.95 accuracy
+    return validate(model, loader, nc, compute_loss, single_cls=single_cls,
+                    half=precision.dtype == torch.float16, memory_format=precision.memory_format)
+
+
+def _validate_checkpoint(path: Path, like: nn.Module, loader, nc: int, compute_loss: ComputeLoss,
+                         single_cls: bool, precision: Precision) -> tuple[float, ...]:
+    """Validate the weights a checkpoint holds, in a copy of the EMA model."""
+    model = deepcopy(like)
+    state = load_training_checkpoint(path)["model"]
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    print(f"\nValidating {path}...")
+    return _validate(model, loader, nc, compute_loss, single_cls, precision)[0]
+
+
+def _plot_results(results_csv: Path) -> None:
+    try:
+        from yolo_ray.train.plots import plot_results
+    except ImportError:  # the plotting module is optional for training itself
+        return
+    plot_results(results_csv)
+

@@ -1,0 +1,110 @@
+"""Run directories: where a training run writes, how it is found again to resume it."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from yolo_ray.config import UserError
+
+# Set by Ray's job supervisor in every job driver's environment.
+RAY_JOB_ENV_VAR = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+
+
+def in_ray_job() -> bool:
+    """True inside a `ray job submit` driver, whose working directory is a temporary copy."""
+    return RAY_JOB_ENV_VAR in os.environ or "runtime_resources" in Path.cwd().parts
+
+
+def durable_root() -> Path:
+    """Where relative output paths land when the working directory is temporary.
+
+    $YOLO_RAY_HOME when set, else ~/yolo_ray: both outlive a Ray job's working-dir copy.
+    """
+    home = os.environ.get("YOLO_RAY_HOME")
+    return Path(home).expanduser().resolve() if home else Path.home() / "yolo_ray"
+
+
+def resolve_project(project: str | Path) -> Path:
+    """The absolute project dir: relative to the cwd, or to durable_root() inside a Ray job."""
+    project = Path(project).expanduser()
+    if project.is_absolute():
+        return project
+    base = durable_root() if in_ray_job() else Path.cwd()
+    return (base / project).resolve()
+
+
+def increment_path(path: str | Path, exist_ok: bool = False, mkdir: bool = False) -> Path:
+    """path, or path2, path3, ... (one past the highest existing suffix) when path exists.
+
+    With mkdir the directory is claimed atomically, so two runs started at once never share one.
+    """
+    path = Path(path)
+    while True:
+        candidate = path
+        if path.exists() and not exist_ok:
+            pattern = re.compile(re.escape(path.name) + r"(\d+)$")
+            taken = [int(m.group(1)) for p in path.parent.iterdir() if (m := pattern.match(p.name))]
+            candidate = path.with_name(f"{path.name}{max(taken, default=1) + 1}")
+        if not mkdir:
+            return candidate
+        try:
+            candidate.mkdir(parents=True, exist_ok=exist_ok)
+            return candidate
+        except FileExistsError:
+            continue  # another run claimed it between the scan and mkdir: scan again
+
+
+def find_last_checkpoint(search_dir: str | Path) -> Path:
+    """The most recently written last*.pt under search_dir (what a bare --resume continues)."""
+    search_dir = Path(search_dir)
+    candidates = list(search_dir.rglob("last*.pt")) if search_dir.is_dir() else []
+    if not candidates:
+        raise UserError(f"{search_dir}: no last.pt found to resume; pass --resume path/to/last.pt")
+    return max(candidates, key=lambda p: p.stat().st_mtime)
+
+
+def run_dir_of(checkpoint: str | Path) -> Path:
+    """The run directory holding <run>/weights/last.pt."""
+    return Path(checkpoint).resolve().parent.parent
+
+
+def save_run_files(save_dir: str | Path, opt: dict[str, Any], hyp: dict[str, float]) -> None:
+    """opt.yaml (every option, enough to resume) and hyp.yaml (the unscaled hyperparameters)."""
+    save_dir = Path(save_dir)
+    _write_yaml(save_dir / "hyp.yaml", hyp)
+    _write_yaml(save_dir / "opt.yaml", opt)
+
+
+def load_resume_state(checkpoint: str | Path) -> tuple[dict[str, Any], int]:
+    """(the run's options, the last finished epoch) for resuming from a last.pt.
+
+    Options come from the opt.yaml beside the weights folder, else from the checkpoint itself (as
+    upstream v7.0 falls back to ckpt['opt']).
+    """
+    from yolo_ray.train.checkpoint import load_training_checkpoint
+
+    try:
+        ckpt = load_training_checkpoint(checkpoint)
+    except Exception as e:  # torch raises several types for foreign or torn files
+        raise UserError(f"{checkpoint}: not a readable yolo_ray training checkpoint ({type(e).__name__})") from None
+    opt_yaml = run_dir_of(checkpoint) / "opt.yaml"
+    if opt_yaml.is_file():
+        with open(opt_yaml) as f:
+            opt = yaml.safe_load(f)
+    else:
+        opt = ckpt.get("opt")
+    if not isinstance(opt, dict):
+        raise UserError(f"{opt_yaml}: missing or not a mapping, and {checkpoint} holds no options to resume with")
+    return opt, int(ckpt.get("epoch", -1))
+
+
+def _write_yaml(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w") as f:
+        yaml.safe_dump(data, f, sort_keys=False)
+    os.replace(tmp, path)
