@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -114,6 +115,24 @@ def test_find_last_checkpoint_picks_the_newest(tmp_path):
         f.write_bytes(b"x")
         os.utime(f, (1000 + i, [1000, 3000, 2000][i]))
     assert find_last_checkpoint(tmp_path) == tmp_path / "exp2" / "weights" / "last.pt"
+
+
+@pytest.mark.timeout(30)
+def test_results_png_and_its_smoothing(tmp_path):
+    from yolo_ray.train.checkpoint import RESULTS_CSV_KEYS, append_results_row
+    from yolo_ray.train.plots import plot_results, smooth
+
+    ramp = np.arange(40.0)
+    assert np.allclose(smooth(ramp)[12:-12], ramp[12:-12])  # a symmetric kernel keeps a line's interior
+    assert np.allclose(smooth(np.full(5, 3.0)), 3.0)  # edge padding: no sag at the ends
+    results_csv = tmp_path / "results.csv"
+    for epoch in range(3):
+        append_results_row(results_csv, epoch, [0.1 * epoch] * (len(RESULTS_CSV_KEYS) - 1))
+    png = plot_results(results_csv)
+    assert png == tmp_path / "results.png" and png.stat().st_size > 10_000
+    results_csv.write_text("epoch,train/box_loss\n0,1\n")
+    with pytest.raises(UserError, match="missing columns"):
+        plot_results(results_csv)
 
 
 def fake_run(run_dir: Path, epoch: int, epochs: int) -> Path:

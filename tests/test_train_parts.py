@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from yolo_ray.config import DEFAULT_HYP, UserError, load_hyp
-from yolo_ray.train.autoanchor import best_possible_recall, check_anchor_order, check_anchors, kmeans
+from yolo_ray.train.autoanchor import best_possible_recall, check_anchors, kmeans
 from yolo_ray.train.checkpoint import (
     RESULTS_CSV_KEYS, append_results_row, build_checkpoint, load_training_checkpoint, plain_options,
     results_header, save_checkpoint, strip_optimizer, truncate_results,
@@ -181,16 +181,6 @@ def test_check_anchors_refits_poor_anchors_and_keeps_good_ones():
     good = px.clone()
     assert not check_anchors(detect, shapes, labels, thr=4.0, imgsz=640, rng=np.random.default_rng(2))
     assert torch.equal(detect.anchors * detect.stride.view(-1, 1, 1), good)
-
-
-@pytest.mark.timeout(10)
-def test_check_anchor_order_flips_reversed_levels():
-    detect = FakeDetect([[1, 1]] * 3, [8, 16, 32])
-    detect.anchors[:] = torch.tensor([100.0, 30.0, 10.0]).view(3, 1, 1)  # pixel space, largest first
-    check_anchor_order(detect)
-    assert detect.anchors.view(-1, 2)[:, 0].tolist() == [10.0, 30.0, 100.0]
-    check_anchor_order(detect)  # already in order: unchanged
-    assert detect.anchors.view(-1, 2)[:, 0].tolist() == [10.0, 30.0, 100.0]
 
 
 @pytest.mark.timeout(10)

@@ -129,16 +129,16 @@ def _transform_points(xy: np.ndarray, m: np.ndarray, perspective: float) -> np.n
 
 
 def augment_hsv(im: np.ndarray, hgain: float = 0.5, sgain: float = 0.5, vgain: float = 0.5) -> None:
-    """Random hue/saturation/value gains, in place, through 256-entry lookup tables (one per channel)."""
+    """Random hue/saturation/value gains, in place, through one 256-entry lookup table per channel."""
     if not (hgain or sgain or vgain):
         return
     r = np.random.uniform(-1, 1, 3) * [hgain, sgain, vgain] + 1
-    hue, sat, val = cv2.split(cv2.cvtColor(im, cv2.COLOR_BGR2HSV))
     x = np.arange(0, 256, dtype=r.dtype)
-    lut_hue = ((x * r[0]) % 180).astype(np.uint8)  # OpenCV hue is 0..179 and wraps around
-    lut_sat = np.clip(x * r[1], 0, 255).astype(np.uint8)
-    lut_val = np.clip(x * r[2], 0, 255).astype(np.uint8)
-    hsv = cv2.merge((cv2.LUT(hue, lut_hue), cv2.LUT(sat, lut_sat), cv2.LUT(val, lut_val)))
+    lut = np.stack(((x * r[0]) % 180,  # OpenCV hue is 0..179 and wraps around
+                    np.clip(x * r[1], 0, 255),
+                    np.clip(x * r[2], 0, 255)), axis=-1).astype(np.uint8).reshape(256, 1, 3)
+    hsv = cv2.cvtColor(im, cv2.COLOR_BGR2HSV)
+    cv2.LUT(hsv, lut, dst=hsv)  # all three channels in one pass, no split/merge copies
     cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR, dst=im)
 
 

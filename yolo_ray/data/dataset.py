@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import random
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -185,8 +186,11 @@ class LoadImagesAndLabels(torch.utils.data.Dataset):
         todo = [i for i, f in enumerate(self.npy_files) if not Path(f).is_file()]
 
         def save(i: int) -> None:
-            Path(self.npy_files[i]).parent.mkdir(parents=True, exist_ok=True)
-            np.save(self.npy_files[i], cv2.imread(self.im_files[i]))
+            target = Path(self.npy_files[i])
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f"{target.stem}.{os.getpid()}.tmp.npy")
+            np.save(tmp, cv2.imread(self.im_files[i]))
+            os.replace(tmp, target)  # atomic: a concurrent trial never loads half an array
 
         with ThreadPool(NUM_THREADS) as pool:
             list(tqdm(pool.imap(save, todo), total=len(todo), desc=f"{prefix}Caching images to disk",

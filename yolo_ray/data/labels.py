@@ -11,7 +11,7 @@ from multiprocessing.pool import ThreadPool
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 from tqdm import tqdm
 
 from yolo_ray.boxes import segments2boxes
@@ -89,11 +89,6 @@ def exif_size(img: Image.Image) -> tuple[int, int]:
     except Exception:  # a malformed EXIF block leaves the stored size as it is
         pass
     return w, h
-
-
-def exif_transpose(img: Image.Image) -> Image.Image:
-    """The image rotated/flipped upright according to its EXIF orientation."""
-    return ImageOps.exif_transpose(img)
 
 
 @dataclass

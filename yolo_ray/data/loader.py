@@ -6,9 +6,10 @@ import math
 import os
 import random
 
+import cv2
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Sampler, default_collate
 
 from yolo_ray.data.dataset import DecodedImages, LoadImagesAndLabels
 from yolo_ray.data.labels import LOGGER
@@ -58,11 +59,15 @@ def collate_fn(batch: list) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...]
     images, labels, paths, shapes = zip(*batch)
     for i, lb in enumerate(labels):
         lb[:, 0] = i
-    return torch.stack(images, 0), torch.cat(labels, 0), paths, shapes
+    # default_collate stacks straight into shared memory inside a worker, saving the copy that sending
+    # an ordinary tensor to the main process would make
+    return default_collate(images), torch.cat(labels, 0), paths, shapes
 
 
 def seed_worker(worker_id: int) -> None:
-    """Seed `random` and numpy in each worker from torch's per-worker seed (itself from the loader generator)."""
+    """Seed `random` and numpy in each worker from torch's per-worker seed (itself from the loader generator),
+    and keep OpenCV single-threaded there: the workers already use the cores, extra threads only contend."""
+    cv2.setNumThreads(0)
     worker_seed = torch.initial_seed() % 2**32
     np.random.seed(worker_seed)
     random.seed(worker_seed)

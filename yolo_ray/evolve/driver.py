@@ -39,7 +39,7 @@ TRAIN_OPTION_KEYS = (
 # Where and how this invocation runs: taken from the current command even when resuming.
 RUNTIME_KEYS = (
     "address", "concurrency", "cpus_per_trial", "gpus_per_trial", "storage_path", "max_retries",
-    "max_failed_trials", "resume", "exist_ok",
+    "max_failed_trials", "resume", "exist_ok", "share_images",
 )
 
 DEFAULTS: dict[str, Any] = {
@@ -51,6 +51,7 @@ DEFAULTS: dict[str, Any] = {
     "ray_workers": 1, "concurrency": None, "cpus_per_trial": 1.0, "gpus_per_trial": 0.0, "address": None,
     "storage_path": None, "max_retries": 2, "max_failed_trials": None, "resume": False,
     "project": "runs/evolve", "name": "exp", "exist_ok": False,
+    "share_images": True,  # decode once in the driver for all trials (off: each trial decodes its own)
 }
 
 
@@ -90,16 +91,14 @@ def resolve_options(opt: dict[str, Any]) -> dict[str, Any]:
     Tune runs each trial in its own working directory, so every path leaves here absolute.
     """
     opt = {**DEFAULTS, **opt}
+    save_dir = None
     if opt["resume"]:
         save_dir = find_resume_dir(opt["resume"], opt["project"])
         saved = _read_saved_options(save_dir)
         runtime = {k: opt[k] for k in RUNTIME_KEYS}
-        generations = opt["generations"] or saved.get("generations")
+        generations = saved.get("generations") if opt["generations"] is None else opt["generations"]
         opt = {**opt, **saved, **runtime, "generations": generations}
-    else:
-        save_dir = increment_path(resolve_project(opt["project"]) / opt["name"], exist_ok=opt["exist_ok"], mkdir=True)
-    opt["save_dir"] = str(save_dir)
-    opt["generations"] = int(opt["generations"] or DEFAULT_GENERATIONS)
+    opt["generations"] = DEFAULT_GENERATIONS if opt["generations"] is None else int(opt["generations"])
     _check_numbers(opt)
     opt["hyp"] = load_hyp(opt["hyp"])
     opt["search_space"] = str(resolve_search_space(opt["search_space"]))
@@ -110,6 +109,9 @@ def resolve_options(opt: dict[str, Any]) -> dict[str, Any]:
         opt["storage_path"] = str(Path(opt["storage_path"]).expanduser().resolve())
     if opt["max_failed_trials"] is None:
         opt["max_failed_trials"] = max(10, opt["generations"] // 10)
+    if save_dir is None:
+        save_dir = increment_path(resolve_project(opt["project"]) / opt["name"], exist_ok=opt["exist_ok"], mkdir=True)
+    opt["save_dir"] = str(save_dir)
     _write_saved_options(save_dir, opt)
     return opt
 
@@ -119,6 +121,11 @@ def run_evolution(opt: dict[str, Any], trainable: Callable[..., None] | None = N
     (a Tune function taking (config, train_config)) for tests and benchmarks."""
     opt = resolve_options(opt)
     print(f"evolve: run directory {opt['save_dir']}", flush=True)
+    searcher = EvolveSearcher(
+        Path(opt["save_dir"]) / "evolve.csv", opt["hyp"], load_search_space(opt["search_space"]), opt["generations"],
+        parent=opt["parent"], seed=opt["seed"], noautoanchor=opt["noautoanchor"],
+        max_failed_trials=opt["max_failed_trials"],
+    )
     started_ray = False
     if not ray.is_initialized():
         from yolo_ray.train.launch import ray_init_address
@@ -128,7 +135,7 @@ def run_evolution(opt: dict[str, Any], trainable: Callable[..., None] | None = N
         started_ray = True
     previous_sigterm = signal.signal(signal.SIGTERM, _sigterm_as_sigint)
     try:
-        return _evolve(opt, trainable)
+        return _evolve(opt, searcher, trainable)
     finally:
         signal.signal(signal.SIGTERM, previous_sigterm)
         if started_ray:
@@ -161,19 +168,14 @@ def train_command(opt: dict[str, Any], hyp_yaml: Path) -> str:
     return " ".join(parts)
 
 
-def _evolve(opt: dict[str, Any], trainable: Callable[..., None] | None) -> EvolveSummary:
+def _evolve(opt: dict[str, Any], searcher: EvolveSearcher, trainable: Callable[..., None] | None) -> EvolveSummary:
     save_dir = Path(opt["save_dir"])
-    searcher = EvolveSearcher(
-        save_dir / "evolve.csv", opt["hyp"], load_search_space(opt["search_space"]), opt["generations"],
-        parent=opt["parent"], seed=opt["seed"], noautoanchor=opt["noautoanchor"],
-        max_failed_trials=opt["max_failed_trials"],
-    )
     progress = EvolveProgress(save_dir, opt["generations"], searcher.rows)
     searcher.on_row = progress
     if searcher.rows < opt["generations"]:
         workers = int(opt["ray_workers"])
         concurrency = opt["concurrency"] or default_concurrency(opt["cpus_per_trial"], opt["gpus_per_trial"], workers)
-        train_config = _train_config(opt, share_images=trainable is None)
+        train_config = _train_config(opt, real_training=trainable is None)
         print(f"evolve: {searcher.rows}/{opt['generations']} generations in evolve.csv; up to {concurrency} "
               f"trials at once, {opt['cpus_per_trial']:g} CPU / {opt['gpus_per_trial']:g} GPU and "
               f"{workers} Train worker(s) each", flush=True)
@@ -183,6 +185,7 @@ def _evolve(opt: dict[str, Any], trainable: Callable[..., None] | None) -> Evolv
             tune_config=tune.TuneConfig(
                 search_alg=searcher, num_samples=-1, max_concurrent_trials=concurrency, reuse_actors=True,
                 scheduler=_early_stopper(opt["epochs"]) if opt["early_stop"] else None,
+                trial_name_creator=_trial_name, trial_dirname_creator=_trial_name,
             ),
             run_config=tune.RunConfig(
                 name=f"tune-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=opt["storage_path"] or str(save_dir),
@@ -215,15 +218,18 @@ def _summary(opt: dict[str, Any], searcher: EvolveSearcher) -> EvolveSummary:
     return EvolveSummary(save_dir, rows, n, searcher.failed, searcher.stopped, searcher.best_fitness, status, message)
 
 
-def _train_config(opt: dict[str, Any], share_images: bool) -> dict[str, Any]:
-    from yolo_ray.evolve.shared_images import share_decoded_images
-
+def _train_config(opt: dict[str, Any], real_training: bool) -> dict[str, Any]:
     config = {k: opt[k] for k in TRAIN_OPTION_KEYS}
     config["seed"] = opt["seed"] or 0  # the training seed; the GA's own draws use opt["seed"] as given
     config.update(evolve=True, noval=True, nosave=True, noplots=True, report_every_epoch=bool(opt["early_stop"]))
     config.update(placement(opt["cpus_per_trial"], opt["gpus_per_trial"], int(opt["ray_workers"])))
-    if share_images:
-        config["decoded"] = share_decoded_images(config)
+    if real_training:
+        from yolo_ray.evolve.shared_images import share_decoded_images, train_image_size
+
+        # Builds the model once: a bad --cfg or --weights fails here rather than in every trial.
+        imgsz = train_image_size(config["cfg"], config["weights"], config["imgsz"])
+        if opt["share_images"]:
+            config["decoded"] = share_decoded_images(config, imgsz)
     return config
 
 
@@ -233,6 +239,10 @@ def _early_stopper(epochs: int) -> tune.schedulers.TrialScheduler:
 
     return ASHAScheduler(time_attr="training_iteration", metric="fitness", mode="max", max_t=max(epochs, 1),
                          grace_period=max(1, epochs // 4), reduction_factor=3)
+
+
+def _trial_name(trial: Any) -> str:
+    return f"trial_{trial.trial_id}"  # the default name spells out all 29 hyps
 
 
 def _sigterm_as_sigint(signum: int, frame: Any) -> None:

@@ -40,7 +40,8 @@ def nonfinite_reason(result: Mapping[str, Any] | None) -> str | None:
     missing = [k for k in EVOLVE_RESULT_KEYS if k not in result]
     if missing:
         return f"result lacks {', '.join(missing)}"
-    bad = [k for k in EVOLVE_RESULT_KEYS if not math.isfinite(float(result[k]))]
+    losses = [k for k in result if k.startswith("train/") and k.endswith("_loss")]
+    bad = [k for k in (*EVOLVE_RESULT_KEYS, *losses) if not math.isfinite(float(result[k]))]
     if bad:
         return f"non-finite {', '.join(bad)}"
     return None
@@ -162,6 +163,9 @@ class EvolveSearcher(Searcher):
             self.on_row(self.rows, self.best_fitness)
 
     def _append_history(self, row: dict[str, float]) -> None:
+        # Hold what evolve.csv holds (%.5g), as upstream re-reads it: parents mutate from the same
+        # values whether or not the run was resumed in between.
+        row = {k: float(f"{v:.5g}") for k, v in row.items()}
         if self.history.empty:  # a new file's frame has no hyp columns yet
             self.history = pd.DataFrame([row], dtype=float)
         else:

@@ -26,15 +26,11 @@ def train_image_size(cfg: str | None, weights: str | None, imgsz: int) -> int:
     return check_img_size(int(imgsz), gs, floor=gs * 2)
 
 
-def share_decoded_images(train_config: dict[str, Any]) -> ray.ObjectRef | None:
-    """An ObjectRef to {"train": DecodedImages, "val": DecodedImages} for the TRAIN CONFIG "decoded"
-    key, or None when sharing does not pay (disk cache) or would not fit (prints why).
-
-    Builds the model once first, so a bad --cfg or --weights fails here rather than in every trial.
-    """
+def share_decoded_images(train_config: dict[str, Any], imgsz: int) -> ray.ObjectRef | None:
+    """An ObjectRef to {"train": DecodedImages, "val": DecodedImages} at imgsz (train_image_size) for
+    the TRAIN CONFIG "decoded" key, or None when sharing does not pay (disk cache) or would not fit."""
     from yolo_ray.data import LoadImagesAndLabels, load_data_config
 
-    imgsz = train_image_size(train_config.get("cfg"), train_config.get("weights"), train_config["imgsz"])
     if train_config.get("cache") == "disk":
         return None
     data = load_data_config(train_config["data"])

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from yolo_ray.models import check_anchor_order
+
 BPR_THRESHOLD = 0.98  # best possible recall below this triggers a re-fit
 
 
@@ -110,16 +112,6 @@ def kmean_anchors(
         bpr, aat = best_possible_recall(torch.tensor(k, dtype=torch.float32), wh_t, thr)
         print(f"AutoAnchor: thr={1 / thr:.2f}: {bpr:.4f} best possible recall, {aat:.2f} anchors past thr")
     return k.astype(np.float32)
-
-
-def check_anchor_order(detect: nn.Module) -> None:
-    """Anchor sizes must grow with stride across levels; flip the levels if they run the other way."""
-    area = detect.anchors.prod(-1).mean(-1).view(-1)
-    da = area[-1] - area[0]
-    ds = detect.stride[-1] - detect.stride[0]
-    if da and (da.sign() != ds.sign()):
-        print("AutoAnchor: Reversing anchor order")
-        detect.anchors[:] = detect.anchors.flip(0)
 
 
 @torch.no_grad()

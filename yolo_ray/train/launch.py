@@ -63,13 +63,23 @@ def ray_init_address(address: str | None) -> str | None:
 def _fit_on_ray(config: dict[str, Any], workers: int, cpus: float | None, gpus: float | None,
                 address: str | None) -> dict[str, Any]:
     import ray
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=ray_init_address(address))
+    try:
+        return _fit(config, workers, cpus, gpus)
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _fit(config: dict[str, Any], workers: int, cpus: float | None, gpus: float | None) -> dict[str, Any]:
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from yolo_ray.train.loop import train_loop_per_worker
 
-    if not ray.is_initialized():
-        ray.init(address=ray_init_address(address))
     gpus = float(gpus or 0)
     resources = {"CPU": float(cpus) if cpus else default_cpus_per_worker(workers)}
     if gpus:

@@ -232,7 +232,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float] | None:
         if ctx.is_main:
             append_results_row(results_csv, epoch, row)
             if not nosave or (final_epoch and not evolve):
-                ckpt = build_checkpoint(epoch, best_fitness, bare, ema.ema, ema.updates, optimizer, _plain_opt(opt))
+                ckpt = build_checkpoint(epoch, best_fitness, bare, ema.ema, ema.updates, optimizer, opt)
                 save_checkpoint(ckpt, last)
                 if best_fitness == fi:
                     save_checkpoint(ckpt, best)
@@ -270,10 +270,6 @@ def _random_rescale(imgs: torch.Tensor, imgsz: int, gs: int) -> torch.Tensor:
         return imgs
     new_shape = [math.ceil(x * sf / gs) * gs for x in imgs.shape[2:]]
     return nn.functional.interpolate(imgs, size=new_shape, mode="bilinear", align_corners=False)
-
-
-def _plain_opt(opt: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in opt.items() if k != "decoded"}
 
 
 def _validate(model: nn.Module, loader, nc: int, compute_loss: ComputeLoss, single_cls: bool,

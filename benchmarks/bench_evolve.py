@@ -1,0 +1,143 @@
+"""Evolution throughput: Tune overhead per trial, searcher latency at scale, real trials per hour.
+
+    python benchmarks/bench_evolve.py --stub                  # (a) 300 stub generations at concurrency 8
+    python benchmarks/bench_evolve.py --searcher              # (b) propose + append with 10,000 rows
+    python benchmarks/bench_evolve.py --real --generations 6  # (c) real 1-epoch trials, synthetic data
+
+Each mode starts its own local Ray cluster (except --searcher, which needs none) and writes under a
+temporary directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from yolo_ray.config import load_hyp  # noqa: E402
+from yolo_ray.evolve import EVOLVE_RESULT_KEYS, load_search_space  # noqa: E402
+
+
+def stub_trainable(config: dict, train_config: dict) -> None:
+    """Fitness a cheap function of the hyp, reported at once: all that remains is Tune's overhead."""
+    from ray import tune
+
+    h = config["hyp"]
+    f = 1.0 / (1.0 + abs(h["lr0"] - 0.02) * 10 + abs(h["momentum"] - 0.9) + abs(h["mosaic"] - 0.5))
+    tune.report({**dict(zip(EVOLVE_RESULT_KEYS, [f, f, f, f, 0.1, 0.1, 0.1])), "fitness": f})
+
+
+def stub_data_yaml(root: Path) -> Path:
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    yaml_path = root / "data.yaml"
+    yaml_path.write_text("train: images\nval: images\nnames: {0: thing}\n")
+    return yaml_path
+
+
+def bench_stub(generations: int, concurrency: int, workdir: Path) -> float:
+    import ray
+
+    from yolo_ray.evolve.driver import run_evolution
+
+    ray.init(address="local", num_cpus=concurrency, include_dashboard=False, log_to_driver=False)
+    try:
+        t0 = time.time()
+        summary = run_evolution({"generations": generations, "concurrency": concurrency, "seed": 0,
+                                 "project": str(workdir / "runs"), "data": str(stub_data_yaml(workdir / "data"))},
+                                trainable=stub_trainable)
+        total = time.time() - t0
+    finally:
+        ray.shutdown()
+    assert summary.rows == generations, summary
+    print(f"stub: {generations} generations at concurrency {concurrency}: {total:.1f} s, "
+          f"{generations / total:.2f} trials/s, per-trial overhead {total * concurrency / generations:.2f} "
+          f"slot-seconds ({1000 * total / generations:.0f} ms wall per trial)")
+    return total
+
+
+def bench_searcher(rows: int, cycles: int, workdir: Path) -> None:
+    import numpy as np
+
+    from yolo_ray.evolve.evolve_csv import format_header, format_row
+    from yolo_ray.evolve.searcher import EvolveSearcher
+
+    hyp = {**load_hyp(), "anchors": 3.0}
+    rng = np.random.default_rng(0)
+    csv_path = workdir / "evolve.csv"
+    lines = [format_header([*EVOLVE_RESULT_KEYS, *hyp])]
+    for _ in range(rows):
+        results = [*rng.random(4), *(rng.random(3) * 0.1)]
+        lines.append(format_row([*results, *(v * rng.uniform(0.8, 1.2) for v in hyp.values())]))
+    csv_path.write_text("\n".join(lines) + "\n")
+
+    t0 = time.perf_counter()
+    searcher = EvolveSearcher(csv_path, hyp, load_search_space(), rows + cycles, seed=0)
+    load_ms = 1000 * (time.perf_counter() - t0)
+    propose_s = append_s = 0.0
+    for i in range(cycles):
+        t0 = time.perf_counter()
+        searcher.suggest(str(i))
+        t1 = time.perf_counter()
+        m = float(rng.random())
+        searcher.on_trial_complete(str(i), {**dict(zip(EVOLVE_RESULT_KEYS, [0.5, 0.5, m, m, 0.05, 0.05, 0.05])),
+                                            "done": True})
+        append_s += time.perf_counter() - t1
+        propose_s += t1 - t0
+    assert searcher.rows == rows + cycles
+    print(f"searcher with {rows} rows: load {load_ms:.0f} ms; propose {1000 * propose_s / cycles:.2f} ms, "
+          f"append (csv + memory) {1000 * append_s / cycles:.2f} ms per trial (mean of {cycles})")
+
+
+def bench_real(generations: int, concurrency: int | None, imgsz: int, share_images: bool, workdir: Path,
+               name: str) -> float:
+    from yolo_ray.evolve.driver import run_evolution
+
+    t0 = time.time()
+    summary = run_evolution({"generations": generations, "concurrency": concurrency, "epochs": 1, "imgsz": imgsz,
+                             "batch_size": 16, "workers": 0, "cfg": "yolov5n.yaml", "seed": 0,
+                             "share_images": share_images, "project": str(workdir), "name": name})
+    total = time.time() - t0
+    assert summary.rows == generations, summary
+    label = f"concurrency {concurrency or 'default'}, {'shared' if share_images else 'per-trial'} images"
+    print(f"real: {generations} one-epoch trials at {imgsz} px, {label}: {total:.0f} s, "
+          f"{3600 * generations / total:.0f} trials/hour")
+    return total
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--stub", action="store_true", help="(a) Tune + searcher overhead with a stub trainable")
+    p.add_argument("--searcher", action="store_true", help="(b) propose + append latency on a large history")
+    p.add_argument("--real", action="store_true", help="(c) real 1-epoch trials on the synthetic data")
+    p.add_argument("--generations", type=int, default=None, help="default: 300 (--stub), 6 (--real)")
+    p.add_argument("--concurrency", type=int, default=8, help="--stub concurrency")
+    p.add_argument("--rows", type=int, default=10_000, help="--searcher history rows")
+    p.add_argument("--imgsz", type=int, default=160, help="--real image size")
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench_evolve_") as tmp:
+        workdir = Path(tmp)
+        if args.searcher:
+            bench_searcher(args.rows, 200, workdir)
+        if args.real:
+            import ray
+
+            ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+            generations = args.generations or 6
+            try:
+                for concurrency, share in ((1, False), (1, True), (None, True)):
+                    bench_real(generations, concurrency, args.imgsz, share, workdir,
+                               f"c{concurrency or 'auto'}_{'shared' if share else 'own'}")
+            finally:
+                ray.shutdown()
+        if args.stub:
+            total = bench_stub(args.generations or 300, args.concurrency, workdir)
+            print(f"stub_total_s={total:.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,202 @@
+"""The evolution driver under faults (killed trial, NaN trial, failure cap, driver killed then resumed),
+the CLI's errors, and one real end-to-end evolution through scripts/evolve.py."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from yolo_ray.evolve import EVOLVE_RESULT_KEYS, read_history
+
+REPO = Path(__file__).resolve().parents[1]
+EVOLVE_CLI = REPO / "scripts" / "evolve.py"
+
+
+@pytest.fixture
+def stub_data(tmp_path) -> Path:
+    """A data yaml that passes validation; stub trials never read its (absent) images."""
+    (tmp_path / "data" / "images").mkdir(parents=True)
+    yaml_path = tmp_path / "data" / "data.yaml"
+    yaml_path.write_text("train: images\nval: images\nnames: {0: thing}\n")
+    return yaml_path
+
+
+def report_fitness_of(hyp: dict, loss: float = 0.1) -> None:
+    from ray import tune
+
+    f = 1.0 / (1.0 + abs(hyp["lr0"] - 0.02) * 10 + abs(hyp["momentum"] - 0.9))
+    tune.report({**dict(zip(EVOLVE_RESULT_KEYS, [f, f, f, f, loss, loss, loss])), "fitness": f})
+
+
+def claim(path: Path) -> bool:
+    """True for exactly one caller across all trial processes."""
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        return True
+    except FileExistsError:
+        return False
+
+
+def faulty_trainable(marker_dir: Path):
+    """The first trial kills its own process (Tune must retry it); the next one reports NaN losses."""
+
+    def trainable(config: dict, train_config: dict) -> None:
+        from ray import tune
+
+        trial_id = tune.get_context().get_trial_id()
+        killed = marker_dir / "killed"
+        if claim(killed):
+            killed.write_text(trial_id)
+            os.kill(os.getpid(), signal.SIGKILL)
+        if killed.read_text() == trial_id:
+            (marker_dir / "retried").write_text(trial_id)
+        elif claim(marker_dir / "nan"):
+            report_fitness_of(config["hyp"], loss=math.nan)
+            return
+        report_fitness_of(config["hyp"])
+
+    return trainable
+
+
+def failing_trainable(config: dict, train_config: dict) -> None:
+    raise RuntimeError("this trial always fails")
+
+
+def slow_trainable(config: dict, train_config: dict) -> None:
+    time.sleep(0.5)
+    report_fitness_of(config["hyp"])
+
+
+def pickle_this_module_by_value() -> None:
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import tests/
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_killed_trial_is_retried_and_nan_trial_replaced(ray_cluster, tmp_path, stub_data):
+    from yolo_ray.evolve.driver import run_evolution
+
+    pickle_this_module_by_value()
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    summary = run_evolution({"generations": 5, "project": str(tmp_path / "runs"), "data": str(stub_data),
+                             "seed": 0, "concurrency": 2, "max_retries": 2}, trainable=faulty_trainable(markers))
+    assert summary.status == "finished"
+    history = read_history(summary.save_dir / "evolve.csv")
+    assert len(history) == 5
+    assert history[list(EVOLVE_RESULT_KEYS)].notna().all().all()  # the NaN trial is not a row
+    assert summary.failed == 1
+    assert (markers / "retried").read_text() == (markers / "killed").read_text()  # same trial, run again
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+def test_failure_cap_ends_the_run_with_a_clear_message(ray_cluster, tmp_path, stub_data):
+    from yolo_ray.evolve.driver import run_evolution
+
+    pickle_this_module_by_value()
+    summary = run_evolution({"generations": 20, "project": str(tmp_path), "data": str(stub_data),
+                             "concurrency": 1, "max_retries": 0, "max_failed_trials": 2}, trainable=failing_trainable)
+    assert summary.status == "failure cap" and summary.exit_code == 1
+    assert summary.rows == 0 and summary.failed == 2
+    assert "2 trials failed (--max-failed-trials 2)" in summary.message
+
+
+DRIVER_SCRIPT = textwrap.dedent("""
+    import sys, time
+    import ray
+    from ray import tune
+    from yolo_ray.evolve import EVOLVE_RESULT_KEYS
+    from yolo_ray.evolve.driver import run_evolution
+
+    def trainable(config, train_config):
+        time.sleep(0.5)
+        h = config["hyp"]
+        f = 1.0 / (1.0 + abs(h["lr0"] - 0.02) * 10 + abs(h["momentum"] - 0.9))
+        tune.report({**dict(zip(EVOLVE_RESULT_KEYS, [f, f, f, f, 0.1, 0.1, 0.1])), "fitness": f})
+
+    address, project, data = sys.argv[1:]
+    ray.init(address=address, log_to_driver=False)
+    run_evolution({"generations": 12, "project": project, "data": data, "seed": 0, "concurrency": 2},
+                  trainable=trainable)
+""")
+
+
+def rows_in(csv_path: Path) -> int:
+    return max(0, len(csv_path.read_text().splitlines()) - 1) if csv_path.is_file() else 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+def test_driver_killed_then_resumed_ends_with_exactly_n_rows(ray_cluster, tmp_path, stub_data):
+    from yolo_ray.evolve.driver import run_evolution
+
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER_SCRIPT)
+    project = tmp_path / "runs"
+    address = ray_cluster.get_runtime_context().gcs_address
+    proc = subprocess.Popen([sys.executable, str(script), address, str(project), str(stub_data)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    csv_path = project / "exp" / "evolve.csv"
+    try:
+        deadline = time.time() + 90
+        while rows_in(csv_path) < 3 and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.2)
+    finally:
+        proc.kill()  # SIGKILL: no handler runs, trials are in flight
+        proc.wait()
+    before = read_history(csv_path)
+    assert 3 <= len(before) < 12, "the driver was not killed mid-run"
+
+    pickle_this_module_by_value()
+    summary = run_evolution({"resume": str(project / "exp")}, trainable=slow_trainable)
+    assert summary.status == "finished"
+    after = read_history(csv_path)
+    assert len(after) == 12
+    assert after.iloc[: len(before)].equals(before)  # nothing lost or rewritten
+
+
+@pytest.mark.timeout(60)
+def test_cli_usage_errors_are_one_line_and_exit_2(tmp_path, capsys):
+    proc = subprocess.run([sys.executable, str(EVOLVE_CLI), "--parent", "best"], capture_output=True, text=True,
+                          timeout=50)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ") and "--parent" in proc.stderr
+
+    sys.path.insert(0, str(EVOLVE_CLI.parent))
+    try:
+        import evolve as cli
+    finally:
+        sys.path.remove(str(EVOLVE_CLI.parent))
+    for argv, expected in [(["--generations", "0"], "--generations 0"),
+                           (["--search-space", str(tmp_path / "nope.yaml")], "nope.yaml"),
+                           (["--resume", str(tmp_path / "missing")], "--resume directory not found")]:
+        assert cli.main([*argv, "--project", str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("error: ") and expected in err, err
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_cli_evolves_on_synthetic_data_end_to_end(ray_cluster, tmp_path):
+    address = ray_cluster.get_runtime_context().gcs_address
+    cmd = [sys.executable, str(EVOLVE_CLI), "--cfg", "yolov5n.yaml", "--imgsz", "64", "--epochs", "1",
+           "--generations", "2", "--batch-size", "8", "--workers", "0", "--address", address,
+           "--project", str(tmp_path), "--seed", "0"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=230)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    history = read_history(tmp_path / "exp" / "evolve.csv")
+    assert len(history) == 2
+    assert history[list(EVOLVE_RESULT_KEYS)].notna().all().all()
+    assert (tmp_path / "exp" / "hyp_evolve.yaml").is_file()
+    assert "scripts/train.py --hyp" in proc.stdout.strip().splitlines()[-1]
