@@ -2,7 +2,7 @@
 
     python benchmarks/bench_evolve.py --stub                  # (a) 300 stub generations at concurrency 8
     python benchmarks/bench_evolve.py --searcher              # (b) propose + append with 10,000 rows
-    python benchmarks/bench_evolve.py --real --generations 6  # (c) real 1-epoch trials, synthetic data
+    python benchmarks/bench_evolve.py --real --generations 6  # (c) real 1-epoch trials (synthetic or --data)
 
 Each mode starts its own local Ray cluster (except --searcher, which needs none) and writes under a
 temporary directory.
@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from yolo_ray.config import load_hyp  # noqa: E402
 from yolo_ray.evolve import EVOLVE_RESULT_KEYS, load_search_space  # noqa: E402
+from yolo_ray.evolve.searcher import COMPLETE_KEY  # noqa: E402
 
 
 def stub_trainable(config: dict, train_config: dict) -> None:
@@ -29,7 +30,7 @@ def stub_trainable(config: dict, train_config: dict) -> None:
 
     h = config["hyp"]
     f = 1.0 / (1.0 + abs(h["lr0"] - 0.02) * 10 + abs(h["momentum"] - 0.9) + abs(h["mosaic"] - 0.5))
-    tune.report({**dict(zip(EVOLVE_RESULT_KEYS, [f, f, f, f, 0.1, 0.1, 0.1])), "fitness": f})
+    tune.report({**dict(zip(EVOLVE_RESULT_KEYS, [f, f, f, f, 0.1, 0.1, 0.1])), "fitness": f, COMPLETE_KEY: True})
 
 
 def stub_data_yaml(root: Path) -> Path:
@@ -85,7 +86,7 @@ def bench_searcher(rows: int, cycles: int, workdir: Path) -> None:
         t1 = time.perf_counter()
         m = float(rng.random())
         searcher.on_trial_complete(str(i), {**dict(zip(EVOLVE_RESULT_KEYS, [0.5, 0.5, m, m, 0.05, 0.05, 0.05])),
-                                            "done": True})
+                                            COMPLETE_KEY: True})
         append_s += time.perf_counter() - t1
         propose_s += t1 - t0
     assert searcher.rows == rows + cycles
@@ -93,14 +94,14 @@ def bench_searcher(rows: int, cycles: int, workdir: Path) -> None:
           f"append (csv + memory) {1000 * append_s / cycles:.2f} ms per trial (mean of {cycles})")
 
 
-def bench_real(generations: int, concurrency: int | None, imgsz: int, share_images: bool, workdir: Path,
-               name: str) -> float:
+def bench_real(generations: int, concurrency: int | None, imgsz: int, share_images: bool, data: str | None,
+               workdir: Path, name: str) -> float:
     from yolo_ray.evolve.driver import run_evolution
 
     t0 = time.time()
     summary = run_evolution({"generations": generations, "concurrency": concurrency, "epochs": 1, "imgsz": imgsz,
                              "batch_size": 16, "workers": 0, "cfg": "yolov5n.yaml", "seed": 0,
-                             "share_images": share_images, "project": str(workdir), "name": name})
+                             "share_images": share_images, "data": data, "project": str(workdir), "name": name})
     total = time.time() - t0
     assert summary.rows == generations, summary
     label = f"concurrency {concurrency or 'default'}, {'shared' if share_images else 'per-trial'} images"
@@ -118,6 +119,7 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=8, help="--stub concurrency")
     p.add_argument("--rows", type=int, default=10_000, help="--searcher history rows")
     p.add_argument("--imgsz", type=int, default=160, help="--real image size")
+    p.add_argument("--data", default=None, help="--real data yaml (default: the built-in synthetic dataset)")
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench_evolve_") as tmp:
         workdir = Path(tmp)
@@ -130,7 +132,7 @@ def main() -> None:
             generations = args.generations or 6
             try:
                 for concurrency, share in ((1, False), (1, True), (None, True)):
-                    bench_real(generations, concurrency, args.imgsz, share, workdir,
+                    bench_real(generations, concurrency, args.imgsz, share, args.data, workdir,
                                f"c{concurrency or 'auto'}_{'shared' if share else 'own'}")
             finally:
                 ray.shutdown()

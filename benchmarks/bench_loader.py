@@ -2,6 +2,7 @@
 
     python benchmarks/bench_loader.py --imgsz 640            # the loader as training uses it (cache="ram")
     python benchmarks/bench_loader.py --imgsz 640 --naive    # a straightforward baseline of the same pipeline
+    python benchmarks/bench_loader.py --imgsz 640 --no-cache # optimised ops, images decoded on every use
     python benchmarks/bench_loader.py --profile              # milliseconds per stage, in this process
 
 The baseline decodes every image on every use, does HSV in float arithmetic, materialises flips
@@ -126,6 +127,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--naive", action="store_true", help="measure the straightforward baseline instead")
+    parser.add_argument("--no-cache", action="store_true", help="optimised loader without the decoded-image cache")
     parser.add_argument("--profile", action="store_true", help="print per-stage milliseconds and exit")
     opt = parser.parse_args()
     if opt.epochs < 2:
@@ -142,9 +144,10 @@ def main() -> None:
     if opt.naive:
         loader = naive_loader(train, opt.imgsz, opt.batch_size, opt.workers, hyp)
     else:
-        loader, _ = create_dataloader(train, opt.imgsz, opt.batch_size, 32, hyp=hyp, augment=True, cache="ram",
-                                      shuffle=True, workers=opt.workers)
-    print(f"setup (label scan{'' if opt.naive else ' + decode into RAM'}): {time.perf_counter() - t0:.2f} s")
+        loader, _ = create_dataloader(train, opt.imgsz, opt.batch_size, 32, hyp=hyp, augment=True,
+                                      cache=None if opt.no_cache else "ram", shuffle=True, workers=opt.workers)
+    decoding = "" if opt.naive or opt.no_cache else " + decode into RAM"
+    print(f"setup (label scan{decoding}): {time.perf_counter() - t0:.2f} s")
     images, seconds = 0, 0.0
     for epoch in range(opt.epochs):
         t0 = time.perf_counter()

@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     ray.add_argument("--concurrency", type=int, default=None,
                      help="trials at once (default: as many as the cluster's resources fit)")
     ray.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial (all its workers)")
-    ray.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial (all its workers)")
+    ray.add_argument("--gpus-per-trial", type=float, default=None,
+                     help="GPUs per trial, all its workers (default: 1 if the cluster has GPUs, else 0)")
     ray.add_argument("--ray-workers", type=int, default=1, help="Ray Train workers per trial (>1: DDP)")
     ray.add_argument("--address", default=None, help="Ray cluster ('auto' joins the running one; "
                                                      "default: a new local cluster)")
@@ -93,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # before trials started (Tune handles Ctrl-C itself once they run)
+        print("interrupted", file=sys.stderr)
+        return 130
     if summary.exit_code:
         print(f"error: {summary.message}" if summary.status != "interrupted" else summary.message, file=sys.stderr)
     else:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from yolo_ray.evolve import EVOLVE_RESULT_KEYS, read_history
+from yolo_ray.evolve.searcher import COMPLETE_KEY
 
 REPO = Path(__file__).resolve().parents[1]
 EVOLVE_CLI = REPO / "scripts" / "evolve.py"
@@ -33,7 +34,7 @@ def report_fitness_of(hyp: dict, loss: float = 0.1) -> None:
     from ray import tune
 
     f = 1.0 / (1.0 + abs(hyp["lr0"] - 0.02) * 10 + abs(hyp["momentum"] - 0.9))
-    tune.report({**dict(zip(EVOLVE_RESULT_KEYS, [f, f, f, f, loss, loss, loss])), "fitness": f})
+    tune.report({**dict(zip(EVOLVE_RESULT_KEYS, [f, f, f, f, loss, loss, loss])), "fitness": f, COMPLETE_KEY: True})
 
 
 def claim(path: Path) -> bool:
@@ -118,12 +119,14 @@ DRIVER_SCRIPT = textwrap.dedent("""
     from ray import tune
     from yolo_ray.evolve import EVOLVE_RESULT_KEYS
     from yolo_ray.evolve.driver import run_evolution
+    from yolo_ray.evolve.searcher import COMPLETE_KEY
 
     def trainable(config, train_config):
         time.sleep(0.5)
         h = config["hyp"]
         f = 1.0 / (1.0 + abs(h["lr0"] - 0.02) * 10 + abs(h["momentum"] - 0.9))
-        tune.report({**dict(zip(EVOLVE_RESULT_KEYS, [f, f, f, f, 0.1, 0.1, 0.1])), "fitness": f})
+        tune.report({**dict(zip(EVOLVE_RESULT_KEYS, [f, f, f, f, 0.1, 0.1, 0.1])), "fitness": f,
+                     COMPLETE_KEY: True})
 
     address, project, data = sys.argv[1:]
     ray.init(address=address, log_to_driver=False)

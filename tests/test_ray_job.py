@@ -44,7 +44,7 @@ def http_status(url: str, token: str | None = None) -> int | None:
 def stop_head(head: subprocess.Popen) -> None:
     """End the head this test started: SIGTERM to its pid, then whatever is left of its process group."""
     if head.poll() is None:
-        head.send_signal(signal.SIGTERM)  # `ray start --block` drains and stops its own children
+        head.send_signal(signal.SIGTERM)  # `ray start --block` stops its own children
         try:
             head.wait(timeout=45)
         except subprocess.TimeoutExpired:
@@ -65,12 +65,15 @@ def ray_head():
     # Token auth on, with this head's own token (not ~/.ray/auth_token); `python` is this venv's, as
     # when the head is started from an activated venv.
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(root / "auth_token"),
-           "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+           "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+           "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}  # a test head: stop at once on SIGTERM
     env.pop("RAY_ADDRESS", None)
     dashboard_port = free_port()
     cmd = [str(VENV_BIN / "ray"), "start", "--head", "--block", "--port", str(free_port()),
            "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard_port), "--num-cpus", "2",
-           "--include-dashboard", "true", "--temp-dir", str(root / "ray"), "--disable-usage-stats"]
+           "--include-dashboard", "true", "--temp-dir", str(root / "ray"), "--disable-usage-stats",
+           # fixed defaults (52365, 10001) collide with any other Ray on this machine: the agent would not start
+           "--dashboard-agent-listen-port", str(free_port()), "--ray-client-server-port", str(free_port())]
     log = open(root / "head.log", "w")
     head = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     address = f"http://127.0.0.1:{dashboard_port}"
@@ -107,12 +110,17 @@ def test_submitted_ddp_training_job_succeeds_and_results_outlive_the_job(ray_hea
                   "--ray-workers", "2", "--cpus-per-worker", "1"]
     cmd = [str(VENV_BIN / "ray"), "job", "submit", "--address", ray_head.address, "--working-dir", str(REPO),
            "--runtime-env-json", json.dumps(runtime_env), "--", "python", "scripts/train.py", *train_args]
-    job = subprocess.run(cmd, env=ray_head.env, capture_output=True, text=True, timeout=170)
-    out = job.stdout + job.stderr
+    for _ in range(5):  # the node's dashboard agent can register a little after the job API answers
+        job = subprocess.run(cmd, env=ray_head.env, capture_output=True, text=True, timeout=170)
+        out = job.stdout + job.stderr
+        if "No available agent to submit job" not in out:
+            break
     assert job.returncode == 0 and "succeeded" in out, out[-5000:]
 
     run = home / "runs" / "train" / "exp"
     assert f"Results saved to {run}; reuse:" in out  # printed as an absolute path
+    assert "Final: metrics/precision=" in out  # rank 0's results came back through the TorchTrainer
+    assert (run / "ray_train").is_dir()  # Ray Train's storage sits inside the run, not in the temp copy
     assert (run / "weights" / "best.pt").is_file() and (run / "opt.yaml").is_file()
     rows = (run / "results.csv").read_text().splitlines()
     assert len(rows) == 2 and rows[1].split(",")[0].strip() == "0"  # header + epoch 0

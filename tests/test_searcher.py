@@ -9,11 +9,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from yolo_ray.config import UserError, load_hyp
 from yolo_ray.evolve import EVOLVE_RESULT_KEYS, append_row, constrain, load_search_space, read_history
-from yolo_ray.evolve.searcher import EvolveSearcher
+from yolo_ray.evolve.searcher import COMPLETE_KEY, EvolveSearcher
 
 FINISHED = "FINISHED"
 
@@ -32,8 +33,9 @@ def make_searcher(tmp_path: Path, generations: int = 5, **kwargs) -> EvolveSearc
 
 
 def done_result(mapk: float, **extra) -> dict:
-    """A trial's last report: fitness = 0.1 * mAP@.5 + 0.9 * mAP@.5:.95 = mapk here."""
-    return {**dict(zip(EVOLVE_RESULT_KEYS, [0.6, 0.5, mapk, mapk, 0.03, 0.02, 0.01])), "done": True, **extra}
+    """A finished trial's last report: fitness = 0.1 * mAP@.5 + 0.9 * mAP@.5:.95 = mapk here."""
+    return {**dict(zip(EVOLVE_RESULT_KEYS, [0.6, 0.5, mapk, mapk, 0.03, 0.02, 0.01])), "done": True,
+            COMPLETE_KEY: True, **extra}
 
 
 @pytest.mark.timeout(20)
@@ -62,7 +64,8 @@ def test_rows_finish_and_failures_are_replaced(tmp_path):
     s.on_trial_complete("t2", done_result(math.nan))  # NaN loss: not a row either
     assert (s.rows, s.failed) == (1, 2)
     replacement = s.suggest("t3")["hyp"]  # the two failures are replaced by mutations of the row
-    s.on_trial_complete("t3", {**done_result(0.3), "done": False})  # stopped early: not a row, not failed
+    # Stopped by the scheduler: Tune says done, but training did not finish. Not a row, not a failure.
+    s.on_trial_complete("t3", {**done_result(0.3), COMPLETE_KEY: False})
     assert (s.rows, s.failed, s.stopped) == (1, 2, 1)
     for t in ("t4", "t5"):
         s.suggest(t)
@@ -142,7 +145,7 @@ def stub_trainable(config: dict, train_config: dict) -> None:
     h = config["hyp"]
     f = 1.0 / (1.0 + abs(h["lr0"] - 0.02) * 10 + abs(h["momentum"] - 0.9))
     tune.report({**dict(zip(EVOLVE_RESULT_KEYS, [f, f, f, f, 0.1, 0.1, 0.1])), "fitness": f,
-                 "t_start": start, "t_end": time.time()})
+                 "t_start": start, "t_end": time.time(), COMPLETE_KEY: True})
 
 
 @pytest.mark.slow
@@ -159,7 +162,9 @@ def test_tune_run_writes_exactly_n_rows_with_concurrent_trials(ray_cluster, tmp_
     assert summary.status == "finished" and summary.exit_code == 0
     history = read_history(summary.save_dir / "evolve.csv")
     assert len(history) == 10
-    assert history.iloc[0]["lr0"] == 0.01  # the base hyp first
+    base = pd.Series(constrain({**load_hyp(), "anchors": 3.0}, load_search_space()))
+    hyp_rows = history[base.index]
+    assert (hyp_rows == base).all(axis=1).sum() == 1  # the base hyp ran exactly once (rows: completion order)
     assert (summary.save_dir / "hyp_evolve.yaml").is_file() and (summary.save_dir / "evolve.png").is_file()
     assert "python scripts/train.py --hyp" in summary.message
 

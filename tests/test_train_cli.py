@@ -159,27 +159,36 @@ def test_resume_discovers_the_latest_run_and_restores_its_options(cli, tmp_path)
         cli.resume_options(str(finished), str(tmp_path))
 
 
+def train_env(**extra: str) -> dict[str, str]:
+    # One OpenMP thread: on a shared, oversubscribed CPU spinning thread pools make tiny runs ~20x slower.
+    return {**os.environ, "OMP_NUM_THREADS": "1", **extra}
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-def test_data_omitted_trains_on_builtin_synthetic_data(cli, tiny_data, tmp_path, capsys, monkeypatch):
-    import yolo_ray.data.synthetic as synthetic
+def test_data_omitted_trains_on_builtin_synthetic_data(tmp_path):
+    from yolo_ray.data import synthetic
 
-    # The built-in dataset, cut down to 16 images for time; the CLI must ask for it when --data is absent.
-    monkeypatch.setattr(synthetic, "default_data_yaml", lambda: tiny_data)
-    assert cli.main([*TINY_RUN, "--epochs", "1", "--project", str(tmp_path)]) == 0
-    run = tmp_path / "exp"
+    # The built-in dataset's cache, pre-filled with a 16-image version so the test stays short.
+    home = tmp_path / "home"
+    builtin = synthetic.make_dataset(home / "datasets" / synthetic.DATASET_VERSION, n_train=16, n_val=8, size=64)
+    proc = subprocess.run([sys.executable, str(TRAIN_PY), *TINY_RUN, "--epochs", "1", "--project", "runs"],
+                          cwd=tmp_path, env=train_env(YOLO_RAY_HOME=str(home)), capture_output=True, text=True,
+                          timeout=110)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run = tmp_path / "runs" / "exp"
     opt = yaml.safe_load((run / "opt.yaml").read_text())
-    assert opt["data"] == str(tiny_data) and opt["save_dir"] == str(run)
+    assert opt["data"] == str(builtin) and opt["save_dir"] == str(run)
     assert yaml.safe_load((run / "hyp.yaml").read_text())["lr0"] == 0.01  # hyp.scratch-low
     assert [r["epoch"] for r in read_results(run / "results.csv")] == [0]
     assert (run / "weights" / "best.pt").is_file() and (run / "results.png").is_file()
-    last_line = capsys.readouterr().out.strip().splitlines()[-1]
+    last_line = proc.stdout.strip().splitlines()[-1]
     assert last_line.startswith(f"Results saved to {run}; reuse: python scripts/train.py --weights {run}/weights/best.pt")
 
 
 def start_training(project: Path, data: Path, *extra: str) -> subprocess.Popen:
     cmd = [sys.executable, str(TRAIN_PY), *TINY_RUN, "--data", str(data), "--project", str(project), "--noplots", *extra]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=train_env())
 
 
 @pytest.mark.slow
@@ -201,7 +210,7 @@ def test_kill_9_mid_training_then_resume_matches_an_uninterrupted_run(tiny_data,
     assert 0 <= saved_epoch < 3
 
     resumed = subprocess.run([sys.executable, str(TRAIN_PY), "--resume", "--project", str(tmp_path / "runs")],
-                             capture_output=True, text=True, timeout=150)
+                             capture_output=True, text=True, timeout=150, env=train_env())
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert f"at epoch {saved_epoch + 1}" in resumed.stdout
     assert reference.wait(timeout=150) == 0, reference.communicate()[0]

@@ -38,8 +38,13 @@ def train_and_fingerprint(config):
 
 @pytest.mark.timeout(240)
 def test_two_workers_end_with_identical_weights(ray_cluster, tmp_path):
+    import sys
+
+    from ray import cloudpickle
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/ modules
 
     data = make_dataset(tmp_path / "data", seed=5, n_train=32, n_val=8, size=96)
     hyp = load_hyp(DEFAULT_HYP)

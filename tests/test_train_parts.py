@@ -117,6 +117,11 @@ def test_ema_follows_the_decay_formula():
     assert other.updates == 1
     assert torch.allclose(other.ema[0].weight, after["0.weight"], atol=1e-2)
 
+    other.ema.half().float()  # as validation on CUDA does: the EMA must keep averaging the live tensors
+    previous = other.ema[2].bias.clone()
+    other.update(net)
+    assert not torch.equal(other.ema[2].bias, previous)
+
 
 @pytest.mark.timeout(10)
 def test_early_stopping_counts_epochs_without_improvement():

@@ -18,8 +18,8 @@ from tqdm import tqdm
 
 from yolo_ray.boxes import xywhn2xyxy, xyn2xy, xyxy2xywhn
 from yolo_ray.config import UserError, load_hyp
-from yolo_ray.data.augment import augment_hsv, copy_paste, letterbox, mixup, random_perspective, FILL
-from yolo_ray.data.labels import (LOGGER, NUM_THREADS, find_class_row, img2label_paths, list_image_files,
+from yolo_ray.data.augment import FILL, augment_hsv, copy_paste, letterbox, mixup, random_perspective
+from yolo_ray.data.labels import (NUM_THREADS, find_class_row, img2label_paths, list_image_files,
                                   scan_labels, writable_sibling)
 
 
@@ -123,8 +123,8 @@ class LoadImagesAndLabels(torch.utils.data.Dataset):
         for lb, lb_file in zip(self.labels, self.label_files):
             if len(lb) and lb[:, 0].max() >= nc:
                 row, text = find_class_row(lb_file, nc)
-                raise UserError(f"{lb_file}: row {row} ({text!r}) has class {int(lb[:, 0].max())} but the data "
-                                f"has nc={nc} (classes are 0..{nc - 1})")
+                raise UserError(f"{lb_file}: row {row} has class {text.split()[0]} but the data has nc={nc} "
+                                f"(classes are 0..{nc - 1}): {text!r}")
 
     def _sort_for_rect(self, batch_size: int, img_size: int, stride: int, pad: float) -> None:
         """Sort images by aspect ratio so each batch gets the smallest padded shape that fits all of them."""

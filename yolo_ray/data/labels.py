@@ -173,7 +173,8 @@ def verify_image_label(im_file: str, lb_file: str) -> LabelCheck:
     else:
         check.empty = 1
     if check.bad_rows:
-        check.msg = f"{lb_file}: {check.bad_rows} malformed or out-of-range rows dropped"
+        dropped = f"{lb_file}: {check.bad_rows} malformed or out-of-range rows dropped"
+        check.msg = f"{check.msg}; {dropped}" if check.msg else dropped
     check.labels, check.segments = labels, segments
     return check
 
@@ -194,7 +195,7 @@ def files_hash(paths: list[str]) -> str:
 
 
 def label_cache_path(label_files: list[str]) -> Path:
-    """<labels dir parent>/<labels dir name>.yolo_ray.cache, or the same name in cache_home() if read-only."""
+    """<labels dir parent>/<labels dir name>.yolo_ray.cache (saved under cache_home() when that is read-only)."""
     labels_dir = Path(label_files[0]).parent
     return labels_dir.parent / f"{labels_dir.name}{CACHE_SUFFIX}"
 
@@ -203,7 +204,7 @@ def _load_cache(path: Path, expected_hash: str) -> dict | None:
     for candidate in dict.fromkeys([path, writable_sibling(path, "labels")]):
         try:
             cache = np.load(candidate, allow_pickle=True).item()
-        except (OSError, ValueError, EOFError, AttributeError):
+        except Exception:  # absent, truncated or foreign: scanning again is always safe
             continue
         if cache.get("version") == CACHE_VERSION and cache.get("hash") == expected_hash:
             return cache
@@ -271,12 +272,9 @@ def _report(cache: dict, cache_path: Path, prefix: str, verbose: bool) -> None:
 
 
 def find_class_row(lb_file: str, nc: int) -> tuple[int, str]:
-    """(1-based line number, text) of the first row in a label file whose class id is >= nc."""
+    """(1-based line number, text) of the first valid row in a label file whose class id is >= nc."""
     for number, line in enumerate(Path(lb_file).read_text(errors="replace").splitlines(), 1):
-        tokens = line.split()
-        try:
-            if tokens and float(tokens[0]) >= nc:
-                return number, line.strip()
-        except ValueError:
-            continue
+        parsed = _parse_row(line.split()) if line.strip() else None
+        if parsed is not None and parsed[0] >= nc:
+            return number, line.strip()
     return 0, ""

@@ -84,6 +84,8 @@ def create_dataloader(path: str | list[str], imgsz: int, batch_size: int, stride
     Workers persist across epochs, except with image_weights: the training loop rewrites
     dataset.indices each epoch and fresh workers must see the new indices.
     """
+    if world_size > 1 and not 0 <= rank < world_size:
+        raise ValueError(f"distributed loading needs 0 <= rank < world_size={world_size}, got rank={rank}")
     if rect and shuffle:
         LOGGER.warning(f"{prefix}WARNING: rect is incompatible with shuffle, setting shuffle=False")
         shuffle = False

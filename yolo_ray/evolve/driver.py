@@ -24,7 +24,7 @@ from yolo_ray.config import UserError, load_hyp
 from yolo_ray.evolve.progress import EvolveProgress, TrialEvents
 from yolo_ray.evolve.searcher import EvolveSearcher
 from yolo_ray.evolve.space import DEFAULT_SEARCH_SPACE, load_search_space, resolve_search_space
-from yolo_ray.evolve.trial import TRIAL_CPU_SLIVER, evolve_trial, placement, trial_resources
+from yolo_ray.evolve.trial import evolve_trial, placement, trial_resources
 from yolo_ray.train.rundir import increment_path, resolve_project
 
 DEFAULT_GENERATIONS = 300
@@ -48,7 +48,7 @@ DEFAULTS: dict[str, Any] = {
     "single_cls": False, "sync_bn": False, "cos_lr": False, "device": "", "optimizer": "SGD", "workers": 8,
     "label_smoothing": 0.0, "freeze": [0], "seed": None, "amp": True, "channels_last": True,
     "generations": None, "search_space": DEFAULT_SEARCH_SPACE, "parent": "single", "early_stop": False,
-    "ray_workers": 1, "concurrency": None, "cpus_per_trial": 1.0, "gpus_per_trial": 0.0, "address": None,
+    "ray_workers": 1, "concurrency": None, "cpus_per_trial": 1.0, "gpus_per_trial": None, "address": None,
     "storage_path": None, "max_retries": 2, "max_failed_trials": None, "resume": False,
     "project": "runs/evolve", "name": "exp", "exist_ok": False,
     "share_images": True,  # decode once in the driver for all trials (off: each trial decodes its own)
@@ -117,8 +117,11 @@ def resolve_options(opt: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_evolution(opt: dict[str, Any], trainable: Callable[..., None] | None = None) -> EvolveSummary:
-    """Evolve hyperparameters as opt says (DEFAULTS keys); trainable replaces the training trial
-    (a Tune function taking (config, train_config)) for tests and benchmarks."""
+    """Evolve hyperparameters as opt says (DEFAULTS keys).
+
+    trainable replaces the training trial for tests and benchmarks: a Tune function taking
+    (config, train_config) whose last report holds the 7 results and searcher.COMPLETE_KEY.
+    """
     opt = resolve_options(opt)
     print(f"evolve: run directory {opt['save_dir']}", flush=True)
     searcher = EvolveSearcher(
@@ -142,14 +145,13 @@ def run_evolution(opt: dict[str, Any], trainable: Callable[..., None] | None = N
             ray.shutdown()  # also frees this job's placement groups before the process goes
 
 
-def default_concurrency(cpus_per_trial: float, gpus_per_trial: float, ray_workers: int) -> int:
+def default_concurrency(cpus_per_trial: float, gpus_per_trial: float) -> int:
     """As many trials as the cluster's CPUs (and GPUs) fit at once."""
     resources = ray.cluster_resources()
-    cpus_needed = cpus_per_trial + (TRIAL_CPU_SLIVER if ray_workers > 1 else 0.0)
-    fits = [int(resources.get("CPU", 0) // cpus_needed)] if cpus_needed > 0 else []
+    fits = [int(resources.get("CPU", 0) // cpus_per_trial)]
     if gpus_per_trial > 0:
         fits.append(int(resources.get("GPU", 0) // gpus_per_trial))
-    return max(1, min(fits, default=1))
+    return max(1, min(fits))
 
 
 def train_command(opt: dict[str, Any], hyp_yaml: Path) -> str:
@@ -169,34 +171,41 @@ def train_command(opt: dict[str, Any], hyp_yaml: Path) -> str:
 
 
 def _evolve(opt: dict[str, Any], searcher: EvolveSearcher, trainable: Callable[..., None] | None) -> EvolveSummary:
-    save_dir = Path(opt["save_dir"])
-    progress = EvolveProgress(save_dir, opt["generations"], searcher.rows)
+    progress = EvolveProgress(opt["save_dir"], opt["generations"], searcher.rows)
     searcher.on_row = progress
     if searcher.rows < opt["generations"]:
-        workers = int(opt["ray_workers"])
-        concurrency = opt["concurrency"] or default_concurrency(opt["cpus_per_trial"], opt["gpus_per_trial"], workers)
+        if opt["gpus_per_trial"] is None:  # one GPU per trial when the cluster has any and --device allows
+            has_gpu = ray.cluster_resources().get("GPU", 0) >= 1 and opt["device"] != "cpu"
+            opt["gpus_per_trial"] = 1.0 if has_gpu else 0.0
+        concurrency = opt["concurrency"] or default_concurrency(opt["cpus_per_trial"], opt["gpus_per_trial"])
         train_config = _train_config(opt, real_training=trainable is None)
         print(f"evolve: {searcher.rows}/{opt['generations']} generations in evolve.csv; up to {concurrency} "
               f"trials at once, {opt['cpus_per_trial']:g} CPU / {opt['gpus_per_trial']:g} GPU and "
-              f"{workers} Train worker(s) each", flush=True)
-        fn = tune.with_parameters(trainable or evolve_trial, train_config=train_config)
-        tuner = tune.Tuner(
-            tune.with_resources(fn, trial_resources(opt["cpus_per_trial"], opt["gpus_per_trial"], workers)),
-            tune_config=tune.TuneConfig(
-                search_alg=searcher, num_samples=-1, max_concurrent_trials=concurrency, reuse_actors=True,
-                scheduler=_early_stopper(opt["epochs"]) if opt["early_stop"] else None,
-                trial_name_creator=_trial_name, trial_dirname_creator=_trial_name,
-            ),
-            run_config=tune.RunConfig(
-                name=f"tune-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=opt["storage_path"] or str(save_dir),
-                failure_config=tune.FailureConfig(max_failures=int(opt["max_retries"])),
-                callbacks=[TrialEvents()], verbose=0,
-            ),
-        )
+              f"{opt['ray_workers']} Train worker(s) each", flush=True)
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our progress lines replace Tune's status tables
-        tuner.fit()
+        trial = tune.with_parameters(trainable or evolve_trial, train_config=train_config)
+        _build_tuner(opt, searcher, trial, concurrency).fit()
     progress.refresh(plot=True)
     return _summary(opt, searcher)
+
+
+def _build_tuner(opt: dict[str, Any], searcher: EvolveSearcher, trial: Callable, concurrency: int) -> tune.Tuner:
+    resources = trial_resources(opt["cpus_per_trial"], opt["gpus_per_trial"], int(opt["ray_workers"]))
+    return tune.Tuner(
+        tune.with_resources(trial, resources),
+        tune_config=tune.TuneConfig(
+            # num_samples=-1: trials keep coming until the searcher says FINISHED
+            search_alg=searcher, num_samples=-1, max_concurrent_trials=concurrency, reuse_actors=True,
+            scheduler=_early_stopper(opt["epochs"]) if opt["early_stop"] else None,
+            trial_name_creator=_trial_name, trial_dirname_creator=_trial_name,
+        ),
+        run_config=tune.RunConfig(
+            # A fresh experiment per invocation: resuming restarts from evolve.csv, not Tune's state.
+            name=f"tune-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=opt["storage_path"] or opt["save_dir"],
+            failure_config=tune.FailureConfig(max_failures=int(opt["max_retries"])),
+            callbacks=[TrialEvents()], verbose=0,
+        ),
+    )
 
 
 def _summary(opt: dict[str, Any], searcher: EvolveSearcher) -> EvolveSummary:
@@ -234,10 +243,14 @@ def _train_config(opt: dict[str, Any], real_training: bool) -> dict[str, Any]:
 
 
 def _early_stopper(epochs: int) -> tune.schedulers.TrialScheduler:
-    """ASHA on per-epoch fitness: trials in the bottom two thirds at a rung stop; a quarter of the epochs first."""
+    """ASHA on per-epoch fitness: trials in the bottom two thirds at a rung stop; a quarter of the epochs first.
+
+    One report per epoch, then the completion report: max_t = epochs + 1, or ASHA would stop every
+    trial at its last epoch, before the report that makes it a row.
+    """
     from ray.tune.schedulers import ASHAScheduler
 
-    return ASHAScheduler(time_attr="training_iteration", metric="fitness", mode="max", max_t=max(epochs, 1),
+    return ASHAScheduler(time_attr="training_iteration", metric="fitness", mode="max", max_t=epochs + 1,
                          grace_period=max(1, epochs // 4), reduction_factor=3)
 
 
@@ -255,7 +268,8 @@ def _check_numbers(opt: dict[str, Any]) -> None:
     checks = [
         ("generations", opt["generations"] >= 1), ("epochs", opt["epochs"] >= 1), ("imgsz", opt["imgsz"] >= 32),
         ("batch-size", opt["batch_size"] >= 1), ("ray-workers", int(opt["ray_workers"]) >= 1),
-        ("cpus-per-trial", opt["cpus_per_trial"] > 0), ("gpus-per-trial", opt["gpus_per_trial"] >= 0),
+        ("cpus-per-trial", opt["cpus_per_trial"] > 0),
+        ("gpus-per-trial", opt["gpus_per_trial"] is None or opt["gpus_per_trial"] >= 0),
         ("concurrency", opt["concurrency"] is None or opt["concurrency"] >= 1),
         ("max-retries", opt["max_retries"] >= 0),
     ]

@@ -20,11 +20,15 @@ from ray.tune.search import Searcher
 
 from yolo_ray.config import UserError
 from yolo_ray.evolve.evolve_csv import EVOLVE_RESULT_KEYS, append_row, read_history
-from yolo_ray.evolve.ga import mutate, prepare_evolution, propose
+from yolo_ray.evolve.ga import constrain, mutate, prepare_evolution, propose
 from yolo_ray.evolve.space import SearchSpace
 from yolo_ray.metrics import fitness
 
 LOGGER = logging.getLogger(__name__)
+
+# A trial's last report carries this key only when its training ran to the end. Tune marks trials
+# stopped by a scheduler (ASHA) `done` as well, so `done` cannot tell a finished generation apart.
+COMPLETE_KEY = "trial_complete"
 
 # Attributes that make up the searcher's state; everything else is rebuilt or runtime-only.
 _STATE_KEYS = (
@@ -33,7 +37,7 @@ _STATE_KEYS = (
 )
 
 
-def nonfinite_reason(result: Mapping[str, Any] | None) -> str | None:
+def result_problem(result: Mapping[str, Any] | None) -> str | None:
     """Why a finished trial's result cannot be an evolve.csv row, or None when it can."""
     if not result:
         return "no result reported"
@@ -133,7 +137,7 @@ class EvolveSearcher(Searcher):
         if self.n_parents:
             hyp = propose(self.history, self.base_hyp, self.meta, self.rng, self.parent)
         elif not self.base_proposed:
-            hyp = propose(self.history.iloc[:0], self.base_hyp, self.meta, self.rng, self.parent)
+            hyp = constrain(self.base_hyp, self.meta)  # upstream's first generation: the base, clamped
             self.base_proposed = True
         else:
             # The base is in flight and nothing has finished: explore around it rather than repeat it.
@@ -148,10 +152,10 @@ class EvolveSearcher(Searcher):
         if error:
             self._record_failure(trial_id, "the trial raised an error (after its retries)")
             return
-        if result is None or not result.get("done", False):
+        if result is None or not result.get(COMPLETE_KEY):
             self.stopped += 1  # stopped early or interrupted: not a finished generation
             return
-        reason = nonfinite_reason(result)
+        reason = result_problem(result)
         if reason:
             self._record_failure(trial_id, reason)
             return

@@ -13,6 +13,8 @@ from typing import Any
 import ray
 from ray import tune
 
+from yolo_ray.evolve.searcher import COMPLETE_KEY
+
 # Options that place a trial on the cluster; the training loop never sees them.
 PLACEMENT_KEYS = ("ray_workers", "cpus_per_worker", "gpus_per_worker")
 TRIAL_CPU_SLIVER = 0.01
@@ -26,10 +28,15 @@ def trial_resources(cpus_per_trial: float, gpus_per_trial: float, ray_workers: i
 
 
 def placement(cpus_per_trial: float, gpus_per_trial: float, ray_workers: int) -> dict[str, float | int]:
-    """The PLACEMENT_KEYS entries of a trial's train config: the trial's resources split over its workers."""
+    """The PLACEMENT_KEYS entries of a trial's train config: the trial's resources split over its workers.
+
+    With several workers the trial process's sliver comes out of cpus_per_trial, so a trial never
+    needs more than it asked for (on a node with exactly that many CPUs its workers would wait forever).
+    """
+    cpus = float(cpus_per_trial) - (TRIAL_CPU_SLIVER if ray_workers > 1 else 0.0)
     return {
         "ray_workers": int(ray_workers),
-        "cpus_per_worker": float(cpus_per_trial) / ray_workers,
+        "cpus_per_worker": cpus / ray_workers,
         "gpus_per_worker": float(gpus_per_trial) / ray_workers,
     }
 
@@ -48,7 +55,9 @@ def _train_worker(config: dict[str, Any]) -> dict[str, float] | None:
     return train_loop_per_worker(resolve_decoded(config))
 
 
-def _fit_torch_trainer(config: dict[str, Any], workers: int, cpus_per_worker: float, gpus_per_worker: float) -> None:
+def _fit_torch_trainer(
+    config: dict[str, Any], workers: int, cpus_per_worker: float, gpus_per_worker: float
+) -> dict[str, float] | None:
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
@@ -62,20 +71,23 @@ def _fit_torch_trainer(config: dict[str, Any], workers: int, cpus_per_worker: fl
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpus_per_worker > 0, resources_per_worker=resources),
         run_config=RunConfig(name="ray_train", storage_path=config["save_dir"], callbacks=[TuneReportCallback()]),
     )
-    trainer.fit()
+    return trainer.fit().return_value  # Train V2 hands back rank 0's return value
 
 
 def evolve_trial(config: dict[str, Any], train_config: dict[str, Any]) -> None:
     """Train config["hyp"] with train_config (a TRAIN CONFIG plus PLACEMENT_KEYS) in evolve mode.
 
-    The loop reports every validated epoch to Tune; the searcher reads the last report. A NaN/inf
-    loss is not raised: the trial ends normally with its non-finite report and the searcher counts it
-    failed, because FailureConfig would otherwise retrain the same doomed hyp max_failures times.
+    The loop reports every validated epoch to Tune (what early stopping sees); once training has run
+    to the end, the trial reports the final results again marked COMPLETE_KEY, which is what makes
+    the searcher write a row. A NaN/inf loss is not raised: the trial ends normally with its
+    non-finite results and the searcher counts it failed, because FailureConfig would otherwise
+    retrain the same doomed hyp max_failures times.
     """
     train = {k: v for k, v in train_config.items() if k not in PLACEMENT_KEYS}
     train.update(hyp=dict(config["hyp"]), evolve=True, save_dir=tune.get_context().get_trial_dir())
     workers = int(train_config.get("ray_workers", 1))
     if workers == 1:
-        _train_worker(train)
+        results = _train_worker(train)
     else:
-        _fit_torch_trainer(train, workers, train_config["cpus_per_worker"], train_config["gpus_per_worker"])
+        results = _fit_torch_trainer(train, workers, train_config["cpus_per_worker"], train_config["gpus_per_worker"])
+    tune.report({**(results or {}), COMPLETE_KEY: True})

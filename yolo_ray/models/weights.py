@@ -74,7 +74,7 @@ ALLOWED_CALLABLES = _allowed_callables()
 
 
 class RefusedGlobal(pickle.UnpicklingError):
-    """A pickle asked for a global outside the allow-list; nothing it names has been called."""
+    """A pickle asked for a global (or an action) outside the allow-list; nothing it names has run."""
 
     def __init__(self, name: str):
         super().__init__(f"refused global {name}")
@@ -97,7 +97,20 @@ def _record_class(module: str, name: str) -> type[PickledModule]:
     return type(name, (PickledModule,), {"source": f"{module}.{name}"})
 
 
-class RestrictedUnpickler(pickle.Unpickler):
+class RestrictedUnpickler(pickle._Unpickler):
+    """Pure-Python unpickler (its opcodes can be overridden) that resolves only allow-listed globals."""
+
+    dispatch = dict(pickle._Unpickler.dispatch)
+
+    def load_build(self) -> None:
+        # BUILD on a class or function would set attributes on it (e.g. patch torch.Tensor): instances only.
+        target = self.stack[-2]
+        if isinstance(target, (type, types.FunctionType, types.BuiltinFunctionType)):
+            raise RefusedGlobal(f"attribute assignment on {getattr(target, '__qualname__', target)!s}")
+        super().load_build()
+
+    dispatch[pickle.BUILD[0]] = load_build
+
     def find_class(self, module: str, name: str) -> Any:
         # Protocol-2 pickles spell some Python 3 names the Python 2 way (__builtin__.set).
         module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
@@ -185,7 +198,7 @@ def _interpret(ckpt: Any, path: Path) -> dict[str, Any]:
         state_dict = dict(weights)
     else:
         raise UserError(f"{path}: no model weights (neither 'ema' nor 'model' holds a model or a state dict)")
-    meta = {k: _plain(v) for k, v in ckpt.items() if k not in ("model", "ema", "yaml", "names")}
+    meta = {k: _plain(v) for k, v in ckpt.items() if k not in ("model", "ema", "yaml", "names", "optimizer")}
     return {
         "state_dict": _float32(state_dict),
         "yaml": _plain_or_none(yaml),

@@ -58,14 +58,14 @@ class Detect(nn.Module):
             x[i] = x[i].view(bs, self.na, self.no, ny, nx).permute(0, 1, 3, 4, 2).contiguous()
             if not self.training:
                 xy, wh, conf = x[i].sigmoid().split((2, 2, self.nc + 1), 4)
-                xy = (xy * 2 + self._grid(i, nx, ny, x[i])) * self.stride[i]
+                xy = (xy * 2 + self._grid(i, nx, ny)) * self.stride[i]
                 wh = (wh * 2) ** 2 * (self.anchors[i] * self.stride[i]).view(1, self.na, 1, 1, 2)
                 decoded.append(torch.cat((xy, wh, conf), 4).view(bs, self.na * ny * nx, self.no))
         return x if self.training else (torch.cat(decoded, 1), x)
 
-    def _grid(self, i: int, nx: int, ny: int, like: torch.Tensor) -> torch.Tensor:
-        """Cell corner coordinates (1, na, ny, nx, 2), cached per level while size, device and dtype hold."""
-        grid = self.grid[i]
+    def _grid(self, i: int, nx: int, ny: int) -> torch.Tensor:
+        """Cell corner coordinates (1, na, ny, nx, 2) in the anchors' dtype, cached per level and size."""
+        grid, like = self.grid[i], self.anchors
         if grid.shape[2:4] != (ny, nx) or grid.device != like.device or grid.dtype != like.dtype:
             ys = torch.arange(ny, device=like.device, dtype=like.dtype)
             xs = torch.arange(nx, device=like.device, dtype=like.dtype)
@@ -93,7 +93,6 @@ class DetectionModel(nn.Module):
                  anchors: int | float | list | None = None):
         super().__init__()
         self.yaml, source = resolve_cfg(cfg)
-        self.yaml_file = Path(source).name
         ch = self.yaml["ch"] = self.yaml.get("ch", ch)
         if nc and nc != self.yaml.get("nc"):
             LOGGER.info(f"Overriding {source} nc={self.yaml.get('nc')} with nc={nc}")

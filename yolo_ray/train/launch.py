@@ -24,16 +24,13 @@ def run_training(opt: dict[str, Any]) -> dict[str, Any]:
     when None), writing Ray Train's state under save_dir.
     """
     config = {k: v for k, v in opt.items() if k not in LAUNCH_KEYS}
-    workers = int(opt.get("ray_workers") or 1)
+    workers = int(opt.get("ray_workers", 1))
     check_worker_split(config["batch_size"], workers, config.get("image_weights", False))
     if workers == 1 and not opt.get("address"):
         from yolo_ray.train.loop import train_loop_per_worker
 
-        results = train_loop_per_worker(config)
-    else:
-        results = _fit_on_ray(config, workers, opt.get("cpus_per_worker"), opt.get("gpus_per_worker"),
-                              opt.get("address"))
-    return results
+        return train_loop_per_worker(config)
+    return _fit_on_ray(config, workers, opt.get("cpus_per_worker"), opt.get("gpus_per_worker"), opt.get("address"))
 
 
 def check_worker_split(batch_size: int, workers: int, image_weights: bool = False) -> None:

@@ -147,6 +147,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float] | None:
     if ctx.distributed:
         if opt["sync_bn"] and device.type == "cuda":
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        elif opt["sync_bn"] and ctx.is_main:
+            print("WARNING: --sync-bn needs CUDA (as upstream); training with per-rank BatchNorm")
         model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
     bare = de_parallel(model)
     compute_loss = ComputeLoss(bare, hyp)

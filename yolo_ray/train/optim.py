@@ -103,17 +103,16 @@ class ModelEMA:
         self.decay = lambda x: decay * (1 - math.exp(-x / tau))
         for p in self.ema.parameters():
             p.requires_grad_(False)
-        self._pairs: list[tuple[str, torch.Tensor]] = [
-            (k, v) for k, v in self.ema.state_dict().items() if v.dtype.is_floating_point
-        ]
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         self.updates += 1
         d = self.decay(self.updates)
         model_state = model.state_dict()
-        ema_tensors = [v for _, v in self._pairs]
-        model_tensors = [model_state[k].detach() for k, _ in self._pairs]
+        # fetched each time: validation's half()/float() may have swapped the EMA's tensors since the last update
+        pairs = [(k, v) for k, v in self.ema.state_dict().items() if v.dtype.is_floating_point]
+        ema_tensors = [v for _, v in pairs]
+        model_tensors = [model_state[k].detach() for k, _ in pairs]
         # lerp(e, m, 1-d) = d*e + (1-d)*m in one fused pass over all tensors (no per-tensor launches)
         torch._foreach_lerp_(ema_tensors, model_tensors, 1.0 - d)
 
