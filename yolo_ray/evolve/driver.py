@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -136,11 +137,13 @@ def run_evolution(opt: dict[str, Any], trainable: Callable[..., None] | None = N
         # Trials' training output would interleave unreadably here; it stays in the Ray logs.
         ray.init(address=ray_init_address(opt["address"]), log_to_driver=False)
         started_ray = True
-    previous_sigterm = signal.signal(signal.SIGTERM, _sigterm_as_sigint)
+    in_main_thread = threading.current_thread() is threading.main_thread()  # signals can only be set there
+    previous_sigterm = signal.signal(signal.SIGTERM, _sigterm_as_sigint) if in_main_thread else None
     try:
         return _evolve(opt, searcher, trainable)
     finally:
-        signal.signal(signal.SIGTERM, previous_sigterm)
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous_sigterm)
         if started_ray:
             ray.shutdown()  # also frees this job's placement groups before the process goes
 
