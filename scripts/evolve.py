@@ -14,44 +14,14 @@ from pathlib import Path
 # Import the package beside this script: a Ray job runs a temporary copy of the checkout.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from yolo_ray.cli import OneLineParser, add_training_options  # noqa: E402
 from yolo_ray.config import UserError  # noqa: E402
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """Option errors surface as a UserError, so they print as one `error: ...` line like any other."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UserError(message)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(description="Evolve YOLOv5 hyperparameters on Ray Tune (upstream's genetic algorithm).")
     train = p.add_argument_group("training (each trial)")
-    train.add_argument("--weights", default="", help="initial weights .pt (local file; '' = from scratch)")
-    train.add_argument("--cfg", default="", help="model yaml: shipped name or path (default yolov5n.yaml "
-                                                  "unless --weights)")
-    train.add_argument("--data", default=None, help="dataset yaml (default: the built-in synthetic dataset)")
-    train.add_argument("--hyp", default="hyp.scratch-low.yaml", help="base hyperparameters yaml")
-    train.add_argument("--epochs", type=int, default=100, help="training epochs per trial")
-    train.add_argument("--batch-size", type=int, default=16, help="total batch size of a trial")
-    train.add_argument("--imgsz", "--img", "--img-size", type=int, default=640, help="train, val image size")
-    train.add_argument("--rect", action="store_true", help="rectangular training")
-    train.add_argument("--noautoanchor", action="store_true", help="disable AutoAnchor (anchors not evolved)")
-    train.add_argument("--cache", nargs="?", const="ram", choices=["ram", "disk"],
-                       help="cache images in ram (shared by all trials on a node) or disk")
-    train.add_argument("--image-weights", action="store_true", help="use weighted image selection for training")
-    train.add_argument("--device", default="", help="'' (auto), cpu, or cuda device like 0")
-    train.add_argument("--multi-scale", action="store_true", help="vary img-size +/- 50%%")
-    train.add_argument("--single-cls", action="store_true", help="train multi-class data as single-class")
-    train.add_argument("--optimizer", choices=["SGD", "Adam", "AdamW"], default="SGD", help="optimizer")
-    train.add_argument("--sync-bn", action="store_true", help="use SyncBatchNorm (several Train workers)")
-    train.add_argument("--workers", type=int, default=8, help="max dataloader workers per Train worker")
-    train.add_argument("--cos-lr", action="store_true", help="cosine LR scheduler")
-    train.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing epsilon")
-    train.add_argument("--freeze", nargs="+", type=int, default=[0], help="freeze layers: backbone=10, first3=0 1 2")
-    train.add_argument("--no-amp", dest="amp", action="store_false", help="no mixed precision (bf16/fp16)")
-    train.add_argument("--no-channels-last", dest="channels_last", action="store_false",
-                       help="keep the default contiguous memory format")
+    add_training_options(train)
 
     evolve = p.add_argument_group("evolution")
     evolve.add_argument("--generations", type=int, default=None, help="evolve.csv rows to reach (default 300; "

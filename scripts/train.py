@@ -16,6 +16,7 @@ from typing import Any
 # Import the package beside this script: a Ray job runs a temporary copy of the checkout.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from yolo_ray.cli import OneLineParser, add_training_options  # noqa: E402
 from yolo_ray.config import UserError, load_hyp  # noqa: E402
 from yolo_ray.train.launch import check_worker_split, run_training  # noqa: E402
 from yolo_ray.train.rundir import (  # noqa: E402
@@ -26,44 +27,18 @@ from yolo_ray.train.rundir import (  # noqa: E402
 RUN_DIR_KEYS = ("project", "name", "exist_ok")
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """Option errors surface as a UserError, so they print as one `error: ...` line like any other."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UserError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(description="Train YOLOv5 (v7.0-compatible) on Ray.")
-    p.add_argument("--weights", default="", help="initial weights .pt (local file; '' = from scratch)")
-    p.add_argument("--cfg", default="", help="model yaml: shipped name (yolov5s.yaml) or path")
-    p.add_argument("--data", default=None, help="dataset yaml (default: the built-in synthetic dataset)")
-    p.add_argument("--hyp", default="hyp.scratch-low.yaml", help="hyperparameters yaml (shipped name or path)")
-    p.add_argument("--epochs", type=int, default=100, help="total training epochs")
-    p.add_argument("--batch-size", type=int, default=16, help="total batch size over all Ray workers")
-    p.add_argument("--imgsz", "--img", "--img-size", type=int, default=640, help="train, val image size (pixels)")
-    p.add_argument("--rect", action="store_true", help="rectangular training")
+    add_training_options(p)
     p.add_argument("--resume", nargs="?", const=True, default=False,
                    help="resume the most recent last.pt under --project, or the given last.pt")
     p.add_argument("--nosave", action="store_true", help="only save final checkpoint")
     p.add_argument("--noval", action="store_true", help="only validate final epoch")
-    p.add_argument("--noautoanchor", action="store_true", help="disable AutoAnchor")
     p.add_argument("--noplots", action="store_true", help="save no plot files")
-    p.add_argument("--cache", nargs="?", const="ram", choices=["ram", "disk"], help="cache images in ram or disk")
-    p.add_argument("--image-weights", action="store_true", help="use weighted image selection for training")
-    p.add_argument("--device", default="", help="'' (auto), cpu, or cuda device like 0")
-    p.add_argument("--multi-scale", action="store_true", help="vary img-size +/- 50%%")
-    p.add_argument("--single-cls", action="store_true", help="train multi-class data as single-class")
-    p.add_argument("--optimizer", choices=["SGD", "Adam", "AdamW"], default="SGD", help="optimizer")
-    p.add_argument("--sync-bn", action="store_true", help="use SyncBatchNorm (DDP only)")
-    p.add_argument("--workers", type=int, default=8, help="max dataloader workers per Ray worker")
     p.add_argument("--project", default="runs/train", help="save to project/name")
     p.add_argument("--name", default="exp", help="save to project/name ('cfg' = the cfg file's stem)")
     p.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
-    p.add_argument("--cos-lr", action="store_true", help="cosine LR scheduler")
-    p.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing epsilon")
     p.add_argument("--patience", type=int, default=100, help="EarlyStopping patience (epochs without improvement)")
-    p.add_argument("--freeze", nargs="+", type=int, default=[0], help="freeze layers: backbone=10, first3=0 1 2")
     p.add_argument("--save-period", type=int, default=-1, help="save checkpoint every x epochs (disabled if < 1)")
     p.add_argument("--seed", type=int, default=0, help="global training seed")
     ray = p.add_argument_group("Ray")
@@ -73,9 +48,6 @@ def build_parser() -> argparse.ArgumentParser:
     ray.add_argument("--address", default=None,
                      help="Ray cluster to join ('auto' = the running one); default: no Ray for 1 worker, "
                           "a local cluster for more")
-    ray.add_argument("--no-amp", dest="amp", action="store_false", help="no mixed precision (bf16/fp16)")
-    ray.add_argument("--no-channels-last", dest="channels_last", action="store_false",
-                     help="keep the default contiguous memory format")
     return p
 
 

@@ -24,6 +24,15 @@ from yolo_ray.train.session import select_device, worker_context
 from yolo_ray.train.validate import validate
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # tiny tensors on a shared 2-core box: a second OpenMP thread only adds contention stalls
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny_net() -> nn.Sequential:
     # conv without bias, BN, conv with bias: 2 biases (BN, conv2), 2 decayed weights, 1 BN weight
     return nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.BatchNorm2d(4), nn.Conv2d(4, 2, 1))

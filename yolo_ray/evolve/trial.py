@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import ray
 from ray import tune
+from ray.tune.integration.ray_train import TuneReportCallback
 
 from yolo_ray.evolve.searcher import COMPLETE_KEY
+from yolo_ray.train.launch import make_torch_trainer
+from yolo_ray.train.loop import train_loop_per_worker
 
 # Options that place a trial on the cluster; the training loop never sees them.
 PLACEMENT_KEYS = ("ray_workers", "cpus_per_worker", "gpus_per_worker")
@@ -41,39 +43,6 @@ def placement(cpus_per_trial: float, gpus_per_trial: float, ray_workers: int) ->
     }
 
 
-def resolve_decoded(config: dict[str, Any]) -> dict[str, Any]:
-    """config with its shared decoded images fetched from the object store (zero-copy numpy views)."""
-    decoded = config.get("decoded")
-    if isinstance(decoded, ray.ObjectRef):
-        config = {**config, "decoded": ray.get(decoded)}
-    return config
-
-
-def _train_worker(config: dict[str, Any]) -> dict[str, float] | None:
-    from yolo_ray.train.loop import train_loop_per_worker
-
-    return train_loop_per_worker(resolve_decoded(config))
-
-
-def _fit_torch_trainer(
-    config: dict[str, Any], workers: int, cpus_per_worker: float, gpus_per_worker: float
-) -> dict[str, float] | None:
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-    from ray.tune.integration.ray_train import TuneReportCallback
-
-    resources = {"CPU": cpus_per_worker}
-    if gpus_per_worker:
-        resources["GPU"] = gpus_per_worker
-    trainer = TorchTrainer(
-        _train_worker,
-        train_loop_config=config,
-        scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpus_per_worker > 0, resources_per_worker=resources),
-        run_config=RunConfig(name="ray_train", storage_path=config["save_dir"], callbacks=[TuneReportCallback()]),
-    )
-    return trainer.fit().return_value  # Train V2 hands back rank 0's return value
-
-
 def evolve_trial(config: dict[str, Any], train_config: dict[str, Any]) -> None:
     """Train config["hyp"] with train_config (a TRAIN CONFIG plus PLACEMENT_KEYS) in evolve mode.
 
@@ -87,7 +56,9 @@ def evolve_trial(config: dict[str, Any], train_config: dict[str, Any]) -> None:
     train.update(hyp=dict(config["hyp"]), evolve=True, save_dir=tune.get_context().get_trial_dir())
     workers = int(train_config.get("ray_workers", 1))
     if workers == 1:
-        results = _train_worker(train)
+        results = train_loop_per_worker(train)  # the loop fetches shared decoded images itself
     else:
-        results = _fit_torch_trainer(train, workers, train_config["cpus_per_worker"], train_config["gpus_per_worker"])
+        trainer = make_torch_trainer(train, workers, train_config["cpus_per_worker"],
+                                     train_config["gpus_per_worker"], callbacks=(TuneReportCallback(),))
+        results = trainer.fit().return_value  # Train V2 hands back rank 0's return value
     tune.report({**(results or {}), COMPLETE_KEY: True})

@@ -71,7 +71,13 @@ def _fit_on_ray(config: dict[str, Any], workers: int, cpus: float | None, gpus: 
             ray.shutdown()
 
 
-def _fit(config: dict[str, Any], workers: int, cpus: float | None, gpus: float | None) -> dict[str, Any]:
+def make_torch_trainer(config: dict[str, Any], workers: int, cpus: float | None, gpus: float | None,
+                       callbacks: tuple = ()):
+    """A TorchTrainer running train_loop_per_worker(config) on `workers` DDP processes.
+
+    cpus/gpus are per worker (cpus None: this machine's cores split over the workers). Ray Train's own
+    state (reported checkpoints, run metadata) goes to save_dir/ray_train, with the run it belongs to.
+    """
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -81,13 +87,16 @@ def _fit(config: dict[str, Any], workers: int, cpus: float | None, gpus: float |
     resources = {"CPU": float(cpus) if cpus else default_cpus_per_worker(workers)}
     if gpus:
         resources["GPU"] = gpus
-    trainer = TorchTrainer(
+    return TorchTrainer(
         train_loop_per_worker,
         train_loop_config=config,
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpus > 0, resources_per_worker=resources),
-        # Ray Train's own state (reported checkpoints, run metadata) stays with the run it belongs to.
-        run_config=RunConfig(storage_path=config["save_dir"], name="ray_train"),
+        run_config=RunConfig(storage_path=config["save_dir"], name="ray_train", callbacks=list(callbacks)),
     )
+
+
+def _fit(config: dict[str, Any], workers: int, cpus: float | None, gpus: float | None) -> dict[str, Any]:
+    trainer = make_torch_trainer(config, workers, cpus, gpus)
     try:
         result = trainer.fit()
     except Exception as e:  # Ray wraps worker errors; a user error inside still deserves one clean line

@@ -213,7 +213,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float] | None:
             if plots and ni < 3:
                 from yolo_ray.data.plots import plot_images
 
-                plot_images(imgs_u8, targets, paths, save_dir / f"train_batch{ni}.jpg")
+                plot_images(imgs_u8, targets, paths, save_dir / f"train_batch{ni}.jpg", names=names)
 
         # ---- end of epoch: schedule, validate, log, save, report, maybe stop
         lr = [group["lr"] for group in optimizer.param_groups]
@@ -292,9 +292,7 @@ def _validate_checkpoint(path: Path, like: nn.Module, loader, nc: int, compute_l
 
 
 def _plot_results(results_csv: Path) -> None:
-    try:
-        from yolo_ray.train.plots import plot_results
-    except ImportError:  # the plotting module is optional for training itself
-        return
+    from yolo_ray.train.plots import plot_results  # matplotlib only when a run plots
+
     plot_results(results_csv)
 
