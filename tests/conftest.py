@@ -31,3 +31,24 @@ def ray_cluster():
     ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread for a module: small tensors on a 2-core box shared with data workers and
+    Ray stall under OpenMP oversubscription (measured up to 15x slower with two threads)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def stub_data(tmp_path) -> Path:
+    """A data yaml that passes validation; stub trials never read its (absent) images."""
+    (tmp_path / "data" / "images").mkdir(parents=True)
+    yaml_path = tmp_path / "data" / "data.yaml"
+    yaml_path.write_text("train: images\nval: images\nnames: {0: thing}\n")
+    return yaml_path

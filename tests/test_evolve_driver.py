@@ -21,15 +21,6 @@ REPO = Path(__file__).resolve().parents[1]
 EVOLVE_CLI = REPO / "scripts" / "evolve.py"
 
 
-@pytest.fixture
-def stub_data(tmp_path) -> Path:
-    """A data yaml that passes validation; stub trials never read its (absent) images."""
-    (tmp_path / "data" / "images").mkdir(parents=True)
-    yaml_path = tmp_path / "data" / "data.yaml"
-    yaml_path.write_text("train: images\nval: images\nnames: {0: thing}\n")
-    return yaml_path
-
-
 def report_fitness_of(hyp: dict, loss: float = 0.1) -> None:
     from ray import tune
 

@@ -19,15 +19,6 @@ from yolo_ray.evolve.searcher import COMPLETE_KEY, EvolveSearcher
 FINISHED = "FINISHED"
 
 
-@pytest.fixture
-def stub_data(tmp_path) -> Path:
-    """A data yaml that passes validation; stub trials never read its (absent) images."""
-    (tmp_path / "data" / "images").mkdir(parents=True)
-    yaml_path = tmp_path / "data" / "data.yaml"
-    yaml_path.write_text("train: images\nval: images\nnames: {0: thing}\n")
-    return yaml_path
-
-
 def make_searcher(tmp_path: Path, generations: int = 5, **kwargs) -> EvolveSearcher:
     return EvolveSearcher(tmp_path / "evolve.csv", load_hyp(), load_search_space(), generations, seed=1, **kwargs)
 

@@ -14,16 +14,7 @@ from yolo_ray.models import load_checkpoint
 from yolo_ray.train import train_loop_per_worker
 from yolo_ray.train.checkpoint import RESULTS_CSV_KEYS, results_header
 
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # the CI box has 2 cores shared with other jobs: one thread avoids OpenMP oversubscription stalls
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 
 @pytest.fixture(scope="module")

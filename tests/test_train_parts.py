@@ -23,14 +23,7 @@ from yolo_ray.train.optim import (
 from yolo_ray.train.session import select_device, worker_context
 from yolo_ray.train.validate import validate
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # tiny tensors on a shared 2-core box: a second OpenMP thread only adds contention stalls
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_net() -> nn.Sequential:
