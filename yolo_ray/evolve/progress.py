@@ -44,7 +44,7 @@ class EvolveProgress:
 
         if not self.csv_path.is_file():
             return
-        write_hyp_evolve(self.csv_path, self.save_dir / "hyp_evolve.yaml", self.generations)
+        write_hyp_evolve(self.csv_path, self.save_dir / "hyp_evolve.yaml")  # last = rows - 1, as upstream
         if plot:
             plot_evolve(self.csv_path)
             self.last_plot = time.time()
