@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,14 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a YAML mapping, got {type(data).__name__}")
     return data
+
+
+def save_yaml(path: str | Path, data: dict[str, Any]) -> None:
+    """Write a yaml mapping atomically (temp file + rename), so a crash never leaves a torn file to resume from."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
+    os.replace(tmp, path)
 
 
 def to_float(value: Any) -> float:

@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import ray
-import yaml
 from ray import tune
 
-from yolo_ray.config import UserError, load_hyp
+from yolo_ray.config import UserError, load_hyp, load_yaml, save_yaml
 from yolo_ray.evolve.progress import EvolveProgress, TrialEvents
 from yolo_ray.evolve.searcher import EvolveSearcher
 from yolo_ray.evolve.space import DEFAULT_SEARCH_SPACE, load_search_space, resolve_search_space
@@ -318,15 +317,9 @@ def _read_saved_options(save_dir: Path) -> dict[str, Any]:
     path = save_dir / "opt.yaml"
     if not path.is_file():
         return {}
-    with open(path) as f:
-        saved = yaml.safe_load(f)
-    if not isinstance(saved, dict):
-        raise UserError(f"{path}: expected a YAML mapping of evolution options")
-    return saved
+    return load_yaml(path)
 
 
 def _write_saved_options(save_dir: Path, opt: dict[str, Any]) -> None:
     plain = {k: v for k, v in opt.items() if k not in RUNTIME_KEYS}
-    tmp = save_dir / ".opt.yaml.tmp"
-    tmp.write_text(yaml.safe_dump(plain, sort_keys=False))
-    os.replace(tmp, save_dir / "opt.yaml")
+    save_yaml(save_dir / "opt.yaml", plain)

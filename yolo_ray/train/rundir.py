@@ -7,9 +7,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
 
-from yolo_ray.config import UserError
+from yolo_ray.config import UserError, load_yaml, save_yaml
 
 # Set by Ray's job supervisor in every job driver's environment.
 RAY_JOB_ENV_VAR = "RAY_JOB_CONFIG_JSON_ENV_VAR"
@@ -76,8 +75,8 @@ def run_dir_of(checkpoint: str | Path) -> Path:
 def save_run_files(save_dir: str | Path, opt: dict[str, Any], hyp: dict[str, float]) -> None:
     """opt.yaml (every option, enough to resume) and hyp.yaml (the unscaled hyperparameters)."""
     save_dir = Path(save_dir)
-    _write_yaml(save_dir / "hyp.yaml", hyp)
-    _write_yaml(save_dir / "opt.yaml", opt)
+    save_yaml(save_dir / "hyp.yaml", hyp)
+    save_yaml(save_dir / "opt.yaml", opt)
 
 
 def load_resume_state(checkpoint: str | Path) -> tuple[dict[str, Any], int]:
@@ -94,17 +93,9 @@ def load_resume_state(checkpoint: str | Path) -> tuple[dict[str, Any], int]:
         raise UserError(f"{checkpoint}: not a readable yolo_ray training checkpoint ({type(e).__name__})") from None
     opt_yaml = run_dir_of(checkpoint) / "opt.yaml"
     if opt_yaml.is_file():
-        with open(opt_yaml) as f:
-            opt = yaml.safe_load(f)
+        opt = load_yaml(opt_yaml)
     else:
         opt = ckpt.get("opt")
     if not isinstance(opt, dict):
         raise UserError(f"{opt_yaml}: missing or not a mapping, and {checkpoint} holds no options to resume with")
     return opt, int(ckpt.get("epoch", -1))
-
-
-def _write_yaml(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w") as f:
-        yaml.safe_dump(data, f, sort_keys=False)
-    os.replace(tmp, path)
