@@ -44,9 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
     ray = p.add_argument_group("Ray")
     ray.add_argument("--concurrency", type=int, default=None,
                      help="trials at once (default: as many as the cluster's resources fit)")
-    ray.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial (all its workers)")
+    ray.add_argument("--cpus-per-trial", type=float, default=None,
+                     help="CPUs per trial, all its workers (default: 1 per CPU worker, the GPU nodes' CPUs per GPU "
+                          "for GPU workers)")
     ray.add_argument("--gpus-per-trial", type=float, default=None,
-                     help="GPUs per trial, all its workers (default: 1 if the cluster has GPUs, else 0)")
+                     help="GPUs per trial, all its workers (default: 1 per worker if the cluster has GPUs, else 0; "
+                          "below 1 only for single-worker trials; more than 1 on one worker becomes that many "
+                          "DDP workers)")
     ray.add_argument("--ray-workers", type=int, default=1, help="Ray Train workers per trial (>1: DDP)")
     ray.add_argument("--address", default=None, help="Ray cluster ('auto' joins the running one; "
                                                      "default: a new local cluster)")

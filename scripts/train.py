@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from yolo_ray.cli import OneLineParser, add_training_options  # noqa: E402
 from yolo_ray.config import UserError, load_hyp  # noqa: E402
-from yolo_ray.train.launch import check_worker_split, run_training  # noqa: E402
+from yolo_ray.train.launch import check_worker_split, prepare_launch, run_training  # noqa: E402
 from yolo_ray.train.rundir import (  # noqa: E402
     find_last_checkpoint, increment_path, load_resume_state, resolve_project, run_dir_of, save_run_files,
 )
@@ -43,8 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="global training seed")
     ray = p.add_argument_group("Ray")
     ray.add_argument("--ray-workers", type=int, default=1, help="Ray Train workers = DDP processes (1: no Ray)")
-    ray.add_argument("--cpus-per-worker", type=float, default=None, help="CPUs per worker (default: cores / workers)")
-    ray.add_argument("--gpus-per-worker", type=float, default=None, help="GPUs per worker (default: 1 if CUDA else 0)")
+    ray.add_argument("--cpus-per-worker", type=float, default=None,
+                     help="CPUs per worker (default: from the cluster's nodes, the most that fits all workers)")
+    ray.add_argument("--gpus-per-worker", type=float, default=None,
+                     help="GPUs per worker (default: 1 if the cluster has GPUs, else 0; more than 1 becomes that "
+                          "many DDP workers)")
+    ray.add_argument("--max-failures", type=int, default=3,
+                     help="worker or node failures a Ray run survives, restarting from its last.pt")
     ray.add_argument("--address", default=None,
                      help="Ray cluster to join ('auto' = the running one); default: no Ray for 1 worker, "
                           "a local cluster for more")
@@ -52,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def fresh_run_options(opt: dict[str, Any]) -> dict[str, Any]:
-    """Validate a new run's options, make every path absolute and create its run directory."""
+    """Validate a new run's options and make every path absolute (create_run_dir makes the folder later)."""
     if opt["epochs"] < 1:
         raise UserError(f"--epochs must be at least 1, got {opt['epochs']}")
     if opt["imgsz"] < 1:
@@ -66,13 +71,16 @@ def fresh_run_options(opt: dict[str, Any]) -> dict[str, Any]:
     opt["data"] = str(_data_yaml(opt["data"]))  # last: the built-in dataset is generated on first use
     if opt["name"] == "cfg" and opt["cfg"]:
         opt["name"] = Path(opt["cfg"]).stem
-    project = resolve_project(opt["project"])
-    opt["project"] = str(project)
-    opt["save_dir"] = str(increment_path(project / opt["name"], exist_ok=opt["exist_ok"], mkdir=True))
+    opt["project"] = str(resolve_project(opt["project"]))
+    opt["save_dir"] = None
     opt["resume"] = None
-    opt["gpus_per_worker"] = _default_gpus(opt["gpus_per_worker"], opt["device"])
-    save_run_files(opt["save_dir"], opt, opt["hyp"])
     return opt
+
+
+def create_run_dir(opt: dict[str, Any]) -> None:
+    """Claim project/name (or the next free nameN) and write opt.yaml and hyp.yaml into it."""
+    opt["save_dir"] = str(increment_path(Path(opt["project"]) / opt["name"], exist_ok=opt["exist_ok"], mkdir=True))
+    save_run_files(opt["save_dir"], opt, opt["hyp"])
 
 
 def resume_options(resume: str | bool, project: str) -> dict[str, Any]:
@@ -97,9 +105,15 @@ def resume_options(resume: str | bool, project: str) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     try:
         opt = vars(build_parser().parse_args(argv))
-        opt = resume_options(opt["resume"], opt["project"]) if opt["resume"] else fresh_run_options(opt)
+        if opt["resume"]:  # the run's own options, on the cluster this command names
+            opt = {**resume_options(opt["resume"], opt["project"]), "address": opt["address"]}
+        else:
+            opt = fresh_run_options(opt)
+        launch = prepare_launch(opt, shared_dir=opt["save_dir"] or opt["project"])
+        if not opt["save_dir"]:
+            create_run_dir(opt)
         print(f"Run directory: {opt['save_dir']}", flush=True)
-        results = run_training({k: v for k, v in opt.items() if k not in RUN_DIR_KEYS})
+        results = run_training({k: v for k, v in opt.items() if k not in RUN_DIR_KEYS}, launch)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -138,14 +152,6 @@ def _model_cfg(cfg: str) -> str | None:
     resolved = str(path.resolve()) if path.is_file() else cfg  # otherwise a shipped name like yolov5s
     build_model(resolved)  # unknown names and malformed yamls fail here with a UserError
     return resolved
-
-
-def _default_gpus(gpus: float | None, device: str) -> float:
-    if gpus is not None:
-        return gpus
-    import torch
-
-    return 1.0 if device != "cpu" and torch.cuda.is_available() else 0.0
 
 
 def _final_message(opt: dict[str, Any], results: dict[str, Any] | None) -> str:

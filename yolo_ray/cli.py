@@ -36,6 +36,8 @@ def add_training_options(group: argparse._ActionsContainer) -> None:
     group.add_argument("--cos-lr", action="store_true", help="cosine LR scheduler")
     group.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing epsilon")
     group.add_argument("--freeze", nargs="+", type=int, default=[0], help="freeze layers: backbone=10, first3=0 1 2")
+    group.add_argument("--deterministic", action="store_true",
+                       help="deterministic algorithms only (reproducible, slower; as upstream's init_seeds)")
     group.add_argument("--no-amp", dest="amp", action="store_false", help="no mixed precision (bf16/fp16)")
     group.add_argument("--no-channels-last", dest="channels_last", action="store_false",
                        help="keep the default contiguous memory format")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import socket
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +40,20 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def temp_sibling(path: str | Path, suffix: str = "") -> Path:
+    """A hidden temporary name beside path, unique across hosts, processes and threads.
+
+    Writers rename it over path when done; on a shared filesystem several nodes may write the same
+    cache at once, and a pid alone repeats across hosts. suffix: a tail a writer insists on (np.save's .npy).
+    """
+    path = Path(path)
+    return path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp{suffix}")
+
+
 def save_yaml(path: str | Path, data: dict[str, Any]) -> None:
     """Write a yaml mapping atomically (temp file + rename), so a crash never leaves a torn file to resume from."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = temp_sibling(path)
     tmp.write_text(yaml.safe_dump(data, sort_keys=False))
     os.replace(tmp, path)
 

@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from yolo_ray.boxes import xywhn2xyxy, xyn2xy, xyxy2xywhn
-from yolo_ray.config import UserError, load_hyp
+from yolo_ray.config import UserError, load_hyp, temp_sibling
 from yolo_ray.data.augment import FILL, augment_hsv, copy_paste, letterbox, mixup, random_perspective
 from yolo_ray.data.labels import (NUM_THREADS, find_class_row, img2label_paths, list_image_files,
                                   scan_labels, writable_sibling)
@@ -188,7 +188,7 @@ class LoadImagesAndLabels(torch.utils.data.Dataset):
         def save(i: int) -> None:
             target = Path(self.npy_files[i])
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f"{target.stem}.{os.getpid()}.tmp.npy")
+            tmp = temp_sibling(target, ".npy")
             np.save(tmp, cv2.imread(self.im_files[i]))
             os.replace(tmp, target)  # atomic: a concurrent trial never loads half an array
 

@@ -15,7 +15,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from yolo_ray.boxes import segments2boxes
-from yolo_ray.config import UserError
+from yolo_ray.config import UserError, temp_sibling
 
 LOGGER = logging.getLogger("yolo_ray.data")
 
@@ -215,7 +215,7 @@ def _save_cache(path: Path, cache: dict, prefix: str) -> None:
     target = writable_sibling(path, "labels")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp.npy")
+        tmp = temp_sibling(target, ".npy")
         np.save(tmp, cache, allow_pickle=True)
         os.replace(tmp, target)  # atomic: concurrent trials never read half a file
         LOGGER.info(f"{prefix}New label cache created: {target}")

@@ -54,6 +54,29 @@ class ShardSampler(Sampler[int]):
         return self.num_samples
 
 
+class RectBatchSampler(Sampler[list[int]]):
+    """Whole rectangular batches for one rank.
+
+    With rect the dataset sorts images by aspect ratio and gives each consecutive block of batch_size
+    images one padded shape, so a rank must take whole blocks (block k goes to rank k % world_size);
+    interleaving single images across ranks would mix shapes inside a batch. Blocks repeat from the
+    start until every rank has as many batches as the others (DDP needs equal counts).
+    """
+
+    def __init__(self, n: int, batch_size: int, world_size: int = 1, rank: int = 0):
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
+        blocks = [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
+        total = math.ceil(len(blocks) / world_size) * world_size
+        self.batches = [blocks[k % len(blocks)] for k in range(rank, total, world_size)] if blocks else []
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
 def collate_fn(batch: list) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...], tuple]:
     """Stack images to (B, 3, H, W) uint8 and concatenate targets with column 0 = index in the batch."""
     images, labels, paths, shapes = zip(*batch)
@@ -77,12 +100,13 @@ def create_dataloader(path: str | list[str], imgsz: int, batch_size: int, stride
                       hyp: dict | None = None, augment: bool = False, cache: str | None = None, pad: float = 0.0,
                       rect: bool = False, rank: int = -1, world_size: int = 1, workers: int = 8,
                       image_weights: bool = False, shuffle: bool = False, seed: int = 0,
-                      decoded: DecodedImages | None = None, prefix: str = "", nc: int | None = None
-                      ) -> tuple[DataLoader, LoadImagesAndLabels]:
+                      decoded: DecodedImages | None = None, prefix: str = "", nc: int | None = None,
+                      pin_memory: bool = False) -> tuple[DataLoader, LoadImagesAndLabels]:
     """The (loader, dataset) pair of one rank; batch_size is per rank. See LoadImagesAndLabels for items.
 
     Workers persist across epochs, except with image_weights: the training loop rewrites
-    dataset.indices each epoch and fresh workers must see the new indices.
+    dataset.indices each epoch and fresh workers must see the new indices. pin_memory only pays off
+    when batches go to a CUDA device (and costs a CUDA context on the first GPU otherwise).
     """
     if world_size > 1 and not 0 <= rank < world_size:
         raise ValueError(f"distributed loading needs 0 <= rank < world_size={world_size}, got rank={rank}")
@@ -95,12 +119,15 @@ def create_dataloader(path: str | list[str], imgsz: int, batch_size: int, stride
                                   verbose=rank in (-1, 0))
     batch_size = min(batch_size, len(dataset))
     nw = min(os.cpu_count() or 1, batch_size if batch_size > 1 else 0, workers)
-    sampler = ShardSampler(len(dataset), world_size, max(rank, 0), shuffle=shuffle, seed=seed)
     generator = torch.Generator()
     generator.manual_seed(seed * 1000 + max(rank, 0))  # distinct augmentation streams per rank
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=nw,
-                        pin_memory=torch.cuda.is_available(), collate_fn=collate_fn, worker_init_fn=seed_worker,
-                        generator=generator, persistent_workers=nw > 0 and not image_weights)
+    if rect:
+        batching = {"batch_sampler": RectBatchSampler(len(dataset), batch_size, world_size, max(rank, 0))}
+    else:
+        batching = {"batch_size": batch_size,
+                    "sampler": ShardSampler(len(dataset), world_size, max(rank, 0), shuffle=shuffle, seed=seed)}
+    loader = DataLoader(dataset, **batching, num_workers=nw, pin_memory=pin_memory, collate_fn=collate_fn,
+                        worker_init_fn=seed_worker, generator=generator, persistent_workers=nw > 0 and not image_weights)
     return loader, dataset
 
 

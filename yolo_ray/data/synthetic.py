@@ -213,6 +213,18 @@ def default_data_yaml() -> Path:
     return yaml_path
 
 
+def locate_data_yaml(data: str | Path) -> Path:
+    """data as given, or this node's own copy of the built-in dataset when data names the built-in one.
+
+    The driver hands workers its own cache path; a node of the cluster that never made the built-in
+    data (or whose home differs) generates the identical, deterministic copy under its own cache.
+    """
+    path = Path(data)
+    if not path.is_file() and path.name == "data.yaml" and path.parent.name == DATASET_VERSION:
+        return default_data_yaml()
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Write the built-in synthetic shapes dataset (YOLO format).")
     parser.add_argument("--out", required=True, help="output folder (new or empty)")

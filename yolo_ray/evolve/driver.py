@@ -21,10 +21,13 @@ import ray
 from ray import tune
 
 from yolo_ray.config import UserError, load_hyp, load_yaml, save_yaml
+from yolo_ray.data.synthetic import locate_data_yaml
 from yolo_ray.evolve.progress import EvolveProgress, TrialEvents
 from yolo_ray.evolve.searcher import EvolveSearcher
 from yolo_ray.evolve.space import DEFAULT_SEARCH_SPACE, load_search_space, resolve_search_space
-from yolo_ray.evolve.trial import evolve_trial, placement, trial_resources
+from yolo_ray.evolve.trial import evolve_trial, placement_config, trial_resources
+from yolo_ray.train.cluster import connect, verify_nodes_see
+from yolo_ray.train.placement import Placement, cluster_nodes, plan_placement
 from yolo_ray.train.rundir import increment_path, resolve_project
 
 DEFAULT_GENERATIONS = 300
@@ -34,7 +37,7 @@ DEFAULT_CFG = "yolov5n.yaml"  # when neither --cfg nor --weights is given
 TRAIN_OPTION_KEYS = (
     "weights", "cfg", "data", "hyp", "epochs", "batch_size", "imgsz", "rect", "noautoanchor", "cache",
     "image_weights", "multi_scale", "single_cls", "sync_bn", "cos_lr", "device", "optimizer", "workers",
-    "label_smoothing", "freeze", "seed", "amp", "channels_last",
+    "label_smoothing", "freeze", "seed", "amp", "channels_last", "deterministic",
 )
 # Where and how this invocation runs: taken from the current command even when resuming.
 RUNTIME_KEYS = (
@@ -46,9 +49,9 @@ DEFAULTS: dict[str, Any] = {
     "weights": None, "cfg": None, "data": None, "hyp": None, "epochs": 100, "batch_size": 16, "imgsz": 640,
     "rect": False, "noautoanchor": False, "cache": None, "image_weights": False, "multi_scale": False,
     "single_cls": False, "sync_bn": False, "cos_lr": False, "device": "", "optimizer": "SGD", "workers": 8,
-    "label_smoothing": 0.0, "freeze": [0], "seed": None, "amp": True, "channels_last": True,
+    "label_smoothing": 0.0, "freeze": [0], "seed": None, "amp": True, "channels_last": True, "deterministic": False,
     "generations": None, "search_space": DEFAULT_SEARCH_SPACE, "parent": "single", "early_stop": False,
-    "ray_workers": 1, "concurrency": None, "cpus_per_trial": 1.0, "gpus_per_trial": None, "address": None,
+    "ray_workers": 1, "concurrency": None, "cpus_per_trial": None, "gpus_per_trial": None, "address": None,
     "storage_path": None, "max_retries": 2, "max_failed_trials": None, "resume": False,
     "project": "runs/evolve", "name": "exp", "exist_ok": False,
     "share_images": True,  # decode once in the driver for all trials (off: each trial decodes its own)
@@ -86,9 +89,10 @@ def find_resume_dir(resume: str | bool, project: str | Path) -> Path:
 
 
 def resolve_options(opt: dict[str, Any]) -> dict[str, Any]:
-    """Defaults filled, a resumed run's saved options restored, paths absolute, run dir created.
+    """Defaults filled, a resumed run's saved options restored, paths absolute, everything checked.
 
-    Tune runs each trial in its own working directory, so every path leaves here absolute.
+    Tune runs each trial in its own working directory, so every path leaves here absolute. A new run
+    has no save_dir yet: claim_run_dir makes it once the cluster has been checked too.
     """
     opt = {**DEFAULTS, **opt}
     save_dir = None
@@ -109,11 +113,16 @@ def resolve_options(opt: dict[str, Any]) -> dict[str, Any]:
         opt["storage_path"] = str(Path(opt["storage_path"]).expanduser().resolve())
     if opt["max_failed_trials"] is None:
         opt["max_failed_trials"] = max(10, opt["generations"] // 10)
-    if save_dir is None:
-        save_dir = increment_path(resolve_project(opt["project"]) / opt["name"], exist_ok=opt["exist_ok"], mkdir=True)
-    opt["save_dir"] = str(save_dir)
-    _write_saved_options(save_dir, opt)
+    opt["save_dir"] = str(save_dir) if save_dir else None
     return opt
+
+
+def claim_run_dir(opt: dict[str, Any]) -> None:
+    """Create a new run's directory (a resumed run keeps its own) and record its options in opt.yaml."""
+    if opt["save_dir"] is None:
+        save_dir = increment_path(resolve_project(opt["project"]) / opt["name"], exist_ok=opt["exist_ok"], mkdir=True)
+        opt["save_dir"] = str(save_dir)
+    _write_saved_options(Path(opt["save_dir"]), opt)
 
 
 def run_evolution(opt: dict[str, Any], trainable: Callable[..., None] | None = None) -> EvolveSummary:
@@ -123,37 +132,31 @@ def run_evolution(opt: dict[str, Any], trainable: Callable[..., None] | None = N
     (config, train_config) whose last report holds the 7 results and searcher.COMPLETE_KEY.
     """
     opt = resolve_options(opt)
-    print(f"evolve: run directory {opt['save_dir']}", flush=True)
-    searcher = EvolveSearcher(
-        Path(opt["save_dir"]) / "evolve.csv", opt["hyp"], load_search_space(opt["search_space"]), opt["generations"],
-        parent=opt["parent"], seed=opt["seed"], noautoanchor=opt["noautoanchor"],
-        max_failed_trials=opt["max_failed_trials"],
-    )
-    started_ray = False
-    if not ray.is_initialized():
-        from yolo_ray.train.launch import ray_init_address
-
-        # Trials' training output would interleave unreadably here; it stays in the Ray logs.
-        ray.init(address=ray_init_address(opt["address"]), log_to_driver=False)
-        started_ray = True
+    space = load_search_space(opt["search_space"])
+    # Trials' training output would interleave unreadably here; it stays in the Ray logs.
+    started_ray = connect(opt["address"], log_to_driver=False)
     in_main_thread = threading.current_thread() is threading.main_thread()  # signals can only be set there
     previous_sigterm = signal.signal(signal.SIGTERM, _sigterm_as_sigint) if in_main_thread else None
     try:
-        return _evolve(opt, searcher, trainable)
+        placement = plan_placement(cluster_nodes(), workers=int(opt["ray_workers"]), gpus=opt["gpus_per_trial"],
+                                   cpus=opt["cpus_per_trial"], device=opt["device"], concurrency=opt["concurrency"],
+                                   trial_process=True)
+        if trainable is None:  # trials read data and weights on whichever node they land
+            verify_nodes_see(None, [opt["weights"], opt["data"] if locate_data_yaml(opt["data"]) == Path(opt["data"])
+                                    else None])
+        claim_run_dir(opt)
+        print(f"evolve: run directory {opt['save_dir']}", flush=True)
+        searcher = EvolveSearcher(
+            Path(opt["save_dir"]) / "evolve.csv", opt["hyp"], space, opt["generations"],
+            parent=opt["parent"], seed=opt["seed"], noautoanchor=opt["noautoanchor"],
+            max_failed_trials=opt["max_failed_trials"],
+        )
+        return _evolve(opt, searcher, placement, trainable)
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous_sigterm)
         if started_ray:
             ray.shutdown()  # also frees this job's placement groups before the process goes
-
-
-def default_concurrency(cpus_per_trial: float, gpus_per_trial: float) -> int:
-    """As many trials as the cluster's CPUs (and GPUs) fit at once."""
-    resources = ray.cluster_resources()
-    fits = [int(resources.get("CPU", 0) // cpus_per_trial)]
-    if gpus_per_trial > 0:
-        fits.append(int(resources.get("GPU", 0) // gpus_per_trial))
-    return max(1, min(fits))
 
 
 def train_command(opt: dict[str, Any], hyp_yaml: Path) -> str:
@@ -172,32 +175,27 @@ def train_command(opt: dict[str, Any], hyp_yaml: Path) -> str:
     return " ".join(parts)
 
 
-def _evolve(opt: dict[str, Any], searcher: EvolveSearcher, trainable: Callable[..., None] | None) -> EvolveSummary:
+def _evolve(opt: dict[str, Any], searcher: EvolveSearcher, placement: Placement,
+            trainable: Callable[..., None] | None) -> EvolveSummary:
     progress = EvolveProgress(opt["save_dir"], opt["generations"], searcher.rows)
     searcher.on_row = progress
     if searcher.rows < opt["generations"]:
-        if opt["gpus_per_trial"] is None:  # one GPU per trial when the cluster has any and --device allows
-            has_gpu = ray.cluster_resources().get("GPU", 0) >= 1 and opt["device"] != "cpu"
-            opt["gpus_per_trial"] = 1.0 if has_gpu else 0.0
-        concurrency = opt["concurrency"] or default_concurrency(opt["cpus_per_trial"], opt["gpus_per_trial"])
-        train_config = _train_config(opt, real_training=trainable is None)
-        print(f"evolve: {searcher.rows}/{opt['generations']} generations in evolve.csv; up to {concurrency} "
-              f"trials at once, {opt['cpus_per_trial']:g} CPU / {opt['gpus_per_trial']:g} GPU and "
-              f"{opt['ray_workers']} Train worker(s) each", flush=True)
+        train_config = _train_config(opt, placement, real_training=trainable is None)
+        print(f"evolve: {searcher.rows}/{opt['generations']} generations in evolve.csv; trials of "
+              f"{placement.describe()}", flush=True)
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our progress lines replace Tune's status tables
         trial = tune.with_parameters(trainable or evolve_trial, train_config=train_config)
-        _build_tuner(opt, searcher, trial, concurrency).fit()
+        _build_tuner(opt, searcher, trial, placement).fit()
     progress.refresh(plot=True)
     return _summary(opt, searcher)
 
 
-def _build_tuner(opt: dict[str, Any], searcher: EvolveSearcher, trial: Callable, concurrency: int) -> tune.Tuner:
-    resources = trial_resources(opt["cpus_per_trial"], opt["gpus_per_trial"], int(opt["ray_workers"]))
+def _build_tuner(opt: dict[str, Any], searcher: EvolveSearcher, trial: Callable, placement: Placement) -> tune.Tuner:
     return tune.Tuner(
-        tune.with_resources(trial, resources),
+        tune.with_resources(trial, trial_resources(placement)),
         tune_config=tune.TuneConfig(
             # num_samples=-1: trials keep coming until the searcher says FINISHED
-            search_alg=searcher, num_samples=-1, max_concurrent_trials=concurrency, reuse_actors=True,
+            search_alg=searcher, num_samples=-1, max_concurrent_trials=placement.concurrency, reuse_actors=True,
             scheduler=_early_stopper(opt["epochs"]) if opt["early_stop"] else None,
             trial_name_creator=_trial_name, trial_dirname_creator=_trial_name,
         ),
@@ -229,11 +227,11 @@ def _summary(opt: dict[str, Any], searcher: EvolveSearcher) -> EvolveSummary:
     return EvolveSummary(save_dir, rows, n, searcher.failed, searcher.stopped, searcher.best_fitness, status, message)
 
 
-def _train_config(opt: dict[str, Any], real_training: bool) -> dict[str, Any]:
+def _train_config(opt: dict[str, Any], placement: Placement, real_training: bool) -> dict[str, Any]:
     config = {k: opt[k] for k in TRAIN_OPTION_KEYS}
     config["seed"] = opt["seed"] or 0  # the training seed; the GA's own draws use opt["seed"] as given
     config.update(evolve=True, noval=True, nosave=True, noplots=True, report_every_epoch=bool(opt["early_stop"]))
-    config.update(placement(opt["cpus_per_trial"], opt["gpus_per_trial"], int(opt["ray_workers"])))
+    config.update(placement_config(placement))
     if real_training:
         from yolo_ray.evolve.shared_images import share_decoded_images, train_image_size
 
@@ -270,7 +268,7 @@ def _check_numbers(opt: dict[str, Any]) -> None:
     checks = [
         ("generations", opt["generations"] >= 1), ("epochs", opt["epochs"] >= 1), ("imgsz", opt["imgsz"] >= 32),
         ("batch-size", opt["batch_size"] >= 1), ("ray-workers", int(opt["ray_workers"]) >= 1),
-        ("cpus-per-trial", opt["cpus_per_trial"] > 0),
+        ("cpus-per-trial", opt["cpus_per_trial"] is None or opt["cpus_per_trial"] > 0),
         ("gpus-per-trial", opt["gpus_per_trial"] is None or opt["gpus_per_trial"] >= 0),
         ("concurrency", opt["concurrency"] is None or opt["concurrency"] >= 1),
         ("max-retries", opt["max_retries"] >= 0),

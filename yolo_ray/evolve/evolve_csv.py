@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import os
-import threading
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -21,7 +20,7 @@ import pandas as pd
 import yaml
 from filelock import FileLock
 
-from yolo_ray.config import UserError
+from yolo_ray.config import UserError, temp_sibling
 from yolo_ray.metrics import RESULT_KEYS, fitness
 
 EVOLVE_RESULT_KEYS: tuple[str, ...] = tuple(RESULT_KEYS)
@@ -190,7 +189,7 @@ def best_row(history: pd.DataFrame) -> BestRow:
 
 
 def _replace_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp = temp_sibling(path)
     tmp.write_text(text)
     os.replace(tmp, path)
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import os
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from yolo_ray.config import temp_sibling
 from yolo_ray.evolve.evolve_csv import EVOLVE_RESULT_KEYS, best_row, read_history
 from yolo_ray.metrics import fitness
 
@@ -59,7 +59,7 @@ def plot_evolve(csv_path: str | Path, keys: Sequence[str] | None = None, dpi: in
             ax.set_ylabel("fitness", fontsize=8)
 
     png = csv_path.with_suffix(".png")
-    tmp = png.with_name(f".{png.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp = temp_sibling(png)
     FigureCanvasAgg(fig)
     fig.savefig(tmp, format="png", dpi=dpi)
     os.replace(tmp, png)

@@ -10,6 +10,8 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from yolo_ray.config import temp_sibling
+
 RESULTS_CSV_KEYS = (
     "epoch",
     "train/box_loss", "train/obj_loss", "train/cls_loss",
@@ -70,10 +72,27 @@ def plain_options(opt: dict[str, Any]) -> dict[str, Any]:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in opt.items() if is_plain(v)}
 
 
+def restart_checkpoint(last: Path, run_id: str | None) -> str | None:
+    """last.pt when an earlier attempt of this same run (run_id) saved it with its optimizer, else None.
+
+    Ray Train restarts the train function from the start after a worker or node failure; this is how
+    it picks up at the epoch after the last save rather than at epoch 0. The run_id check keeps a
+    fresh run with --exist-ok from taking over an old run's last.pt.
+    """
+    if not run_id or not Path(last).is_file():
+        return None
+    ckpt = load_training_checkpoint(last)
+    opt = ckpt.get("opt") or {}
+    if opt.get("run_id") != run_id or ckpt.get("optimizer") is None or ckpt.get("epoch", -1) < 0:
+        return None
+    print(f"Restarting from {last} (epoch {ckpt['epoch']} was saved before the failure)", flush=True)
+    return str(last)
+
+
 def save_checkpoint(ckpt: dict[str, Any], path: Path) -> None:
     """Write atomically: a kill mid-save leaves the previous file intact, never a torn one."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = temp_sibling(path)
     torch.save(ckpt, tmp)
     os.replace(tmp, path)
 

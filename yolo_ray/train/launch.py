@@ -2,35 +2,104 @@
 
 One worker runs the loop directly in the calling process. Measured on the 2-core dev box: a trivial
 train function costs 2.0-2.7 s from process start through direct execution, 21.7 s through ray.init
-+ TorchTrainer (4.4 s init, 14.7 s fit), so a single worker never pays for a TorchTrainer.
++ TorchTrainer (4.4 s init, 14.7 s fit), so a single worker on its own machine never pays for a
+TorchTrainer; on a cluster (an address, a Ray job) even one worker goes through Ray, so that it
+trains on the GPU Ray placed it on rather than on whatever the driver's machine has.
 """
 
 from __future__ import annotations
 
 import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from yolo_ray.config import UserError
+from yolo_ray.train.cluster import connect, verify_nodes_see
+from yolo_ray.train.placement import Placement, cluster_nodes, plan_placement
 
 # Options that place the run on Ray; the loop itself never sees them.
-LAUNCH_KEYS = ("ray_workers", "cpus_per_worker", "gpus_per_worker", "address")
+LAUNCH_KEYS = ("ray_workers", "cpus_per_worker", "gpus_per_worker", "address", "max_failures")
+# NCCL/gloo collectives wait this long: rank 0 alone builds caches, validates and saves while the
+# other ranks sit in the next collective (upstream allows 3 h; Ray's default of 30 min kills big runs).
+COLLECTIVE_TIMEOUT_S = 3 * 3600
 
 
-def run_training(opt: dict[str, Any]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Launch:
+    """How a run executes: in this process (placement None) or on Ray with this placement."""
+
+    placement: Placement | None = None
+    connected_here: bool = False  # this process joined Ray for the run and leaves it afterwards
+
+
+def device_gpus(device: str) -> int:
+    """How many CUDA devices --device names ('0,1' -> 2; '', 'cpu' or one index -> 0 or 1)."""
+    device = str(device).strip().lower().replace("cuda:", "")
+    return len([d for d in device.split(",") if d.strip().isdigit()])
+
+
+def uses_ray(opt: dict[str, Any]) -> bool:
+    """Whether a run goes through Ray: several workers or GPUs, a cluster address, or inside a Ray job
+    (where the job's driver holds no GPU and may sit on a CPU-only head)."""
+    gpus = opt.get("gpus_per_worker") or 0
+    return (int(opt.get("ray_workers", 1)) > 1 or bool(opt.get("address")) or bool(os.environ.get("RAY_ADDRESS"))
+            or device_gpus(opt.get("device", "")) > 1 or gpus > 1)
+
+
+def prepare_launch(opt: dict[str, Any], shared_dir: str | Path | None = None) -> Launch:
+    """Join Ray if the run needs it, decide its placement and check every node sees shared_dir and the inputs.
+
+    Runs before the run directory exists, so a run that cannot start leaves nothing behind.
+    """
+    check_worker_split(opt["batch_size"], int(opt.get("ray_workers", 1)), opt.get("image_weights", False))
+    if not uses_ray(opt):
+        return Launch()
+    workers = int(opt.get("ray_workers", 1))
+    listed = device_gpus(opt.get("device", ""))
+    gpus = opt.get("gpus_per_worker")
+    gpus = gpus * workers if gpus is not None else (float(listed) if listed > 1 else None)
+    cpus = opt.get("cpus_per_worker")
+    connected = connect(opt.get("address"), visible_gpus=opt["device"] if listed > 1 else None)
+    try:
+        placement = plan_placement(cluster_nodes(), workers=workers, gpus=gpus, device=opt.get("device", ""),
+                                   cpus=cpus * workers if cpus else None, single_run=True,
+                                   what="--gpus-per-worker" if opt.get("gpus_per_worker") is not None else "--device")
+        check_worker_split(opt["batch_size"], placement.workers, opt.get("image_weights", False))
+        verify_nodes_see(shared_dir, [opt.get("weights"), opt.get("resume"), _given_data(opt.get("data"))])
+    except BaseException:
+        if connected:
+            import ray
+
+            ray.shutdown()
+        raise
+    print(f"Ray placement: {placement.describe()}", flush=True)
+    return Launch(placement, connected)
+
+
+def run_training(opt: dict[str, Any], launch: Launch | None = None) -> dict[str, Any]:
     """Train with a TRAIN CONFIG (plus LAUNCH_KEYS) and return rank 0's final results.
 
-    ray_workers == 1 without an address: the loop runs here, no Ray cluster needed. Otherwise a
-    TorchTrainer spreads it over ray_workers DDP processes on the cluster at `address` (a local one
-    when None), writing Ray Train's state under save_dir.
+    Without Ray the loop runs right here. Otherwise a TorchTrainer spreads it over the placement's DDP
+    workers, restarting from the run's own last.pt after up to max_failures worker or node failures.
     """
+    launch = launch or prepare_launch(opt)
     config = {k: v for k, v in opt.items() if k not in LAUNCH_KEYS}
-    workers = int(opt.get("ray_workers", 1))
-    check_worker_split(config["batch_size"], workers, config.get("image_weights", False))
-    if workers == 1 and not opt.get("address"):
+    if launch.placement is None:
         from yolo_ray.train.loop import train_loop_per_worker
 
         return train_loop_per_worker(config)
-    return _fit_on_ray(config, workers, opt.get("cpus_per_worker"), opt.get("gpus_per_worker"), opt.get("address"))
+    config.update(run_id=uuid.uuid4().hex, gpu_memory_fraction=launch.placement.gpu_memory_fraction)
+    try:
+        trainer = make_torch_trainer(config, launch.placement, max_failures=int(opt.get("max_failures") or 0),
+                                     name=Path(config["save_dir"]).name)
+        return _fit(trainer)
+    finally:
+        if launch.connected_here:
+            import ray
+
+            ray.shutdown()
 
 
 def check_worker_split(batch_size: int, workers: int, image_weights: bool = False) -> None:
@@ -45,58 +114,40 @@ def check_worker_split(batch_size: int, workers: int, image_weights: bool = Fals
         raise UserError("--image-weights is not compatible with DDP training (--ray-workers > 1)")
 
 
-def default_cpus_per_worker(workers: int) -> float:
-    """This machine's cores split over the workers: Ray sets each worker's torch threads from it."""
-    return float(max(1, (os.cpu_count() or 1) // workers))
+def make_torch_trainer(config: dict[str, Any], placement: Placement, callbacks: tuple = (), max_failures: int = 0,
+                       name: str = "ray_train"):
+    """A TorchTrainer running train_loop_per_worker(config) on the placement's DDP workers.
 
-
-def ray_init_address(address: str | None) -> str | None:
-    """What to hand ray.init: the given address, else $RAY_ADDRESS (set in a Ray job), else a new local cluster."""
-    if address:
-        return address
-    return None if os.environ.get("RAY_ADDRESS") else "local"
-
-
-def _fit_on_ray(config: dict[str, Any], workers: int, cpus: float | None, gpus: float | None,
-                address: str | None) -> dict[str, Any]:
-    import ray
-
-    started_here = not ray.is_initialized()
-    if started_here:
-        ray.init(address=ray_init_address(address))
-    try:
-        return _fit(config, workers, cpus, gpus)
-    finally:
-        if started_here:
-            ray.shutdown()
-
-
-def make_torch_trainer(config: dict[str, Any], workers: int, cpus: float | None, gpus: float | None,
-                       callbacks: tuple = ()):
-    """A TorchTrainer running train_loop_per_worker(config) on `workers` DDP processes.
-
-    cpus/gpus are per worker (cpus None: this machine's cores split over the workers). Ray Train's own
-    state (reported checkpoints, run metadata) goes to save_dir/ray_train, with the run it belongs to.
+    Ray Train's own records go to save_dir/ray_train: metrics and run metadata only, never weights
+    (the loop reports no Ray checkpoints). `name` is what the Ray dashboard's Train view shows.
     """
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
 
     from yolo_ray.train.loop import train_loop_per_worker
 
-    gpus = float(gpus or 0)
-    resources = {"CPU": float(cpus) if cpus else default_cpus_per_worker(workers)}
-    if gpus:
-        resources["GPU"] = gpus
+    resources = {"CPU": placement.cpus_per_worker}
+    if placement.gpus_per_worker:
+        resources["GPU"] = placement.gpus_per_worker
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config=config,
-        scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpus > 0, resources_per_worker=resources),
-        run_config=RunConfig(storage_path=config["save_dir"], name="ray_train", callbacks=list(callbacks)),
+        torch_config=TorchConfig(timeout_s=COLLECTIVE_TIMEOUT_S),
+        scaling_config=ScalingConfig(num_workers=placement.workers, use_gpu=placement.gpus_per_worker > 0,
+                                     resources_per_worker=resources),
+        run_config=RunConfig(storage_path=str(Path(config["save_dir"]) / "ray_train"), name=name,
+                             callbacks=list(callbacks), failure_config=FailureConfig(max_failures=max_failures)),
     )
 
 
-def _fit(config: dict[str, Any], workers: int, cpus: float | None, gpus: float | None) -> dict[str, Any]:
-    trainer = make_torch_trainer(config, workers, cpus, gpus)
+def _given_data(data: str | None) -> str | None:
+    """The data yaml every node must see (not the built-in one: a node without it generates its own)."""
+    from yolo_ray.data.synthetic import locate_data_yaml
+
+    return data if data and locate_data_yaml(data) == Path(data) else None
+
+
+def _fit(trainer) -> dict[str, Any]:
     try:
         result = trainer.fit()
     except Exception as e:  # Ray wraps worker errors; a user error inside still deserves one clean line

@@ -22,13 +22,14 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from yolo_ray.config import UserError, load_hyp
 from yolo_ray.data import create_dataloader, labels_to_class_weights, labels_to_image_weights, load_data_config
+from yolo_ray.data.synthetic import locate_data_yaml
 from yolo_ray.loss import ComputeLoss
 from yolo_ray.metrics import RESULT_KEYS, fitness
 from yolo_ray.models import de_parallel
 from yolo_ray.train.autoanchor import check_anchors
 from yolo_ray.train.checkpoint import (
-    RESULTS_CSV_KEYS, append_results_row, build_checkpoint, load_training_checkpoint, save_checkpoint,
-    strip_optimizer, truncate_results,
+    RESULTS_CSV_KEYS, append_results_row, build_checkpoint, load_training_checkpoint, restart_checkpoint,
+    save_checkpoint, strip_optimizer, truncate_results,
 )
 from yolo_ray.train.model_setup import check_img_size, create_model, freeze_layers, init_seeds, scale_loss_gains
 from yolo_ray.train.optim import (
@@ -36,7 +37,9 @@ from yolo_ray.train.optim import (
     warmup_iterations,
 )
 from yolo_ray.train.precision import Precision
-from yolo_ray.train.session import EpochProgress, broadcast_from_main, report, resolve_shared, worker_context
+from yolo_ray.train.session import (
+    EpochProgress, broadcast_from_main, claim_device, local_main_first, report, resolve_shared, worker_context,
+)
 from yolo_ray.train.validate import validate
 
 DEFAULTS: dict[str, Any] = {
@@ -45,7 +48,8 @@ DEFAULTS: dict[str, Any] = {
     "cache": None, "image_weights": False, "device": "", "multi_scale": False, "single_cls": False,
     "optimizer": "SGD", "sync_bn": False, "cos_lr": False, "workers": 8, "label_smoothing": 0.0, "patience": 100,
     "freeze": [0], "save_period": -1, "seed": 0, "evolve": False, "report_every_epoch": False,
-    "amp": True, "channels_last": True, "decoded": None,
+    "amp": True, "channels_last": True, "decoded": None, "deterministic": False, "gpu_memory_fraction": None,
+    "run_id": None,
 }
 EMA_ATTRS = ("yaml", "nc", "hyp", "names", "stride", "class_weights")
 
@@ -55,6 +59,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float] | None:
     opt = {**DEFAULTS, **config}
     ctx = worker_context(opt["device"])
     device = ctx.device
+    claim_device(ctx, opt["gpu_memory_fraction"],
+                 benchmark=not (opt["deterministic"] or opt["rect"] or opt["multi_scale"]))
     evolve = bool(opt["evolve"])
     noval, nosave = opt["noval"] or evolve, opt["nosave"] or evolve
     plots = ctx.is_main and not evolve and not opt["noplots"]
@@ -64,11 +70,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float] | None:
     results_csv = save_dir / "results.csv"
     if ctx.is_main:
         (save_dir if evolve else weights_dir).mkdir(parents=True, exist_ok=True)
-    init_seeds(opt["seed"] + 1 + ctx.rank)
+    init_seeds(opt["seed"] + 1 + ctx.rank, deterministic=bool(opt["deterministic"]))
+    if ctx.mode == "train" and not opt["resume"]:
+        opt["resume"] = restart_checkpoint(last, opt["run_id"])  # Ray Train restarted us after a failure
 
     # ---- data config, model, hyperparameters
     hyp = load_hyp(opt["hyp"])  # our own copy: train() scales some values
-    data = load_data_config(opt["data"])
+    data = load_data_config(locate_data_yaml(opt["data"]))
     single_cls = bool(opt["single_cls"])
     nc = 1 if single_cls else data["nc"]
     names = {0: "item"} if single_cls and len(data["names"]) != 1 else data["names"]
@@ -103,12 +111,16 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float] | None:
     # ---- data: a shard of the train set per rank, validation on rank 0 only
     decoded = resolve_shared(opt["decoded"]) or {}
     per_rank_batch = batch_size // ctx.world_size
-    train_loader, dataset = create_dataloader(
-        data["train"], imgsz, per_rank_batch, gs, single_cls, hyp=hyp, augment=True, cache=opt["cache"],
-        rect=opt["rect"], rank=ctx.rank if ctx.distributed else -1, world_size=ctx.world_size,
-        workers=opt["workers"], image_weights=opt["image_weights"], shuffle=True, seed=opt["seed"],
-        decoded=decoded.get("train"), prefix="train: ", nc=nc,
-    )
+    # Under Ray, loader processes per rank stay within the CPUs Ray gave this rank.
+    workers = min(int(opt["workers"]), ctx.cpus) if ctx.cpus is not None else int(opt["workers"])
+    pin = device.type == "cuda"
+    with local_main_first(ctx):
+        train_loader, dataset = create_dataloader(
+            data["train"], imgsz, per_rank_batch, gs, single_cls, hyp=hyp, augment=True, cache=opt["cache"],
+            rect=opt["rect"], rank=ctx.rank if ctx.distributed else -1, world_size=ctx.world_size,
+            workers=workers, image_weights=opt["image_weights"], shuffle=True, seed=opt["seed"],
+            decoded=decoded.get("train"), prefix="train: ", nc=nc, pin_memory=pin,
+        )
     labels = np.concatenate(dataset.labels, 0) if len(dataset.labels) else np.zeros((0, 5))
     if len(labels) and int(labels[:, 0].max()) >= nc:
         raise UserError(f"{opt['data']}: label class {int(labels[:, 0].max())} exceeds nc={nc}")
@@ -117,7 +129,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float] | None:
     if ctx.is_main:
         val_loader = create_dataloader(
             data["val"], imgsz, per_rank_batch * 2, gs, single_cls, hyp=hyp, cache=None if noval else opt["cache"],
-            rect=True, rank=-1, workers=opt["workers"] * 2, pad=0.5, decoded=decoded.get("val"), prefix="val: ", nc=nc,
+            rect=True, rank=-1, workers=workers if ctx.cpus is not None else workers * 2, pad=0.5,
+            decoded=decoded.get("val"), prefix="val: ", nc=nc, pin_memory=pin,
         )[0]
 
     # ---- labels plot and AutoAnchor (rank 0 decides; every rank takes its anchors)
@@ -230,7 +243,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float] | None:
         stop = stopper(epoch=epoch, fitness=fi)  # same inputs on every rank: all stop together
         best_fitness = max(best_fitness, fi)
         row = [*mloss.tolist(), *results, *lr]
-        saved = False
         if ctx.is_main:
             append_results_row(results_csv, epoch, row)
             if not nosave or (final_epoch and not evolve):
@@ -241,10 +253,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float] | None:
                     best_saved_epoch = epoch
                 if opt["save_period"] > 0 and epoch % opt["save_period"] == 0:
                     save_checkpoint(ckpt, weights_dir / f"epoch{epoch}.pt")
-                saved = True
         if validated:
-            metrics = {**dict(zip(RESULTS_CSV_KEYS[1:], row)), "fitness": fi, "epoch": epoch}
-            report(ctx, metrics, weights_dir if saved else None)
+            report(ctx, {**dict(zip(RESULTS_CSV_KEYS[1:], row)), "fitness": fi, "epoch": epoch})
         if stop:
             break
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import random
 from typing import Any
 
@@ -14,10 +15,16 @@ from yolo_ray.config import UserError
 from yolo_ray.models import build_model, load_checkpoint, transfer_weights
 
 
-def init_seeds(seed: int) -> None:
+def init_seeds(seed: int, deterministic: bool = False) -> None:
+    """Seed every generator; deterministic also makes torch refuse nondeterministic kernels (upstream's option)."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.deterministic = True
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"  # cuBLAS needs it to be deterministic
+        os.environ["PYTHONHASHSEED"] = str(seed)
 
 
 def create_model(

@@ -5,10 +5,12 @@ The same loop serves all three; this module answers rank, world size, device, an
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,6 +25,8 @@ class WorkerContext:
     world_size: int
     device: torch.device
     mode: str  # "plain", "train" (Ray Train worker) or "tune" (Ray Tune function trial)
+    local_rank: int = 0  # rank among this node's workers: the one that writes this node's caches first
+    cpus: int | None = None  # CPUs Ray assigned this process (None: not under Ray, the machine's cores)
 
     @property
     def distributed(self) -> bool:
@@ -68,8 +72,32 @@ def select_device(device: str) -> torch.device:
     return torch.device(f"cuda:{first}")
 
 
+def ray_assigned_device() -> torch.device:
+    """The first GPU Ray assigned this process, else the CPU.
+
+    Ray 2.60 no longer hides GPUs from processes that were given none, so a CPU trial on a GPU host
+    would otherwise pick cuda:0 and pile onto it with every other trial.
+    """
+    import ray
+
+    gpu_ids = [str(i) for i in ray.get_gpu_ids()]
+    if not gpu_ids or not torch.cuda.is_available():
+        return torch.device("cpu")
+    visible = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    return torch.device(f"cuda:{visible.index(gpu_ids[0]) if gpu_ids[0] in visible else int(gpu_ids[0])}")
+
+
+def _ray_assigned_cpus() -> int:
+    import ray
+
+    return int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1) + 1e-6)
+
+
 def worker_context(device: str) -> WorkerContext:
-    """Rank and device from Ray Train when inside a worker (Ray made the process group), else local."""
+    """Rank and device from Ray Train when inside a worker (Ray made the process group), else local.
+
+    Under Ray the device is what Ray assigned (--device only chooses among GPUs outside Ray).
+    """
     if _in_train_worker():
         import ray.train
         import ray.train.torch
@@ -78,9 +106,36 @@ def worker_context(device: str) -> WorkerContext:
         world_size = ctx.get_world_size()
         if world_size > 1 and not dist.is_initialized():
             raise RuntimeError("Ray Train worker without a torch process group: launch with TorchTrainer")
-        return WorkerContext(ctx.get_world_rank(), world_size, ray.train.torch.get_device(), "train")
-    mode = "tune" if _in_tune_trial() else "plain"
-    return WorkerContext(0, 1, select_device(device), mode)
+        return WorkerContext(ctx.get_world_rank(), world_size, ray.train.torch.get_device(), "train",
+                             ctx.get_local_rank(), _ray_assigned_cpus())
+    if _in_tune_trial():
+        return WorkerContext(0, 1, ray_assigned_device(), "tune", 0, _ray_assigned_cpus())
+    return WorkerContext(0, 1, select_device(device), "plain")
+
+
+def claim_device(ctx: WorkerContext, memory_fraction: float | None, benchmark: bool) -> None:
+    """Make ctx.device this process's current CUDA device, capped at memory_fraction of it.
+
+    Without set_device every rank's stray allocations (and NCCL's) land on cuda:0; a fractional-GPU
+    trial shares its device, so the cap keeps one trial from starving its neighbour. benchmark: let
+    cuDNN pick the fastest kernels, worth it only when input shapes stay fixed.
+    """
+    if ctx.device.type != "cuda":
+        return
+    torch.cuda.set_device(ctx.device)
+    if memory_fraction:
+        torch.cuda.set_per_process_memory_fraction(float(memory_fraction), ctx.device)
+    torch.backends.cudnn.benchmark = benchmark
+
+
+@contextlib.contextmanager
+def local_main_first(ctx: WorkerContext) -> Iterator[None]:
+    """Run the body on each node's local rank 0 before the node's other ranks (caches written once per node)."""
+    if ctx.distributed and ctx.local_rank != 0:
+        dist.barrier()
+    yield
+    if ctx.distributed and ctx.local_rank == 0:
+        dist.barrier()
 
 
 def broadcast_from_main(obj: Any, ctx: WorkerContext) -> Any:
@@ -92,15 +147,16 @@ def broadcast_from_main(obj: Any, ctx: WorkerContext) -> Any:
     return holder[0]
 
 
-def report(ctx: WorkerContext, metrics: dict[str, Any], checkpoint_dir: Path | None = None) -> None:
-    """Report one validated epoch to Ray; every Train rank calls this equally often (it is a barrier)."""
+def report(ctx: WorkerContext, metrics: dict[str, Any]) -> None:
+    """Report one validated epoch's metrics to Ray; every Train rank calls this equally often (a barrier).
+
+    Never a Ray checkpoint: weights/ lives in the run directory (on storage every node reaches), and
+    copying it into Ray's storage every epoch cost tens of GB per long run without ever being read.
+    """
     if ctx.mode == "train":
         import ray.train
 
-        checkpoint = None
-        if ctx.is_main and checkpoint_dir is not None:
-            checkpoint = ray.train.Checkpoint.from_directory(str(checkpoint_dir))
-        ray.train.report(metrics, checkpoint=checkpoint)
+        ray.train.report(metrics)
     elif ctx.mode == "tune":
         import ray.tune
 
