@@ -22,15 +22,25 @@ def coco128() -> Path:
 
 
 @pytest.fixture(scope="session")
-def ray_cluster():
-    """One local Ray cluster for the whole session (ray.init costs ~10 s here); shut down at the end."""
+def _ray_session():
+    """Leaves Ray down at the end of the session, whichever cluster the last test joined."""
     import ray
 
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    # "local" always starts a fresh cluster, never joins one a developer left running.
-    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
-    yield ray
+    yield
     ray.shutdown()
+
+
+@pytest.fixture
+def ray_cluster(_ray_session):
+    """The local Ray cluster, started once (ray.init costs ~10 s here) and again only after a test module
+    that needed a multi-node cluster of its own (tests/test_multinode.py) took the connection."""
+    import ray
+
+    if not ray.is_initialized():
+        os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+        # "local" always starts a fresh cluster, never joins one a developer left running.
+        ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
+    return ray
 
 
 @pytest.fixture(scope="module")

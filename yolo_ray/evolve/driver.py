@@ -22,6 +22,7 @@ from ray import tune
 
 from yolo_ray.config import UserError, load_hyp, load_yaml, save_yaml
 from yolo_ray.data.synthetic import locate_data_yaml
+from yolo_ray.evolve.dashboard import EvolveMetrics
 from yolo_ray.evolve.progress import EvolveProgress, TrialEvents
 from yolo_ray.evolve.searcher import EvolveSearcher
 from yolo_ray.evolve.space import DEFAULT_SEARCH_SPACE, load_search_space, resolve_search_space
@@ -203,7 +204,7 @@ def _build_tuner(opt: dict[str, Any], searcher: EvolveSearcher, trial: Callable,
             # A fresh experiment per invocation: resuming restarts from evolve.csv, not Tune's state.
             name=f"tune-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=opt["storage_path"] or opt["save_dir"],
             failure_config=tune.FailureConfig(max_failures=int(opt["max_retries"])),
-            callbacks=[TrialEvents()], verbose=0,
+            callbacks=[TrialEvents(), EvolveMetrics(Path(opt["save_dir"]).name, searcher)], verbose=0,
         ),
     )
 

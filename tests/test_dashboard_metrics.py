@@ -1,0 +1,37 @@
+"""Evolution progress reaches Ray's metrics endpoint (what the dashboard's Metrics view and Prometheus read)."""
+
+from __future__ import annotations
+
+import re
+import time
+import urllib.request
+
+import pytest
+
+
+class SearcherState:
+    rows, best_fitness, failed = 7, 0.625, 2
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_evolve_metrics_are_exported_by_the_drivers_node(ray_cluster):
+    from yolo_ray.evolve.dashboard import EvolveMetrics
+
+    metrics = EvolveMetrics("exp-metrics-test", SearcherState())
+    metrics.on_trial_start(0, [], None)
+    metrics.on_trial_start(0, [], None)
+    metrics.on_trial_complete(0, [], None)
+    here = ray_cluster.get_runtime_context().get_node_id()
+    port = next(n["MetricsExportPort"] for n in ray_cluster.nodes() if n["NodeID"] == here)
+    expected = {"rows": 7.0, "best_fitness": 0.625, "trials_failed": 2.0, "trials_running": 1.0}
+    found: dict[str, float] = {}
+    deadline = time.time() + 90  # the node's agent exports on an interval of several seconds
+    while set(found) != set(expected) and time.time() < deadline:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        for name in expected:
+            m = re.search(rf'^ray_yolo_ray_evolve_{name}\{{[^}}]*run="exp-metrics-test"[^}}]*\}} (\S+)$', text, re.M)
+            if m:
+                found[name] = float(m.group(1))
+        time.sleep(2)
+    assert found == expected
