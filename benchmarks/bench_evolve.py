@@ -1,6 +1,8 @@
 """Evolution throughput: Tune overhead per trial, searcher latency at scale, real trials per hour.
 
     python benchmarks/bench_evolve.py --stub                  # (a) 300 stub generations at concurrency 8
+    python benchmarks/bench_evolve.py --stub --nodes 4 --node-cpus 16 --node-gpus 4 --gpus-per-trial 0.25 \
+        --concurrency 64 --generations 3000                   # (a) at scale, on a cluster of logical resources
     python benchmarks/bench_evolve.py --searcher              # (b) propose + append with 10,000 rows
     python benchmarks/bench_evolve.py --real --generations 6  # (c) real 1-epoch trials (synthetic or --data)
 
@@ -40,24 +42,51 @@ def stub_data_yaml(root: Path) -> Path:
     return yaml_path
 
 
-def bench_stub(generations: int, concurrency: int, workdir: Path) -> float:
+def start_cluster(args: argparse.Namespace):
+    """A local cluster: one node of --concurrency CPUs, or with --nodes a CPU-less head plus that many
+    nodes declaring --node-cpus / --node-gpus logical resources (no real GPUs needed: stub trials)."""
+    import ray
+
+    if not args.nodes:
+        ray.init(address="local", num_cpus=args.concurrency, include_dashboard=False, log_to_driver=False)
+        return None
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    for _ in range(args.nodes):
+        cluster.add_node(num_cpus=args.node_cpus, num_gpus=args.node_gpus)
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, log_to_driver=False)
+    return cluster
+
+
+def bench_stub(args: argparse.Namespace, generations: int, workdir: Path) -> float:
+    import psutil
     import ray
 
     from yolo_ray.evolve.driver import run_evolution
 
-    ray.init(address="local", num_cpus=concurrency, include_dashboard=False, log_to_driver=False)
+    cluster = start_cluster(args)
+    driver = psutil.Process()
+    cpu0 = driver.cpu_times()
     try:
         t0 = time.time()
-        summary = run_evolution({"generations": generations, "concurrency": concurrency, "seed": 0,
+        summary = run_evolution({"generations": generations, "concurrency": args.concurrency, "seed": 0,
+                                 "gpus_per_trial": args.gpus_per_trial,
                                  "project": str(workdir / "runs"), "data": str(stub_data_yaml(workdir / "data"))},
                                 trainable=stub_trainable)
         total = time.time() - t0
+        cpu1 = driver.cpu_times()
+        rss = driver.memory_info().rss / 2**20
     finally:
         ray.shutdown()
+        if cluster is not None:
+            cluster.shutdown()
     assert summary.rows == generations, summary
-    print(f"stub: {generations} generations at concurrency {concurrency}: {total:.1f} s, "
-          f"{generations / total:.2f} trials/s, per-trial overhead {total * concurrency / generations:.2f} "
-          f"slot-seconds ({1000 * total / generations:.0f} ms wall per trial)")
+    driver_cpu = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
+    print(f"stub: {generations} generations at concurrency {args.concurrency}: {total:.1f} s, "
+          f"{60 * generations / total:.0f} rows/min, {1000 * total / generations:.0f} ms wall per trial; "
+          f"driver CPU {1000 * driver_cpu / generations:.1f} ms per trial, driver RSS at the end {rss:.0f} MiB")
     return total
 
 
@@ -117,6 +146,10 @@ def main() -> None:
     p.add_argument("--real", action="store_true", help="(c) real 1-epoch trials on the synthetic data")
     p.add_argument("--generations", type=int, default=None, help="default: 300 (--stub), 6 (--real)")
     p.add_argument("--concurrency", type=int, default=8, help="--stub concurrency")
+    p.add_argument("--nodes", type=int, default=0, help="--stub on a CPU-less head plus this many nodes")
+    p.add_argument("--node-cpus", type=int, default=16, help="logical CPUs per node (--nodes)")
+    p.add_argument("--node-gpus", type=int, default=4, help="logical GPUs per node (--nodes)")
+    p.add_argument("--gpus-per-trial", type=float, default=None, help="--stub GPUs per trial (default: by cluster)")
     p.add_argument("--rows", type=int, default=10_000, help="--searcher history rows")
     p.add_argument("--imgsz", type=int, default=160, help="--real image size")
     p.add_argument("--data", default=None, help="--real data yaml (default: the built-in synthetic dataset)")
@@ -137,7 +170,7 @@ def main() -> None:
             finally:
                 ray.shutdown()
         if args.stub:
-            total = bench_stub(args.generations or 300, args.concurrency, workdir)
+            total = bench_stub(args, args.generations or 300, workdir)
             print(f"stub_total_s={total:.1f}")
 
 
