@@ -353,3 +353,36 @@ def test_stripped_checkpoint_has_no_best_fitness_and_loads_as_fresh_weights(cli,
     fresh = create_model(None, str(last), None, nc=1, hyp={})
     key = "model.24.m.0.weight"
     torch.testing.assert_close(fresh.state_dict()[key], stripped["model"][key].float())
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+@pytest.mark.usefixtures("one_thread")
+def test_finished_runs_resume_to_the_end_steps_or_fine_tune_with_more_epochs(cli, tmp_path, capsys):
+    """Real runs of item 10. upstream train.py: a last.pt of the final epoch that was not stripped yet
+    trains no epoch (`for epoch in range(start_epoch, epochs)` is empty) and goes on to the end of
+    training (strip_optimizer, best.pt validated); raising --epochs trains on from the final weights."""
+    from yolo_ray.data.synthetic import make_dataset
+
+    data = make_dataset(tmp_path / "data", seed=3, n_train=16, n_val=8, size=64)
+    project = tmp_path / "runs"
+    tiny = ["--cfg", "yolov5n.yaml", "--imgsz", "64", "--batch-size", "8", "--workers", "0", "--noautoanchor",
+            "--noplots", "--data", str(data), "--project", str(project)]
+    assert cli.main([*tiny, "--epochs", "1", "--save-period", "1"]) == 0
+    run = project / "exp"
+    last = run / "weights" / "last.pt"
+    rows = (run / "results.csv").read_text()
+
+    assert cli.main(["--resume", str(last), "--epochs", "2"]) == 0  # one more epoch, in a new run
+    tuned = project / "exp2"
+    assert len((tuned / "results.csv").read_text().splitlines()) == 2  # header + its one epoch
+    assert yaml.safe_load((tuned / "opt.yaml").read_text())["weights"] == str(last)
+    assert (run / "results.csv").read_text() == rows
+
+    shutil.copy(run / "weights" / "epoch0.pt", last)  # as if killed before the end-of-training steps
+    capsys.readouterr()
+    assert cli.main(["--resume", str(last)]) == 0
+    out = capsys.readouterr().out
+    assert "0 epochs completed" in out and f"Results saved to {run}" in out
+    assert torch.load(last, weights_only=True)["epoch"] == -1  # stripped now
+    assert (run / "results.csv").read_text() == rows
