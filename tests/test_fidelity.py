@@ -27,7 +27,7 @@ from yolo_ray.models import build_model, load_checkpoint
 from yolo_ray.models.yolo import DetectionModel
 from yolo_ray.train import loop
 from yolo_ray.train.checkpoint import build_checkpoint, save_checkpoint, strip_optimizer
-from yolo_ray.train.model_setup import create_model
+from yolo_ray.train.model_setup import create_model, process_seed
 from yolo_ray.train.optim import ModelEMA
 
 REPO = Path(__file__).resolve().parents[1]
@@ -262,7 +262,7 @@ def test_single_process_training_seeds_with_seed_itself(tmp_path, monkeypatch):
         loop.train_loop_per_worker({"seed": 5, "save_dir": str(tmp_path), "device": "cpu", "evolve": True})
     rank = -1
     assert seeds == [5 + 1 + rank]
-    assert loop.process_seed(5, 1, True) == 5 + 1 + 1  # DDP rank 1
+    assert process_seed(5, 1, True) == 5 + 1 + 1  # DDP rank 1
 
 
 # ---- 9. data yaml path
