@@ -68,7 +68,8 @@ def fresh_run_options(opt: dict[str, Any]) -> dict[str, Any]:
     if not opt["cfg"] and not opt["weights"]:
         raise UserError("either --cfg or --weights must be specified (e.g. --cfg yolov5n.yaml)")
     opt["hyp"] = load_hyp(opt["hyp"])
-    opt["data"] = str(_data_yaml(opt["data"]))  # last: the built-in dataset is generated on first use
+    opt["cwd"] = opt.get("cwd") or str(Path.cwd())  # a relative data `path:` may mean this; workers run elsewhere
+    opt["data"] = str(_data_yaml(opt["data"], opt["cwd"]))  # last: the built-in dataset is generated on first use
     if opt["name"] == "cfg" and opt["cfg"]:
         opt["name"] = Path(opt["cfg"]).stem
     opt["project"] = str(resolve_project(opt["project"]))
@@ -83,8 +84,14 @@ def create_run_dir(opt: dict[str, Any]) -> None:
     save_run_files(opt["save_dir"], opt, opt["hyp"])
 
 
-def resume_options(resume: str | bool, project: str) -> dict[str, Any]:
-    """The options of the run being resumed (as upstream: all of them, from its opt.yaml)."""
+def resume_options(resume: str | bool, project: str, epochs: int | None = None) -> dict[str, Any] | None:
+    """The options of the run being resumed (as upstream: all of them, from its opt.yaml); None when
+    it is finished and there is nothing to do.
+
+    `epochs` (--epochs given with --resume) above the run's own total trains on: a run with optimizer
+    state continues to that total; a finished run (last.pt stripped at the end of training) fine-tunes
+    its final weights for the extra epochs in a new run directory, leaving its results untouched.
+    """
     if resume is True:
         last = find_last_checkpoint(resolve_project(project))
     else:
@@ -92,22 +99,41 @@ def resume_options(resume: str | bool, project: str) -> dict[str, Any]:
         if not last.is_file():
             raise UserError(f"{last}: --resume checkpoint not found")
     opt, last_epoch = load_resume_state(last)
-    epochs = int(opt["epochs"])
-    start_epoch = last_epoch + 1
-    if start_epoch <= 0 or start_epoch >= epochs:
-        raise UserError(f"{last}: training to {epochs} epochs is finished, nothing to resume")
+    total, save_dir = int(opt["epochs"]), run_dir_of(last)
+    train_on = epochs is not None and epochs > total
+    if last_epoch < 0:  # stripped: the end-of-training steps ran and no optimizer state is left
+        if not train_on:
+            print(f"{last}: training to {total} epochs is finished, nothing to resume. Results are in "
+                  f"{save_dir} (results.csv, weights/best.pt); add --epochs N (N > {total}) to train on.")
+            return None
+        print(f"{last}: finished {total} epochs; fine-tuning its weights for {epochs - total} more in a new run")
+        opt.update(weights=str(last), cfg=None, epochs=epochs - total, exist_ok=False)
+        return fresh_run_options(opt)
+    if train_on:
+        opt["epochs"] = epochs
     # The model comes from the checkpoint (its yaml and possibly AutoAnchor-refit anchors), not a cfg.
-    opt.update(weights=str(last), cfg=None, resume=str(last), save_dir=str(run_dir_of(last)))
-    print(f"Resuming training from {last} at epoch {start_epoch}")
+    opt.update(weights=str(last), cfg=None, resume=str(last), save_dir=str(save_dir))
+    start_epoch = last_epoch + 1
+    if start_epoch >= opt["epochs"]:  # killed after its last epoch: upstream goes to the end-of-training steps
+        print(f"{last}: all {opt['epochs']} epochs are trained; finishing the run (slim weights, validate best.pt)")
+    else:
+        print(f"Resuming training from {last} at epoch {start_epoch} of {opt['epochs']}")
     return opt
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        opt = vars(build_parser().parse_args(argv))
+        parser = build_parser()
+        # epochs=None in the namespace: argparse keeps it unless --epochs is given, which --resume needs to know
+        opt = vars(parser.parse_args(argv, namespace=argparse.Namespace(epochs=None)))
         if opt["resume"]:  # the run's own options, on the cluster this command names
-            opt = {**resume_options(opt["resume"], opt["project"]), "address": opt["address"]}
+            address = opt["address"]
+            opt = resume_options(opt["resume"], opt["project"], opt["epochs"])
+            if opt is None:
+                return 0
+            opt["address"] = address
         else:
+            opt["epochs"] = parser.get_default("epochs") if opt["epochs"] is None else opt["epochs"]
             opt = fresh_run_options(opt)
         launch = prepare_launch(opt, shared_dir=opt["save_dir"] or opt["project"])
         if not opt["save_dir"]:
@@ -121,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _data_yaml(data: str | None) -> Path:
+def _data_yaml(data: str | None, cwd: str) -> Path:
     if data is None:
         from yolo_ray.data.synthetic import default_data_yaml
 
@@ -129,7 +155,7 @@ def _data_yaml(data: str | None) -> Path:
     from yolo_ray.data.config import load_data_config
 
     path = Path(data).expanduser().resolve()
-    load_data_config(path)  # fail now, with the file named, rather than inside a worker
+    load_data_config(path, cwd)  # fail now, with the file named, rather than inside a worker
     return path
 
 

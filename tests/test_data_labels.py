@@ -62,11 +62,15 @@ def test_box_only_files_have_no_segments(tmp_path):
 
 
 @pytest.mark.timeout(10)
-def test_bad_rows_dropped_and_duplicates_removed(tmp_path):
+def test_bad_rows_exclude_the_image_and_duplicates_are_removed(tmp_path):
     im = make_image(tmp_path / "images" / "a.png")
+    make_label(im, "0 0.5 0.5 0.2 0.2\n0 0.5 0.5 0.2 0.2\n4 0.1 0.1 0.3 0.3\n")  # one duplicate
+    check = verify_image_label(im, img2label_paths([im])[0])
+    assert check.duplicates == 1 and check.corrupt == 0
+    np.testing.assert_allclose(check.labels, [[0, 0.5, 0.5, 0.2, 0.2], [4, 0.1, 0.1, 0.3, 0.3]])
+
     make_label(im, "\n".join([
         "0 0.5 0.5 0.2 0.2",
-        "0 0.5 0.5 0.2 0.2",  # duplicate
         "1 0.5 0.5 1.5 0.2",  # not normalised
         "-1 0.5 0.5 0.2 0.2",  # negative class
         "2 0.5 0.5 0.2",  # too few columns
@@ -76,14 +80,14 @@ def test_bad_rows_dropped_and_duplicates_removed(tmp_path):
         "4 0.1 0.1 0.3 0.3",
     ]))
     check = verify_image_label(im, img2label_paths([im])[0])
-    assert check.bad_rows == 6 and check.duplicates == 1
-    np.testing.assert_allclose(check.labels, [[0, 0.5, 0.5, 0.2, 0.2], [4, 0.1, 0.1, 0.3, 0.3]])
+    assert check.bad_rows == 6 and check.corrupt == 1 and check.labels is None
+    assert "ignoring corrupt image/label" in check.msg
 
 
 @pytest.mark.timeout(10)
 def test_scan_counts_in_one_warning_line(tmp_path, caplog):
-    good = make_image(tmp_path / "images" / "good.png")
-    make_label(good, "0 0.5 0.5 0.2 0.2\n7 0.5 0.5 9 9\n")
+    one_bad_row = make_image(tmp_path / "images" / "one_bad_row.png")
+    make_label(one_bad_row, "0 0.5 0.5 0.2 0.2\n7 0.5 0.5 9 9\n")
     background = make_image(tmp_path / "images" / "background.png")  # no label file
     empty = make_image(tmp_path / "images" / "empty.png")
     make_label(empty, "")
@@ -91,15 +95,15 @@ def test_scan_counts_in_one_warning_line(tmp_path, caplog):
     broken.write_bytes(b"\xff\xd8 this is not a jpeg")
     make_label(str(broken), "0 0.5 0.5 0.2 0.2\n")
     tiny = make_image(tmp_path / "images" / "tiny.png", h=8, w=30)
-    files = sorted([good, background, empty, str(broken), tiny])
+    files = sorted([one_bad_row, background, empty, str(broken), tiny])
     with caplog.at_level(logging.INFO, logger="yolo_ray.data"):
         cache = scan_labels(files, img2label_paths(files), verbose=True)
-    assert cache["counts"] == {"found": 2, "missing": 1, "empty": 1, "corrupt": 2, "bad_rows": 1,
+    assert cache["counts"] == {"found": 2, "missing": 1, "empty": 1, "corrupt": 3, "bad_rows": 1,
                                "duplicates": 0}
-    assert sorted(cache["labels"]) == sorted([good, background, empty])
+    assert sorted(cache["labels"]) == sorted([background, empty])  # a bad row excludes its whole image
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
-    assert "2 corrupt images skipped" in warnings[0] and "1 bad label rows dropped" in warnings[0]
+    assert "3 corrupt images/labels ignored (1 bad label rows)" in warnings[0]
 
 
 @pytest.mark.timeout(10)

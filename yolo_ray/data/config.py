@@ -53,19 +53,33 @@ def _resolve_split(data: dict[str, Any], key: str, root: Path, yaml_file: Path) 
     return out
 
 
-def load_data_config(path: str | Path) -> dict[str, Any]:
+def _resolve_root(root_value: str, yaml_file: Path, cwd: Path) -> Path:
+    """The dataset root a yaml's `path:` names: absolute as it is; relative to the yaml's folder if that
+    exists, else to `cwd` (YOLOv5 users write it relative to where they run train.py)."""
+    root = Path(root_value).expanduser()
+    if root.is_absolute():
+        return root.resolve()
+    tried = list(dict.fromkeys([(yaml_file.parent / root).resolve(), (cwd / root).resolve()]))
+    for candidate in tried:
+        if candidate.is_dir():
+            return candidate
+    raise UserError(f"{yaml_file}: path '{root_value}' not found; tried {' and '.join(map(str, tried))}")
+
+
+def load_data_config(path: str | Path, cwd: str | Path | None = None) -> dict[str, Any]:
     """Read a YOLOv5 data yaml into absolute paths and an {id: name} class dict.
 
-    `path` in the yaml is relative to the yaml's own folder (absent = that folder); `train`/`val` are
-    relative to `path`. Raises UserError naming the yaml for any problem, including missing images.
+    `path` in the yaml is relative to the yaml's own folder, else to `cwd` (default: this process's
+    current directory; Ray workers run elsewhere, so the command's directory travels as the `cwd`
+    option); absent = the yaml's folder. `train`/`val` are relative to `path`. Raises UserError naming
+    the yaml for any problem, including missing images.
     """
     yaml_file = Path(path).expanduser().resolve()
     data = load_yaml(yaml_file)
     root_value = data.get("path") or ""
     if not isinstance(root_value, str):
         raise UserError(f"{yaml_file}: 'path' must be a folder path, got {root_value!r}")
-    root = Path(root_value).expanduser()
-    root = (root if root.is_absolute() else yaml_file.parent / root).resolve()
+    root = _resolve_root(root_value, yaml_file, Path(cwd) if cwd else Path.cwd())
     names = _resolve_names(data, yaml_file)
     config: dict[str, Any] = {
         "yaml_file": yaml_file,

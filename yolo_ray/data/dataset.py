@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import random
 from collections import OrderedDict
@@ -19,7 +18,7 @@ from tqdm import tqdm
 from yolo_ray.boxes import xywhn2xyxy, xyn2xy, xyxy2xywhn
 from yolo_ray.config import UserError, load_hyp, temp_sibling
 from yolo_ray.data.augment import FILL, augment_hsv, copy_paste, letterbox, mixup, random_perspective
-from yolo_ray.data.labels import (NUM_THREADS, find_class_row, img2label_paths, list_image_files,
+from yolo_ray.data.labels import (NUM_THREADS, box_polygon, find_class_row, img2label_paths, list_image_files,
                                   scan_labels, writable_sibling)
 
 
@@ -58,7 +57,7 @@ def decode_image(path: str, imgsz: int, augment: bool, npy_file: str | None = No
     if r != 1:
         # INTER_AREA keeps detail when shrinking for validation; augmentation warps the image again anyway
         interp = cv2.INTER_LINEAR if (augment or r > 1) else cv2.INTER_AREA
-        im = cv2.resize(im, (math.ceil(w0 * r), math.ceil(h0 * r)), interpolation=interp)
+        im = cv2.resize(im, (int(w0 * r), int(h0 * r)), interpolation=interp)
     return im, (h0, w0), im.shape[:2]
 
 
@@ -213,6 +212,9 @@ class LoadImagesAndLabels(torch.utils.data.Dataset):
         random.shuffle(indices)
         canvas = np.full((2 * s, 2 * s, 3), FILL, dtype=np.uint8)
         labels4, segments4 = [], []
+        # Upstream warps through segments whenever any label has one; box-only images then take their
+        # boxes as 4-corner polygons, so every label keeps its own polygon.
+        any_segments = any(self.segments[i] for i in indices)
         for quadrant, i in enumerate(indices):
             img, _, (h, w) = self.load_image(i)
             if quadrant == 0:  # top left: the image's bottom-right corner sits at the centre
@@ -233,7 +235,8 @@ class LoadImagesAndLabels(torch.utils.data.Dataset):
             if labels.size:
                 labels[:, 1:] = xywhn2xyxy(labels[:, 1:], w, h, padw, padh)
             labels4.append(labels)
-            segments4.extend(xyn2xy(seg, w, h, padw, padh) for seg in self.segments[i])
+            segments = self.segments[i] or ([box_polygon(row[1:]) for row in self.labels[i]] if any_segments else [])
+            segments4.extend(xyn2xy(seg, w, h, padw, padh) for seg in segments)
         labels4 = np.concatenate(labels4, 0)
         np.clip(labels4[:, 1:], 0, 2 * s, out=labels4[:, 1:])
         for seg in segments4:

@@ -23,7 +23,7 @@ IMG_FORMATS = ("bmp", "dng", "jpeg", "jpg", "mpo", "png", "tif", "tiff", "webp",
 # Our own cache name and version: upstream's "<name>.cache" files may sit beside the labels and must
 # neither be read (their pickled layout differs) nor overwritten.
 CACHE_SUFFIX = ".yolo_ray.cache"
-CACHE_VERSION = "yolo_ray-labels-1"
+CACHE_VERSION = "yolo_ray-labels-2"  # 2: a bad label row excludes its image
 EXIF_ORIENTATION = 0x0112
 NUM_THREADS = min(8, max(1, os.cpu_count() or 1))
 
@@ -102,7 +102,7 @@ class LabelCheck:
     missing: int = 0
     found: int = 0
     empty: int = 0
-    corrupt: int = 0
+    corrupt: int = 0  # 1 when the image is excluded: it does not decode, or its label file has a bad row
     bad_rows: int = 0
     duplicates: int = 0
     msg: str = ""
@@ -130,7 +130,11 @@ def _parse_row(tokens: list[str]) -> tuple[float, np.ndarray | None, np.ndarray]
 
 
 def verify_image_label(im_file: str, lb_file: str) -> LabelCheck:
-    """Check that the image decodes and is >= 10 px, and parse its label file, dropping bad rows."""
+    """Check that the image decodes and is >= 10 px, and parse its label file.
+
+    Any malformed or out-of-range row excludes the whole image, as upstream ("ignoring corrupt
+    image/label"): keeping the image without that row would teach the model its object is background.
+    """
     check = LabelCheck(im_file)
     try:
         with Image.open(im_file) as im:
@@ -160,9 +164,14 @@ def verify_image_label(im_file: str, lb_file: str) -> LabelCheck:
     parsed = [_parse_row(r) for r in rows]
     good = [p for p in parsed if p is not None]
     check.bad_rows = len(parsed) - len(good)
+    if check.bad_rows:
+        check.corrupt = 1
+        check.msg = (f"{im_file}: ignoring corrupt image/label: {lb_file} has {check.bad_rows} malformed or "
+                     "out-of-range rows")
+        return check
     labels = np.array([[c, *box] for c, _, box in good], dtype=np.float32).reshape(-1, 5)
     has_polygons = any(poly is not None for _, poly, _ in good)
-    segments = [poly if poly is not None else _box_polygon(box) for _, poly, box in good] if has_polygons else []
+    segments = [poly if poly is not None else box_polygon(box) for _, poly, box in good] if has_polygons else []
     if len(labels):
         _, keep = np.unique(labels, axis=0, return_index=True)
         if len(keep) < len(labels):
@@ -172,14 +181,11 @@ def verify_image_label(im_file: str, lb_file: str) -> LabelCheck:
             segments = [segments[i] for i in keep] if segments else []
     else:
         check.empty = 1
-    if check.bad_rows:
-        dropped = f"{lb_file}: {check.bad_rows} malformed or out-of-range rows dropped"
-        check.msg = f"{check.msg}; {dropped}" if check.msg else dropped
     check.labels, check.segments = labels, segments
     return check
 
 
-def _box_polygon(box: np.ndarray) -> np.ndarray:
+def box_polygon(box: np.ndarray) -> np.ndarray:
     """A plain box row as a 4-corner polygon, so files mixing boxes and polygons keep one segment per label."""
     x, y, w, h = box
     return np.array([[x - w / 2, y - h / 2], [x + w / 2, y - h / 2], [x + w / 2, y + h / 2], [x - w / 2, y + h / 2]],
@@ -262,7 +268,7 @@ def _report(cache: dict, cache_path: Path, prefix: str, verbose: bool) -> None:
     c = cache["counts"]
     labels_dir = cache_path.parent / cache_path.name[: -len(CACHE_SUFFIX)]
     line = (f"{prefix}{labels_dir}: {c['found']} label files found, {c['missing']} missing, {c['empty']} empty, "
-            f"{c['corrupt']} corrupt images skipped, {c['bad_rows']} bad label rows dropped, "
+            f"{c['corrupt']} corrupt images/labels ignored ({c['bad_rows']} bad label rows), "
             f"{c['duplicates']} duplicate labels dropped")
     if c["corrupt"] or c["bad_rows"] or c["duplicates"] or cache["msgs"]:
         examples = "; ".join(cache["msgs"][:3])

@@ -38,7 +38,7 @@ DEFAULT_CFG = "yolov5n.yaml"  # when neither --cfg nor --weights is given
 TRAIN_OPTION_KEYS = (
     "weights", "cfg", "data", "hyp", "epochs", "batch_size", "imgsz", "rect", "noautoanchor", "cache",
     "image_weights", "multi_scale", "single_cls", "sync_bn", "cos_lr", "device", "optimizer", "workers",
-    "label_smoothing", "freeze", "seed", "amp", "channels_last", "deterministic",
+    "label_smoothing", "freeze", "seed", "amp", "channels_last", "deterministic", "cwd",
 )
 # Where and how this invocation runs: taken from the current command even when resuming.
 RUNTIME_KEYS = (
@@ -56,6 +56,7 @@ DEFAULTS: dict[str, Any] = {
     "storage_path": None, "max_retries": 2, "max_failed_trials": None, "resume": False,
     "project": "runs/evolve", "name": "exp", "exist_ok": False,
     "share_images": True,  # decode once in the driver for all trials (off: each trial decodes its own)
+    "cwd": None,  # where a relative data `path:` may be relative to (trials run in their own folders)
 }
 
 
@@ -109,7 +110,8 @@ def resolve_options(opt: dict[str, Any]) -> dict[str, Any]:
     opt["search_space"] = str(resolve_search_space(opt["search_space"]))
     opt["weights"] = _absolute_file(opt["weights"], "weights")
     opt["cfg"] = _model_cfg(opt["cfg"], opt["weights"])
-    opt["data"] = _data_yaml(opt["data"])
+    opt["cwd"] = opt["cwd"] or str(Path.cwd())
+    opt["data"] = _data_yaml(opt["data"], opt["cwd"])
     if opt["storage_path"] and "://" not in opt["storage_path"]:
         opt["storage_path"] = str(Path(opt["storage_path"]).expanduser().resolve())
     if opt["max_failed_trials"] is None:
@@ -299,7 +301,7 @@ def _model_cfg(cfg: str | None, weights: str | None) -> str | None:
     return str(path.resolve()) if path.is_file() else cfg  # otherwise a shipped name like yolov5s.yaml
 
 
-def _data_yaml(data: str | None) -> str:
+def _data_yaml(data: str | None, cwd: str) -> str:
     if not data:
         from yolo_ray.data.synthetic import default_data_yaml
 
@@ -307,7 +309,7 @@ def _data_yaml(data: str | None) -> str:
     from yolo_ray.data import load_data_config
 
     path = Path(data).expanduser().resolve()
-    load_data_config(path)  # fail here, naming the file, rather than in every trial
+    load_data_config(path, cwd)  # fail here, naming the file, rather than in every trial
     return str(path)
 
 

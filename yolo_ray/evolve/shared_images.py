@@ -33,7 +33,7 @@ def share_decoded_images(train_config: dict[str, Any], imgsz: int) -> ray.Object
 
     if train_config.get("cache") == "disk":
         return None
-    data = load_data_config(train_config["data"])
+    data = load_data_config(train_config["data"], train_config.get("cwd"))
     common = {"img_size": imgsz, "single_cls": bool(train_config.get("single_cls")), "verbose": False}
     train = LoadImagesAndLabels(data["train"], augment=True, hyp=train_config["hyp"], **common)
     val = LoadImagesAndLabels(data["val"], augment=False, **common)

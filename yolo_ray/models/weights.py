@@ -134,11 +134,14 @@ RESTRICTED_PICKLE.Unpickler = RestrictedUnpickler
 RESTRICTED_PICKLE.load = _restricted_load
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """{"state_dict": float32 weights ("ema" if present, else "model"), "yaml", "names", "meta"}.
+def load_checkpoint(path: str | Path, prefer: str = "ema") -> dict[str, Any]:
+    """{"state_dict": float32 weights, "yaml", "names", "meta"}.
 
-    Our checkpoints load with torch.load(weights_only=True); upstream pickled-module files through
-    the restricted unpickler. Bare state dicts are accepted too.
+    The weights are `prefer` ("ema" or "model") when the file holds them, else the other one: inference
+    prefers the EMA (upstream attempt_load), training from --weights the raw model (upstream train.py
+    reads ckpt['model']); the two differ only in unstripped checkpoints. Our checkpoints load with
+    torch.load(weights_only=True); upstream pickled-module files through the restricted unpickler.
+    Bare state dicts are accepted too.
     """
     path = Path(path)
     if not path.is_file():
@@ -149,7 +152,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         ckpt = _load_upstream(path)  # holds pickled objects, not only tensors
     except Exception as e:
         raise UserError(f"{path}: not a readable PyTorch checkpoint ({_first_line(e)})") from None
-    return _interpret(ckpt, path)
+    return _interpret(ckpt, path, prefer)
 
 
 def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
@@ -181,7 +184,7 @@ def _load_upstream(path: Path) -> Any:
         raise UserError(f"{path}: not a readable PyTorch checkpoint ({_first_line(e)})") from None
 
 
-def _interpret(ckpt: Any, path: Path) -> dict[str, Any]:
+def _interpret(ckpt: Any, path: Path, prefer: str) -> dict[str, Any]:
     if isinstance(ckpt, PickledModule):  # torch.save(model) rather than a checkpoint dict
         ckpt = {"model": ckpt}
     if not isinstance(ckpt, Mapping) or not ckpt:
@@ -189,7 +192,8 @@ def _interpret(ckpt: Any, path: Path) -> dict[str, Any]:
     if all(isinstance(v, torch.Tensor) for v in ckpt.values()):
         return {"state_dict": _float32(ckpt), "yaml": None, "names": None, "meta": {}}
 
-    weights = ckpt.get("ema") if ckpt.get("ema") is not None else ckpt.get("model")
+    other = "model" if prefer == "ema" else "ema"
+    weights = ckpt.get(prefer) if ckpt.get(prefer) is not None else ckpt.get(other)
     yaml, names = ckpt.get("yaml"), ckpt.get("names")
     if isinstance(weights, PickledModule):
         state_dict = _module_state_dict(weights, path)

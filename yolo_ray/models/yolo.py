@@ -148,7 +148,7 @@ class DetectionModel(nn.Module):
         for conv, s in zip(detect.m, detect.stride):
             b = conv.bias.view(detect.na, -1)
             b[:, 4] += math.log(8 / (640 / float(s)) ** 2)
-            b[:, 5:5 + detect.nc] += math.log(0.6 / (detect.nc - 0.99))
+            b[:, 5:5 + detect.nc] += math.log(0.6 / (detect.nc - 0.99999))
 
 
 def build_model(cfg: str | Path | dict, nc: int | None = None, anchors: int | float | list | None = None,

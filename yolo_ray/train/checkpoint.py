@@ -102,11 +102,15 @@ def load_training_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def strip_optimizer(path: str | Path) -> None:
-    """Keep only the EMA weights (as 'model' too) for inference/fine-tuning, as upstream does at the end."""
+    """Keep only the EMA weights (as 'model') for inference/fine-tuning, as upstream does at the end.
+
+    Like upstream, epoch -1 and no best_fitness mark the file as finished weights: loading it starts
+    fresh (--weights), it is not a run to resume.
+    """
     ckpt = load_training_checkpoint(path)
     if ckpt.get("ema") is not None:
         ckpt["model"] = ckpt["ema"]
-    for key in ("optimizer", "ema", "updates"):
+    for key in ("optimizer", "best_fitness", "ema", "updates"):
         ckpt[key] = None
     ckpt["epoch"] = -1
     save_checkpoint(ckpt, Path(path))

@@ -31,7 +31,9 @@ from yolo_ray.train.checkpoint import (
     RESULTS_CSV_KEYS, append_results_row, build_checkpoint, load_training_checkpoint, restart_checkpoint,
     save_checkpoint, strip_optimizer, truncate_results,
 )
-from yolo_ray.train.model_setup import check_img_size, create_model, freeze_layers, init_seeds, scale_loss_gains
+from yolo_ray.train.model_setup import (
+    check_img_size, create_model, freeze_layers, init_seeds, process_seed, scale_loss_gains,
+)
 from yolo_ray.train.optim import (
     EarlyStopping, ModelEMA, accumulation_steps, apply_warmup, build_optimizer, lr_lambda, scaled_weight_decay,
     warmup_iterations,
@@ -49,7 +51,7 @@ DEFAULTS: dict[str, Any] = {
     "optimizer": "SGD", "sync_bn": False, "cos_lr": False, "workers": 8, "label_smoothing": 0.0, "patience": 100,
     "freeze": [0], "save_period": -1, "seed": 0, "evolve": False, "report_every_epoch": False,
     "amp": True, "channels_last": True, "decoded": None, "deterministic": False, "gpu_memory_fraction": None,
-    "run_id": None,
+    "run_id": None, "cwd": None,
 }
 EMA_ATTRS = ("yaml", "nc", "hyp", "names", "stride", "class_weights")
 
@@ -70,13 +72,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float] | None:
     results_csv = save_dir / "results.csv"
     if ctx.is_main:
         (save_dir if evolve else weights_dir).mkdir(parents=True, exist_ok=True)
-    init_seeds(opt["seed"] + 1 + ctx.rank, deterministic=bool(opt["deterministic"]))
+    init_seeds(process_seed(int(opt["seed"]), ctx.rank, ctx.distributed), deterministic=bool(opt["deterministic"]))
     if ctx.mode == "train" and not opt["resume"]:
         opt["resume"] = restart_checkpoint(last, opt["run_id"])  # Ray Train restarted us after a failure
 
     # ---- data config, model, hyperparameters
     hyp = load_hyp(opt["hyp"])  # our own copy: train() scales some values
-    data = load_data_config(locate_data_yaml(opt["data"]))
+    data = load_data_config(locate_data_yaml(opt["data"]), opt["cwd"])
     single_cls = bool(opt["single_cls"])
     nc = 1 if single_cls else data["nc"]
     names = {0: "item"} if single_cls and len(data["names"]) != 1 else data["names"]

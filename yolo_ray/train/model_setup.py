@@ -15,6 +15,12 @@ from yolo_ray.config import UserError
 from yolo_ray.models import build_model, load_checkpoint, transfer_weights
 
 
+def process_seed(seed: int, rank: int, distributed: bool) -> int:
+    """Upstream's init_seeds(opt.seed + 1 + RANK), where RANK is -1 outside DDP: `seed` itself for a single
+    process, seed + 1 + r on DDP rank r."""
+    return seed + 1 + (rank if distributed else -1)
+
+
 def init_seeds(seed: int, deterministic: bool = False) -> None:
     """Seed every generator; deterministic also makes torch refuse nondeterministic kernels (upstream's option)."""
     random.seed(seed)
@@ -36,14 +42,14 @@ def create_model(
     from cfg (else the checkpoint's yaml) with this dataset's nc; matching tensors transferred, except
     the anchors when a cfg or hyp anchors say otherwise.
     """
-    anchors = int(hyp["anchors"]) if hyp.get("anchors") else None
+    anchors = round(hyp["anchors"]) if hyp.get("anchors") else None  # evolved counts are floats: 3.6 -> 4
     if resume_ckpt is not None:
         model = build_model(resume_ckpt["yaml"], nc=nc, anchors=anchors)
         state = {k: v.float() if v.is_floating_point() else v for k, v in resume_ckpt["model"].items()}
         transfer_weights(model, state)
         return model
     if weights:
-        ckpt = load_checkpoint(weights)
+        ckpt = load_checkpoint(weights, prefer="model")  # upstream train.py: ckpt['model'], not the EMA
         source = cfg or ckpt["yaml"]
         if not source:
             raise UserError(f"{weights}: checkpoint holds no model yaml; pass --cfg as well")
