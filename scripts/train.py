@@ -19,12 +19,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from yolo_ray.cli import OneLineParser, add_training_options  # noqa: E402
 from yolo_ray.config import UserError, load_hyp  # noqa: E402
 from yolo_ray.train.launch import check_worker_split, prepare_launch, run_training  # noqa: E402
+from yolo_ray.train.storage import RunUploader, download_run, is_uri, next_run_uri, staging_dir  # noqa: E402
 from yolo_ray.train.rundir import (  # noqa: E402
     find_last_checkpoint, increment_path, load_resume_state, resolve_project, run_dir_of, save_run_files,
 )
 
 # Options that only say where the run directory goes; the loop never needs them.
-RUN_DIR_KEYS = ("project", "name", "exist_ok")
+RUN_DIR_KEYS = ("project", "name", "exist_ok", "storage_path")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--project", default="runs/train", help="save to project/name")
     p.add_argument("--name", default="exp", help="save to project/name ('cfg' = the cfg file's stem)")
     p.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
+    p.add_argument("--storage-path", default=None,
+                   help="keep the run at this storage URI (s3://, gs://, file://): STORAGE/name, uploaded as it goes")
     p.add_argument("--patience", type=int, default=100, help="EarlyStopping patience (epochs without improvement)")
     p.add_argument("--save-period", type=int, default=-1, help="save checkpoint every x epochs (disabled if < 1)")
     p.add_argument("--seed", type=int, default=0, help="global training seed")
@@ -72,6 +75,10 @@ def fresh_run_options(opt: dict[str, Any]) -> dict[str, Any]:
     opt["data"] = str(_data_yaml(opt["data"], opt["cwd"]))  # last: the built-in dataset is generated on first use
     if opt["name"] == "cfg" and opt["cfg"]:
         opt["name"] = Path(opt["cfg"]).stem
+    storage = opt.pop("storage_path", None)
+    if storage and not is_uri(storage):  # a local or NFS path is just where runs go
+        opt["project"] = storage
+    opt["storage_uri"] = next_run_uri(storage, opt["name"], opt["exist_ok"]) if is_uri(storage) else None
     opt["project"] = str(resolve_project(opt["project"]))
     opt["save_dir"] = None
     opt["resume"] = None
@@ -79,7 +86,16 @@ def fresh_run_options(opt: dict[str, Any]) -> dict[str, Any]:
 
 
 def create_run_dir(opt: dict[str, Any]) -> None:
-    """Claim project/name (or the next free nameN) and write opt.yaml and hyp.yaml into it."""
+    """Claim project/name (or the next free nameN) and write opt.yaml and hyp.yaml into it.
+
+    With a storage URI the run is STORAGE/name there, staged in a local folder and uploaded as it goes.
+    """
+    if opt.get("storage_uri"):
+        opt["save_dir"] = str(staging_dir(opt["storage_uri"]))
+        Path(opt["save_dir"]).mkdir(parents=True, exist_ok=True)
+        save_run_files(opt["save_dir"], opt, opt["hyp"])
+        RunUploader(opt["save_dir"], opt["storage_uri"]).upload()
+        return
     opt["save_dir"] = str(increment_path(Path(opt["project"]) / opt["name"], exist_ok=opt["exist_ok"], mkdir=True))
     save_run_files(opt["save_dir"], opt, opt["hyp"])
 
@@ -128,14 +144,15 @@ def main(argv: list[str] | None = None) -> int:
         opt = vars(parser.parse_args(argv, namespace=argparse.Namespace(epochs=None)))
         if opt["resume"]:  # the run's own options, on the cluster this command names
             address = opt["address"]
-            opt = resume_options(opt["resume"], opt["project"], opt["epochs"])
+            opt = resume_options(_fetch_stored_run(opt["resume"]), opt["project"], opt["epochs"])
             if opt is None:
                 return 0
             opt["address"] = address
         else:
             opt["epochs"] = parser.get_default("epochs") if opt["epochs"] is None else opt["epochs"]
             opt = fresh_run_options(opt)
-        launch = prepare_launch(opt, shared_dir=opt["save_dir"] or opt["project"])
+        shared_dir = None if opt.get("storage_uri") else opt["save_dir"] or opt["project"]
+        launch = prepare_launch(opt, shared_dir=shared_dir)
         if not opt["save_dir"]:
             create_run_dir(opt)
         print(f"Run directory: {opt['save_dir']}", flush=True)
@@ -145,6 +162,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(_final_message(opt, results))
     return 0
+
+
+def _fetch_stored_run(resume: str | bool) -> str | bool:
+    """--resume STORAGE_URI/name (or .../weights/last.pt): the run is copied here and resumed from its copy."""
+    if not is_uri(resume):
+        return resume
+    run_uri = str(resume).rstrip("/")
+    if run_uri.endswith(".pt"):
+        run_uri = run_uri.rsplit("/", 2)[0]
+    local = staging_dir(run_uri)
+    if not download_run(run_uri, local):
+        raise UserError(f"{run_uri}: no stored run there to resume")
+    return str(local / "weights" / "last.pt")
 
 
 def _data_yaml(data: str | None, cwd: str) -> Path:
@@ -189,7 +219,8 @@ def _final_message(opt: dict[str, Any], results: dict[str, Any] | None) -> str:
     if not weights.is_file():
         weights = save_dir / "weights" / "last.pt"
     reuse = f"python scripts/train.py --weights {weights} --data {opt['data']}"
-    lines.append(f"Results saved to {save_dir}; reuse: {reuse}")
+    where = f"{opt['storage_uri']} (local copy {save_dir})" if opt.get("storage_uri") else save_dir
+    lines.append(f"Results saved to {where}; reuse: {reuse}")
     return "\n".join(lines)
 
 

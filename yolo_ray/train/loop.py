@@ -42,6 +42,7 @@ from yolo_ray.train.precision import Precision
 from yolo_ray.train.session import (
     EpochProgress, broadcast_from_main, claim_device, local_main_first, report, resolve_shared, worker_context,
 )
+from yolo_ray.train.storage import attach_storage
 from yolo_ray.train.validate import validate
 
 DEFAULTS: dict[str, Any] = {
@@ -51,7 +52,7 @@ DEFAULTS: dict[str, Any] = {
     "optimizer": "SGD", "sync_bn": False, "cos_lr": False, "workers": 8, "label_smoothing": 0.0, "patience": 100,
     "freeze": [0], "save_period": -1, "seed": 0, "evolve": False, "report_every_epoch": False,
     "amp": True, "channels_last": True, "decoded": None, "deterministic": False, "gpu_memory_fraction": None,
-    "run_id": None, "cwd": None,
+    "run_id": None, "cwd": None, "storage_uri": None,
 }
 EMA_ATTRS = ("yaml", "nc", "hyp", "names", "stride", "class_weights")
 
@@ -72,6 +73,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float] | None:
     results_csv = save_dir / "results.csv"
     if ctx.is_main:
         (save_dir if evolve else weights_dir).mkdir(parents=True, exist_ok=True)
+    uploader = attach_storage(ctx, opt["storage_uri"], save_dir)
     init_seeds(process_seed(int(opt["seed"]), ctx.rank, ctx.distributed), deterministic=bool(opt["deterministic"]))
     if ctx.mode == "train" and not opt["resume"]:
         opt["resume"] = restart_checkpoint(last, opt["run_id"])  # Ray Train restarted us after a failure
@@ -255,6 +257,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float] | None:
                     best_saved_epoch = epoch
                 if opt["save_period"] > 0 and epoch % opt["save_period"] == 0:
                     save_checkpoint(ckpt, weights_dir / f"epoch{epoch}.pt")
+            if uploader is not None:
+                uploader.upload()
         if validated:
             report(ctx, {**dict(zip(RESULTS_CSV_KEYS[1:], row)), "fitness": fi, "epoch": epoch})
         if stop:
@@ -271,7 +275,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float] | None:
         results = _validate_checkpoint(best, ema.ema, val_loader, nc, compute_loss, single_cls, precision)
     if plots:
         _plot_results(results_csv)
-    print(f"Results saved to {save_dir}")
+    if uploader is not None:
+        uploader.upload()
+    print(f"Results saved to {opt['storage_uri'] or save_dir}")
     final = dict(zip(RESULT_KEYS, results))
     return {**final, "fitness": float(fitness(np.array(results).reshape(1, -1))[0]), "epoch": epoch}
 
