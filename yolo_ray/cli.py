@@ -42,11 +42,13 @@ def add_training_options(group: argparse._ActionsContainer) -> None:
                        help="keep the default contiguous memory format")
 
 
-def add_model_options(group: argparse._ActionsContainer, project: str, weights_help: str) -> None:
-    """What val.py, detect.py and export.py share: weights (several = an ensemble), device, run folder."""
+def add_model_options(group: argparse._ActionsContainer, project: str | None, weights_help: str) -> None:
+    """What val.py, detect.py and export.py share: weights, device, and the run folder (unless project is None)."""
     group.add_argument("--weights", nargs="+", required=True, help=weights_help)
     group.add_argument("--device", default="", help="'' (auto), cpu, or cuda device like 0")
     group.add_argument("--half", action="store_true", help="use FP16 half-precision inference (CUDA only)")
+    if project is None:
+        return
     group.add_argument("--project", default=project, help="save to project/name")
     group.add_argument("--name", default="exp", help="save to project/name")
     group.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from yolo_ray.boxes import clip_boxes, xywh2xyxy, xyxy2xywh
+from yolo_ray.data.plots import class_color, draw_box_label
 
 # COCO's 80 detection classes among its 91 category ids (upstream's coco80_to_coco91_class).
 COCO91_IDS = (
@@ -114,3 +115,24 @@ def coco_evaluate(anno_json: Path, pred_json: Path, image_ids: list | None) -> t
     evaluator.accumulate()
     evaluator.summarize()
     return float(evaluator.stats[0]), float(evaluator.stats[1])
+
+
+def draw_detections(im: np.ndarray, det: torch.Tensor, names: dict[int, str], line_width: int | None = None,
+                    hide_labels: bool = False, hide_conf: bool = False, bgr: bool = True) -> np.ndarray:
+    """Draw boxes with 'name conf' tags on im (HWC uint8) in place; line width from the image size by default."""
+    lw = line_width or max(round(sum(im.shape[:2]) / 2 * 0.003), 2)
+    for *xyxy, conf, cls in reversed(det.detach().float().cpu().tolist()):
+        c = int(cls)
+        label = None if hide_labels else (names.get(c, str(c)) if hide_conf else f"{names.get(c, str(c))} {conf:.2f}")
+        color = class_color(c)
+        draw_box_label(im, np.array(xyxy), label or "", color[::-1] if bgr else color, lw, lw / 3)
+    return im
+
+
+def detection_summary(det: torch.Tensor, names: dict[int, str]) -> str:
+    """'2 circles, 1 square' (upstream's per-image count text), '' without detections."""
+    parts = []
+    for c in det[:, 5].unique().tolist():
+        n = int((det[:, 5] == c).sum())
+        parts.append(f"{n} {names.get(int(c), str(int(c)))}{'s' * (n > 1)}")
+    return ", ".join(parts)
