@@ -14,8 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from yolo_ray.cli import OneLineParser, add_model_options  # noqa: E402
 from yolo_ray.config import UserError  # noqa: E402
-
-FORMATS = ("yolov5", "onnx", "torchscript")
+from yolo_ray.infer.export import FORMATS, export_formats  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,9 +31,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     try:
         opt = build_parser().parse_args(argv)
-        unknown = [f for f in opt.include if f not in FORMATS]
-        if unknown:
-            raise UserError(f"--include {' '.join(unknown)}: unknown format (choose from {', '.join(FORMATS)})")
         imgsz = opt.imgsz * 2 if len(opt.imgsz) == 1 else opt.imgsz
         if len(imgsz) != 2 or min(imgsz) < 1:
             raise UserError(f"--imgsz {opt.imgsz}: give one size or height and width, all positive")
@@ -45,7 +41,6 @@ def main(argv: list[str] | None = None) -> int:
         for w in opt.weights:
             if not Path(w).is_file():
                 raise UserError(f"{w}: weights file not found")
-        from yolo_ray.infer.export import export_formats
         from yolo_ray.train.session import select_device
 
         device = select_device(opt.device)

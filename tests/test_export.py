@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+import yolo_ray
 from infer_helpers import IMGSZ, load_script, trained_run
 from yolo_ray.infer.predictor import load_models
 from yolo_ray.infer.upstream_pickle import UPSTREAM_NAMES, foreign_globals, pickle_globals
@@ -39,7 +40,7 @@ def real_batch(run, n=4) -> torch.Tensor:
 
 @pytest.mark.timeout(300)
 def test_yolov5_export_pickles_only_upstream_paths(exported):
-    _, weights = exported
+    run, weights = exported
     path = weights.with_name("best-yolov5.pt")
     names = pickle_globals(path)
     upstream = {f"{m}.{n}" for m, n in UPSTREAM_NAMES.values()}
@@ -53,6 +54,12 @@ def test_yolov5_export_pickles_only_upstream_paths(exported):
     assert theirs["state_dict"].keys() == ours["state_dict"].keys()
     assert all(torch.equal(theirs["state_dict"][k], ours["state_dict"][k]) for k in ours["state_dict"])
     assert theirs["names"] == ours["names"] and theirs["yaml"]["nc"] == 4
+
+    # and the API takes it like any upstream .pt
+    original, upstream_file = yolo_ray.load(weights, device="cpu"), yolo_ray.load(path, device="cpu")
+    original.conf = upstream_file.conf = 0.003
+    image = str(run.val_images[0])
+    assert torch.equal(original(image, size=IMGSZ).xyxy[0], upstream_file(image, size=IMGSZ).xyxy[0])
 
 
 @pytest.mark.timeout(300)
