@@ -1,8 +1,9 @@
-"""What scripts/train.py and scripts/evolve.py share: the one-line error parser and upstream's training options."""
+"""What the scripts share: the one-line error parser, upstream's training options, the inference options."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from yolo_ray.config import UserError
 
@@ -41,3 +42,28 @@ def add_training_options(group: argparse._ActionsContainer) -> None:
     group.add_argument("--no-amp", dest="amp", action="store_false", help="no mixed precision (bf16/fp16)")
     group.add_argument("--no-channels-last", dest="channels_last", action="store_false",
                        help="keep the default contiguous memory format")
+
+
+def add_model_options(group: argparse._ActionsContainer, project: str | None, weights_help: str) -> None:
+    """What val.py, detect.py and export.py share: weights, device, and the run folder (unless project is None)."""
+    group.add_argument("--weights", nargs="+", required=True, help=weights_help)
+    group.add_argument("--device", default="", help="'' (auto), cpu, or cuda device like 0")
+    group.add_argument("--half", action="store_true", help="use FP16 half-precision inference (CUDA only)")
+    if project is None:
+        return
+    group.add_argument("--project", default=project, help="save to project/name")
+    group.add_argument("--name", default="exp", help="save to project/name")
+    group.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
+
+
+def check_fraction(option: str, value: float, upper_open: bool = False) -> None:
+    """Thresholds and amounts live in [0, 1] ([0, 1) when upper_open)."""
+    if not 0 <= value <= 1 or (upper_open and value == 1):
+        raise UserError(f"{option} must be in [0, 1{')' if upper_open else ']'}, got {value}")
+
+
+def make_run_dir(project: str, name: str, exist_ok: bool) -> Path:
+    """project/name (incremented: exp, exp2, ...), created; call only once the inputs are validated."""
+    from yolo_ray.train.rundir import increment_path, resolve_project
+
+    return increment_path(resolve_project(project) / name, exist_ok=exist_ok, mkdir=True)

@@ -15,7 +15,8 @@ import torchvision
 from yolo_ray.boxes import xywh2xyxy
 
 __all__ = [
-    "RESULT_KEYS", "APResult", "box_iou", "bbox_iou", "ap_per_class", "compute_ap", "smooth", "fitness",
+    "RESULT_KEYS", "APResult", "PRCurves", "ConfusionMatrix", "box_iou", "bbox_iou", "ap_per_class", "compute_ap",
+    "smooth", "fitness",
     "match_predictions", "non_max_suppression",
 ]
 
@@ -39,6 +40,16 @@ MAX_NMS = 30000
 _trapezoid = getattr(np, "trapezoid", None) or np.trapz
 
 
+class PRCurves(NamedTuple):
+    """The curves upstream plots (PR_curve.png, P/R/F1_curve.png), one row per class of APResult."""
+
+    px: np.ndarray  # (1000,) the grid: confidence for p, r, f1; recall for pr
+    pr: np.ndarray  # (nc, 1000) precision envelope over recall at IoU 0.5
+    p: np.ndarray  # (nc, 1000) precision over confidence
+    r: np.ndarray  # (nc, 1000) recall over confidence
+    f1: np.ndarray  # (nc, 1000) F1 over confidence
+
+
 class APResult(NamedTuple):
     """Per-class results for the classes present in the targets, in `classes` order."""
 
@@ -47,6 +58,7 @@ class APResult(NamedTuple):
     ap: np.ndarray  # (nc, 10) AP at IoU 0.50:0.05:0.95
     f1: np.ndarray  # (nc,) F1 at that confidence
     classes: np.ndarray  # (nc,) int class ids
+    curves: PRCurves | None = None
 
 
 def box_iou(box1: torch.Tensor, box2: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
@@ -139,6 +151,7 @@ def ap_per_class(
     nc, n_iou = classes.shape[0], tp.shape[1]
     px = np.linspace(0, 1, 1000)  # confidence grid for the P, R, F1 curves
     ap, p, r = np.zeros((nc, n_iou)), np.zeros((nc, 1000)), np.zeros((nc, 1000))
+    pr = np.zeros((nc, 1000))
     for ci, c in enumerate(classes):
         mask = pred_cls == c
         if not mask.any():
@@ -151,11 +164,14 @@ def ap_per_class(
         r[ci] = np.interp(-px, -conf[mask], recall[:, 0], left=0)
         p[ci] = np.interp(-px, -conf[mask], precision[:, 0], left=1)
         for j in range(n_iou):
-            ap[ci, j] = compute_ap(recall[:, j], precision[:, j])[0]
+            ap[ci, j], mpre, mrec = compute_ap(recall[:, j], precision[:, j])
+            if j == 0:
+                pr[ci] = np.interp(px, mrec, mpre)
 
     f1 = 2 * p * r / (p + r + eps)
     best = smooth(f1.mean(0), 0.1).argmax() if nc else 0
-    return APResult(p[:, best], r[:, best], ap, f1[:, best], classes.astype(int))
+    curves = PRCurves(px, pr, p, r, f1)
+    return APResult(p[:, best], r[:, best], ap, f1[:, best], classes.astype(int), curves)
 
 
 def fitness(x: np.ndarray) -> np.ndarray:
@@ -187,6 +203,54 @@ def match_predictions(detections: torch.Tensor, labels: torch.Tensor, iouv: torc
             matches = matches[np.unique(matches[:, 0], return_index=True)[1]]
         correct[matches[:, 1].astype(int), ti] = True
     return torch.tensor(correct, dtype=torch.bool, device=iouv.device)
+
+
+class ConfusionMatrix:
+    """Upstream's detection confusion matrix: (nc + 1) x (nc + 1) counts, rows predicted, columns true,
+    the last row/column being background (a missed object / a detection of nothing)."""
+
+    def __init__(self, nc: int, conf: float = 0.25, iou_thres: float = 0.45):
+        self.matrix = np.zeros((nc + 1, nc + 1))
+        self.nc, self.conf, self.iou_thres = nc, conf, iou_thres
+
+    def process_batch(self, detections: torch.Tensor | None, labels: torch.Tensor) -> None:
+        """detections (n, 6) [x1, y1, x2, y2, conf, cls] or None (no detections: labels are classes only);
+        labels (m, 5) [cls, x1, y1, x2, y2], both in the same pixel space."""
+        if detections is None:
+            for gc in labels.int().tolist():
+                self.matrix[self.nc, gc] += 1
+            return
+        detections = detections[detections[:, 4] > self.conf]
+        gt_classes = labels[:, 0].int().cpu().numpy()
+        det_classes = detections[:, 5].int().cpu().numpy()
+        iou = box_iou(labels[:, 1:], detections[:, :4])
+        label_idx, det_idx = torch.where(iou > self.iou_thres)
+        if label_idx.shape[0]:
+            matches = torch.stack((label_idx.float(), det_idx.float(), iou[label_idx, det_idx]), 1).cpu().numpy()
+            if matches.shape[0] > 1:  # best IoU first, then one detection per label and one label per detection
+                matches = matches[matches[:, 2].argsort()[::-1]]
+                matches = matches[np.unique(matches[:, 1], return_index=True)[1]]
+                matches = matches[matches[:, 2].argsort()[::-1]]
+                matches = matches[np.unique(matches[:, 0], return_index=True)[1]]
+        else:
+            matches = np.zeros((0, 3))
+        matched_labels, matched_dets = matches[:, 0].astype(int), matches[:, 1].astype(int)
+        for i, gc in enumerate(gt_classes):
+            j = matched_labels == i
+            if j.any():
+                self.matrix[det_classes[matched_dets[j][0]], gc] += 1
+            else:
+                self.matrix[self.nc, gc] += 1  # the object was missed: predicted background
+        if len(matches):  # upstream v7.0 counts unmatched detections only in images with some match
+            for i, dc in enumerate(det_classes):
+                if not (matched_dets == i).any():
+                    self.matrix[dc, self.nc] += 1  # a detection of no object
+
+    def tp_fp(self) -> tuple[np.ndarray, np.ndarray]:
+        """True and false positives per class (background excluded)."""
+        tp = self.matrix.diagonal()
+        fp = self.matrix.sum(1) - tp
+        return tp[:-1], fp[:-1]
 
 
 def non_max_suppression(

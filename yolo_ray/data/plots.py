@@ -86,8 +86,9 @@ def plot_labels(labels: np.ndarray, names: dict[int, str] | list[str], save_dir:
     return _save_figure(fig, save_dir / "labels.jpg")
 
 
-def _draw_box_label(tile: np.ndarray, xyxy: np.ndarray, text: str, color: tuple[int, int, int],
-                    thickness: int, font_scale: float) -> None:
+def draw_box_label(tile: np.ndarray, xyxy: np.ndarray, text: str, color: tuple[int, int, int],
+                   thickness: int, font_scale: float) -> None:
+    """One box with its label on a white-on-colour tag, drawn in place (colour in the image's channel order)."""
     x1, y1, x2, y2 = (int(round(v)) for v in xyxy)
     cv2.rectangle(tile, (x1, y1), (x2, y2), color, thickness, cv2.LINE_AA)
     if not text:
@@ -142,7 +143,7 @@ def plot_images(images, targets, paths=None, fname: str | Path = "images.jpg",
             text = names.get(cls, str(cls)) if names else str(cls)
             if has_conf:
                 text = f"{text} {row[6]:.1f}"
-            _draw_box_label(tile, box, text, class_color(cls), thickness, font_scale)
+            draw_box_label(tile, box, text, class_color(cls), thickness, font_scale)
         if paths is not None and i < len(paths):
             cv2.putText(tile, Path(paths[i]).name[:40], (3, th - 4), cv2.FONT_HERSHEY_SIMPLEX, font_scale,
                         (220, 220, 220), 1, cv2.LINE_AA)

@@ -10,7 +10,6 @@ import contextlib
 import math
 import random
 import time
-from copy import deepcopy
 from pathlib import Path
 from typing import Any
 
@@ -178,7 +177,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float] | None:
     fi = 0.0
     scheduler.last_epoch = start_epoch - 1  # upstream's schedule: post-warmup epochs use lf(epoch - 1)
     stopper = EarlyStopping(patience=int(opt["patience"]))
-    best_saved_epoch = None
     if opt["resume"] and ctx.is_main:
         truncate_results(results_csv, start_epoch - 1)  # rows a killed run wrote after its last save
     if ctx.is_main:
@@ -254,7 +252,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float] | None:
                 save_checkpoint(ckpt, last)
                 if best_fitness == fi:
                     save_checkpoint(ckpt, best)
-                    best_saved_epoch = epoch
                 if opt["save_period"] > 0 and epoch % opt["save_period"] == 0:
                     save_checkpoint(ckpt, weights_dir / f"epoch{epoch}.pt")
             if uploader is not None:
@@ -271,8 +268,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float] | None:
     for f in (last, best):
         if f.exists():
             strip_optimizer(f)
-    if best.exists() and not evolve and best_saved_epoch != epoch:  # else best.pt holds what was just validated
-        results = _validate_checkpoint(best, ema.ema, val_loader, nc, compute_loss, single_cls, precision)
+    if best.exists() and not evolve:
+        from yolo_ray.infer.val import final_validation  # matplotlib and val's writers only when needed
+
+        results = final_validation(best, data, val_loader, single_cls, save_dir, plots, compute_loss, device)
     if plots:
         _plot_results(results_csv)
     if uploader is not None:
@@ -297,16 +296,6 @@ def _validate(model: nn.Module, loader, nc: int, compute_loss: ComputeLoss, sing
     # fp16 weights on CUDA as upstream (half=amp); fp32 on CPU, where bf16 boxes would cost mAP@.95 accuracy
     return validate(model, loader, nc, compute_loss, single_cls=single_cls,
                     half=precision.dtype == torch.float16, memory_format=precision.memory_format)
-
-
-def _validate_checkpoint(path: Path, like: nn.Module, loader, nc: int, compute_loss: ComputeLoss,
-                         single_cls: bool, precision: Precision) -> tuple[float, ...]:
-    """Validate the weights a checkpoint holds, in a copy of the EMA model."""
-    model = deepcopy(like)
-    state = load_training_checkpoint(path)["model"]
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
-    print(f"\nValidating {path}...")
-    return _validate(model, loader, nc, compute_loss, single_cls, precision)[0]
 
 
 def _plot_results(results_csv: Path) -> None:

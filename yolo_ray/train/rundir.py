@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 
 from yolo_ray.config import UserError, load_yaml, save_yaml
+from yolo_ray.paths import increment_path  # noqa: F401  (run dirs are made through rundir too)
 
 # Set by Ray's job supervisor in every job driver's environment.
 RAY_JOB_ENV_VAR = "RAY_JOB_CONFIG_JSON_ENV_VAR"
@@ -35,27 +35,6 @@ def resolve_project(project: str | Path) -> Path:
         return project
     base = durable_root() if in_ray_job() else Path.cwd()
     return (base / project).resolve()
-
-
-def increment_path(path: str | Path, exist_ok: bool = False, mkdir: bool = False) -> Path:
-    """path, or path2, path3, ... (one past the highest existing suffix) when path exists.
-
-    With mkdir the directory is claimed atomically, so two runs started at once never share one.
-    """
-    path = Path(path)
-    while True:
-        candidate = path
-        if path.exists() and not exist_ok:
-            pattern = re.compile(re.escape(path.name) + r"(\d+)$")
-            taken = [int(m.group(1)) for p in path.parent.iterdir() if (m := pattern.match(p.name))]
-            candidate = path.with_name(f"{path.name}{max(taken, default=1) + 1}")
-        if not mkdir:
-            return candidate
-        try:
-            candidate.mkdir(parents=True, exist_ok=exist_ok)
-            return candidate
-        except FileExistsError:
-            continue  # another run claimed it between the scan and mkdir: scan again
 
 
 def find_last_checkpoint(search_dir: str | Path) -> Path:

@@ -1,0 +1,56 @@
+"""Export trained weights beside themselves: yolov5 (a .pt upstream YOLOv5 loads), onnx, torchscript.
+
+    python scripts/export.py --weights runs/train/exp/weights/best.pt --include yolov5 onnx torchscript
+    python scripts/export.py --weights best.pt --include onnx --dynamic --imgsz 320
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from yolo_ray.cli import OneLineParser, add_model_options  # noqa: E402
+from yolo_ray.config import UserError  # noqa: E402
+from yolo_ray.infer.export import FORMATS, export_formats  # noqa: E402
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(description="Export YOLOv5 (v7.0-compatible) weights.")
+    add_model_options(p, None, "model.pt path(s), each exported beside itself")
+    p.add_argument("--include", nargs="+", default=["torchscript"], help=f"formats: {', '.join(FORMATS)}")
+    p.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, default=[640, 640], help="image (h, w)")
+    p.add_argument("--batch-size", type=int, default=1, help="batch size")
+    p.add_argument("--dynamic", action="store_true", help="ONNX: dynamic batch axis")
+    p.add_argument("--opset", type=int, default=17, help="ONNX: opset version (at least 17)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        opt = build_parser().parse_args(argv)
+        imgsz = opt.imgsz * 2 if len(opt.imgsz) == 1 else opt.imgsz
+        if len(imgsz) != 2 or min(imgsz) < 1:
+            raise UserError(f"--imgsz {opt.imgsz}: give one size or height and width, all positive")
+        if opt.batch_size < 1:
+            raise UserError(f"--batch-size must be at least 1, got {opt.batch_size}")
+        if opt.opset < 17:
+            raise UserError(f"--opset {opt.opset}: at least 17 is needed")
+        for w in opt.weights:
+            if not Path(w).is_file():
+                raise UserError(f"{w}: weights file not found")
+        from yolo_ray.train.session import select_device
+
+        device = select_device(opt.device)
+        for w in opt.weights:
+            export_formats(w, opt.include, tuple(imgsz), opt.batch_size, opt.dynamic, opt.opset, device)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""Validate trained YOLOv5 weights (one model, or several as an ensemble) on a dataset split.
+
+    python scripts/val.py --weights runs/train/exp/weights/best.pt                    # built-in data
+    python scripts/val.py --weights best.pt --data coco128.yaml --imgsz 640 --verbose
+    python scripts/val.py --weights a.pt b.pt --data coco128.yaml                      # ensemble
+    python scripts/val.py --weights best.pt --task speed                               # timing only
+    python scripts/val.py --weights best.pt --prune 0.3                                # mAP after pruning
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from yolo_ray.cli import OneLineParser, add_model_options, check_fraction, make_run_dir  # noqa: E402
+from yolo_ray.config import UserError  # noqa: E402
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(description="Validate YOLOv5 (v7.0-compatible) weights.")
+    add_model_options(p, "runs/val", "model.pt path(s); several = an ensemble")
+    p.add_argument("--data", default=None, help="dataset yaml (default: the built-in synthetic dataset)")
+    p.add_argument("--batch-size", type=int, default=32, help="batch size")
+    p.add_argument("--imgsz", "--img", "--img-size", type=int, default=640, help="inference size (pixels)")
+    p.add_argument("--conf-thres", type=float, default=0.001, help="confidence threshold")
+    p.add_argument("--iou-thres", type=float, default=0.6, help="NMS IoU threshold")
+    p.add_argument("--max-det", type=int, default=300, help="maximum detections per image")
+    p.add_argument("--task", default="val", choices=["train", "val", "test", "speed"], help="split, or speed")
+    p.add_argument("--workers", type=int, default=8, help="max dataloader workers")
+    p.add_argument("--single-cls", action="store_true", help="treat as single-class dataset")
+    p.add_argument("--verbose", action="store_true", help="report mAP by class")
+    p.add_argument("--save-txt", action="store_true", help="save results to *.txt")
+    p.add_argument("--save-conf", action="store_true", help="save confidences in --save-txt labels")
+    p.add_argument("--save-json", action="store_true", help="save a COCO-JSON results file (scored if annotated)")
+    p.add_argument("--prune", type=float, default=None, metavar="AMOUNT",
+                   help="prune this fraction of conv weights (global L1) before validating")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        opt = build_parser().parse_args(argv)
+        _check(opt)
+        from yolo_ray.data.config import load_data_config
+        from yolo_ray.infer.predictor import load_models, model_stride
+        from yolo_ray.infer.val import run
+        from yolo_ray.models import prune
+        from yolo_ray.train.model_setup import check_img_size
+        from yolo_ray.train.session import select_device
+
+        device = select_device(opt.device)
+        data = load_data_config(opt.data if opt.data else _builtin_data())
+        model = load_models(opt.weights, device)
+        if opt.prune:
+            prune(model, opt.prune)
+        imgsz = check_img_size(opt.imgsz, model_stride(model))
+        speed = opt.task == "speed"  # upstream's speed benchmark: detection thresholds, no files
+        save_dir = make_run_dir(opt.project, opt.name, opt.exist_ok)
+        run(model, data, save_dir, task=opt.task, imgsz=imgsz, batch_size=opt.batch_size,
+            conf_thres=0.25 if speed else opt.conf_thres, iou_thres=0.45 if speed else opt.iou_thres,
+            max_det=opt.max_det, single_cls=opt.single_cls, half=opt.half, verbose=opt.verbose,
+            save_txt=opt.save_txt, save_conf=opt.save_conf, save_json=opt.save_json and not speed,
+            plots=not speed, workers=opt.workers, weights_name=Path(opt.weights[0]).name)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _check(opt: argparse.Namespace) -> None:
+    check_fraction("--conf-thres", opt.conf_thres)
+    check_fraction("--iou-thres", opt.iou_thres)
+    if opt.prune is not None:
+        check_fraction("--prune", opt.prune, upper_open=True)
+    for option, value in (("--imgsz", opt.imgsz), ("--batch-size", opt.batch_size), ("--max-det", opt.max_det)):
+        if value < 1:
+            raise UserError(f"{option} must be at least 1, got {value}")
+    if opt.conf_thres > 0.001:
+        print(f"WARNING: --conf-thres {opt.conf_thres} > 0.001 gives invalid results (mAP needs low confidences)")
+
+
+def _builtin_data() -> Path:
+    from yolo_ray.data.synthetic import default_data_yaml
+
+    return default_data_yaml()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

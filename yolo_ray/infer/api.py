@@ -1,0 +1,132 @@
+"""The Python API, as torch.hub.load('ultralytics/yolov5', ...) gives it: an AutoShape-like model taking
+paths, numpy arrays, PIL images or lists of them, and Detections results.
+
+    model = yolo_ray.load("runs/train/exp/weights/best.pt")
+    model.conf = 0.4
+    results = model(["a.jpg", cv2.imread("b.jpg")[..., ::-1]], size=640)   # numpy arrays are RGB
+    results.print(); results.pandas().xyxy[0]; results.save(); results.crop()
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from torch import nn
+
+from yolo_ray.config import UserError
+from yolo_ray.infer.detections import Detections
+from yolo_ray.infer.predictor import class_names, model_from_checkpoint, model_stride, predict
+from yolo_ray.models import build_model, load_weights, transfer_weights
+
+
+class AutoShape(nn.Module):
+    """A detection model that letterboxes any images in, runs NMS and scales boxes back to each image.
+
+    Inference settings are attributes, as upstream's: conf, iou, agnostic, multi_label, classes, max_det, amp.
+    """
+
+    conf = 0.25  # NMS confidence threshold
+    iou = 0.45  # NMS IoU threshold
+    agnostic = False  # NMS across classes
+    multi_label = False  # several labels per box
+    classes: list[int] | None = None  # keep only these class ids
+    max_det = 1000  # detections per image
+    amp = False  # CUDA automatic mixed precision
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model.eval()
+        self.names: dict[int, str] = model.names
+        self.nc: int = model.nc
+        self.stride = model_stride(model)
+
+    @torch.no_grad()
+    def forward(self, ims: Any, size: int | tuple[int, int] = 640) -> Detections | tuple:
+        """ims: a path, a numpy HWC RGB uint8 array, a PIL image, or a list of those; a BCHW float tensor
+        in [0, 1] is passed to the model as is (its raw output comes back)."""
+        if isinstance(ims, torch.Tensor):
+            p = next(self.model.parameters())
+            return self.model(ims.to(p.device).type_as(p))
+        items = ims if isinstance(ims, (list, tuple)) else [ims]
+        if not items:
+            raise UserError("no images given")
+        arrays, files = [], []
+        for i, item in enumerate(items):
+            array, name = _as_rgb(item, i)
+            arrays.append(array)
+            files.append(name)
+        preds, times, shape = predict(self.model, arrays, size, self.conf, self.iou, self.classes, self.agnostic,
+                                      self.multi_label, self.max_det, amp=self.amp)
+        return Detections(arrays, preds, files, times, self.names, shape)
+
+
+def _as_rgb(item: Any, index: int) -> tuple[np.ndarray, str]:
+    """(HWC uint8 RGB array, file name for saving) of one input."""
+    name = f"image{index}.jpg"
+    if isinstance(item, (str, Path)):
+        path = Path(item)
+        if str(item).startswith(("http:", "https:")):
+            raise UserError(f"{item}: URLs are not fetched; download the image and pass its path")
+        if not path.is_file():
+            raise UserError(f"{path}: image not found")
+        try:
+            item = Image.open(path)
+            item.load()
+        except OSError as e:
+            raise UserError(f"{path}: not a readable image ({e})") from None
+        name = path.with_suffix(".jpg").name
+    if isinstance(item, Image.Image):
+        name = Path(getattr(item, "filename", "") or name).with_suffix(".jpg").name
+        item = np.asarray(ImageOps.exif_transpose(item).convert("RGB"))
+    if not isinstance(item, np.ndarray):
+        raise UserError(f"input {index}: expected a path, numpy array or PIL image, got {type(item).__name__}")
+    if item.ndim == 2:
+        item = np.repeat(item[..., None], 3, axis=2)
+    elif item.ndim == 3 and item.shape[0] in (1, 3) and item.shape[2] not in (1, 3, 4):
+        item = item.transpose(1, 2, 0)  # CHW given
+    if item.ndim != 3 or item.shape[2] not in (1, 3, 4):
+        raise UserError(f"input {index}: expected an HWC image array, got shape {item.shape}")
+    if item.shape[2] == 1:
+        item = np.repeat(item, 3, axis=2)
+    item = item[..., :3]  # drop alpha
+    if item.dtype != np.uint8:
+        item = np.clip(item * 255 if item.max() <= 1 else item, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(item), name
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+
+
+def load(model: str | Path = "yolov5s", classes: int | None = None, channels: int = 3, weights: str | Path | None = None,
+         autoshape: bool = True, device: str | torch.device | None = None, fuse: bool = True) -> nn.Module:
+    """A model for inference, as torch.hub.load('ultralytics/yolov5', ...).
+
+    model: a .pt checkpoint (ours or upstream's), or a model yaml / shipped name ("yolov5s") for a fresh
+    model. classes / channels: build for that many (the checkpoint's architecture, or the yaml's); the
+    weights of `model` (a .pt) or of `weights` (a local .pt) are transferred where shapes match.
+    autoshape: wrap in AutoShape (images in, Detections out); else the bare model. Fused by default.
+    """
+    device = torch.device(device) if device is not None else default_device()
+    source = Path(model)
+    if source.suffix == ".pt":
+        net = model_from_checkpoint(source)
+        if (classes and classes != net.nc) or channels != net.yaml.get("ch", 3):
+            state = net.state_dict()
+            net = build_model({**net.yaml, "ch": channels}, nc=classes or net.nc)
+            transfer_weights(net, state, exclude=["anchors"])
+            net.names = class_names(None, net.nc)
+    else:
+        net = build_model(str(model), nc=classes, ch=channels)
+        net.names = class_names(net.names, net.nc)
+        if weights:
+            transfer_weights(net, load_weights(weights), exclude=["anchors"])
+    net = net.float().eval()
+    if fuse:
+        net.fuse()
+    net = net.to(device)
+    return AutoShape(net) if autoshape else net
