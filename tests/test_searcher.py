@@ -132,7 +132,7 @@ def stub_trainable(config: dict, train_config: dict) -> None:
     from ray import tune
 
     start = time.time()
-    time.sleep(0.4)
+    time.sleep(1.5)  # long enough to overlap even when trial actors start slowly under load
     h = config["hyp"]
     f = 1.0 / (1.0 + abs(h["lr0"] - 0.02) * 10 + abs(h["momentum"] - 0.9))
     tune.report({**dict(zip(EVOLVE_RESULT_KEYS, [f, f, f, f, 0.1, 0.1, 0.1])), "fitness": f,
