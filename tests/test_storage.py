@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 def test_run_is_uploaded_to_a_storage_uri_and_resumed_from_it(tmp_path):
     data = make_dataset(tmp_path / "data", seed=2, n_train=16, n_val=8, size=96)
     store = tmp_path / "store"
-    env = {**__import__("os").environ, "YOLO_RAY_HOME": str(tmp_path / "home")}
+    env = {**os.environ, "YOLO_RAY_HOME": str(tmp_path / "home")}
 
     def train(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, str(REPO / "scripts" / "train.py"), *args], capture_output=True,
@@ -35,8 +36,10 @@ def test_run_is_uploaded_to_a_storage_uri_and_resumed_from_it(tmp_path):
     assert f"Results saved to file://{run}" in first.stdout
     assert not (tmp_path / "runs").exists()  # nothing written where --project would have put it
 
-    second = train(*args[:-1], f"file://{store}/")  # the next run there is exp2, as on disk
-    assert second.returncode == 0 and (store / "exp2" / "results.csv").is_file()
+    from yolo_ray.train.storage import next_run_uri
+
+    assert next_run_uri(f"file://{store}/", "exp", exist_ok=False) == f"file://{store}/exp2"  # as on disk
+    assert next_run_uri(f"file://{store}", "exp", exist_ok=True) == f"file://{store}/exp"
 
     resumed = train("--resume", f"file://{run}")
     assert resumed.returncode == 0, resumed.stderr[-2000:]

@@ -200,7 +200,10 @@ def _build_tuner(opt: dict[str, Any], searcher: EvolveSearcher, trial: Callable,
             # num_samples=-1: trials keep coming until the searcher says FINISHED
             search_alg=searcher, num_samples=-1, max_concurrent_trials=placement.concurrency, reuse_actors=True,
             scheduler=_early_stopper(opt["epochs"]) if opt["early_stop"] else None,
-            trial_name_creator=_trial_name, trial_dirname_creator=_trial_name,
+            # the run's name leads, so trials (and the Train runs of DDP trials) of several evolutions on
+            # one cluster stay apart in the dashboard; the id's suffix counts the trials of this invocation
+            trial_name_creator=lambda trial: f"{Path(opt['save_dir']).name}_{_trial_name(trial)}",
+            trial_dirname_creator=_trial_name,
         ),
         run_config=tune.RunConfig(
             # A fresh experiment per invocation: resuming restarts from evolve.csv, not Tune's state.
