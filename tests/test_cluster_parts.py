@@ -111,3 +111,15 @@ def test_unreachable_address_is_one_error_line_within_seconds(tmp_path, script, 
     assert "127.0.0.1:1" in done.stderr and "no Ray cluster answers" in done.stderr
     assert not (tmp_path / "runs").exists()
     assert time.time() - t0 < 60
+
+
+def test_package_travels_to_workers_only_when_joining_another_cluster(monkeypatch):
+    import yolo_ray
+    from yolo_ray.train.cluster import package_runtime_env
+
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
+    env = package_runtime_env("10.0.0.1:6379")
+    assert env["py_modules"] == [str(Path(yolo_ray.__file__).resolve().parent)]
+    assert package_runtime_env("local") is None  # same machine, same install
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")
+    assert package_runtime_env("10.0.0.1:6379") is None  # a Ray job ships its working_dir already
