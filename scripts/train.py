@@ -16,11 +16,11 @@ from typing import Any
 # Import the package beside this script: a Ray job runs a temporary copy of the checkout.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from yolo_ray.cli import OneLineParser, add_training_options  # noqa: E402
+from yolo_ray.cli import OneLineParser, add_training_options, check_range, check_training_numbers  # noqa: E402
 from yolo_ray.config import UserError, load_hyp  # noqa: E402
 from yolo_ray.train.launch import check_worker_split, run_training  # noqa: E402
 from yolo_ray.train.rundir import (  # noqa: E402
-    find_last_checkpoint, increment_path, load_resume_state, resolve_project, run_dir_of, save_run_files,
+    create_run_dir, find_last_checkpoint, load_resume_state, resolve_project, run_dir_of, save_run_files,
 )
 
 # Options that only say where the run directory goes; the loop never needs them.
@@ -52,23 +52,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def fresh_run_options(opt: dict[str, Any]) -> dict[str, Any]:
-    """Validate a new run's options, make every path absolute and create its run directory."""
-    if opt["epochs"] < 1:
-        raise UserError(f"--epochs must be at least 1, got {opt['epochs']}")
-    if opt["imgsz"] < 1:
-        raise UserError(f"--imgsz must be positive, got {opt['imgsz']}")
+    """Validate a new run's options, make every path absolute, then create its run directory.
+
+    Everything is checked before the directory exists: a start that fails leaves nothing behind.
+    """
+    from yolo_ray.train.model_setup import train_image_size
+    from yolo_ray.train.session import select_device
+
+    check_training_numbers(opt)
+    check_range("patience", opt["patience"], 0)
+    for option in ("cpus_per_worker", "gpus_per_worker"):
+        if opt[option] is not None:
+            check_range(option.replace("_", "-"), opt[option], 0)
     check_worker_split(opt["batch_size"], opt["ray_workers"], opt["image_weights"])
     opt["weights"] = _weights_file(opt["weights"])
     opt["cfg"] = _model_cfg(opt["cfg"])
     if not opt["cfg"] and not opt["weights"]:
         raise UserError("either --cfg or --weights must be specified (e.g. --cfg yolov5n.yaml)")
+    if opt["ray_workers"] == 1 and not opt["address"]:
+        select_device(opt["device"])  # this process trains: its device must exist
+    opt["imgsz"] = train_image_size(opt["cfg"], opt["weights"], opt["imgsz"])
     opt["hyp"] = load_hyp(opt["hyp"])
-    opt["data"] = str(_data_yaml(opt["data"]))  # last: the built-in dataset is generated on first use
+    opt["data"] = str(_data_yaml(opt["data"], opt["hyp"], opt["single_cls"]))
     if opt["name"] == "cfg" and opt["cfg"]:
         opt["name"] = Path(opt["cfg"]).stem
-    project = resolve_project(opt["project"])
-    opt["project"] = str(project)
-    opt["save_dir"] = str(increment_path(project / opt["name"], exist_ok=opt["exist_ok"], mkdir=True))
+    opt["project"] = str(resolve_project(opt["project"]))
+    opt["save_dir"] = str(create_run_dir(opt["project"], opt["name"], opt["exist_ok"]))
     opt["resume"] = None
     opt["gpus_per_worker"] = _default_gpus(opt["gpus_per_worker"], opt["device"])
     save_run_files(opt["save_dir"], opt, opt["hyp"])
@@ -107,15 +116,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _data_yaml(data: str | None) -> Path:
+def _data_yaml(data: str | None, hyp: dict[str, float], single_cls: bool) -> Path:
+    from yolo_ray.data import check_training_data, load_data_config
+
     if data is None:
         from yolo_ray.data.synthetic import default_data_yaml
 
-        return default_data_yaml()
-    from yolo_ray.data.config import load_data_config
-
+        return default_data_yaml()  # generated and known to be good
     path = Path(data).expanduser().resolve()
-    load_data_config(path)  # fail now, with the file named, rather than inside a worker
+    # fail now, with the file named, rather than inside a worker after the run folder exists
+    check_training_data(load_data_config(path), hyp, single_cls)
     return path
 
 
@@ -132,12 +142,8 @@ def _weights_file(weights: str) -> str | None:
 def _model_cfg(cfg: str) -> str | None:
     if not cfg:
         return None
-    from yolo_ray.models import build_model
-
     path = Path(cfg).expanduser()
-    resolved = str(path.resolve()) if path.is_file() else cfg  # otherwise a shipped name like yolov5s
-    build_model(resolved)  # unknown names and malformed yamls fail here with a UserError
-    return resolved
+    return str(path.resolve()) if path.is_file() else cfg  # otherwise a shipped name like yolov5s
 
 
 def _default_gpus(gpus: float | None, device: str) -> float:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from yolo_ray.config import UserError
+from yolo_ray.config import INF, UserError, range_problem
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -39,3 +39,24 @@ def add_training_options(group: argparse._ActionsContainer) -> None:
     group.add_argument("--no-amp", dest="amp", action="store_false", help="no mixed precision (bf16/fp16)")
     group.add_argument("--no-channels-last", dest="channels_last", action="store_false",
                        help="keep the default contiguous memory format")
+
+
+def check_range(option: str, value: float, low: float, high: float = INF, low_open: bool = False,
+                high_open: bool = True) -> None:
+    """A UserError naming the option, its value and the valid interval when value lies outside it."""
+    problem = range_problem(value, low, high, low_open, high_open)
+    if problem:
+        raise UserError(f"--{option} {problem}")
+
+
+def check_training_numbers(opt: dict) -> None:
+    """The numeric training options both scripts take (add_training_options), before anything starts;
+    --batch-size is checked with the worker split (train.launch.check_worker_split)."""
+    check_range("epochs", opt["epochs"], 1)
+    check_range("imgsz", opt["imgsz"], 1)  # rounded up to the model's stride grid later, as upstream
+    check_range("workers", opt["workers"], 0)
+    check_range("label-smoothing", opt["label_smoothing"], 0, 1)
+    for layer in opt["freeze"]:
+        check_range("freeze", layer, 0)
+    if opt.get("seed") is not None:
+        check_range("seed", opt["seed"], 0, 2**31)  # numpy takes [0, 2**32); the loop adds 1 + rank
