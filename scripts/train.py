@@ -56,15 +56,15 @@ def fresh_run_options(opt: dict[str, Any]) -> dict[str, Any]:
 
     Everything is checked before the directory exists: a start that fails leaves nothing behind.
     """
-    from yolo_ray.train.model_setup import train_image_size
-    from yolo_ray.train.session import select_device
-
     check_training_numbers(opt)
     check_range("patience", opt["patience"], 0)
     for option in ("cpus_per_worker", "gpus_per_worker"):
         if opt[option] is not None:
             check_range(option.replace("_", "-"), opt[option], 0)
     check_worker_split(opt["batch_size"], opt["ray_workers"], opt["image_weights"])
+    from yolo_ray.train.model_setup import train_image_size  # torch: only once the cheap checks passed
+    from yolo_ray.train.session import select_device
+
     opt["weights"] = _weights_file(opt["weights"])
     opt["cfg"] = _model_cfg(opt["cfg"])
     if not opt["cfg"] and not opt["weights"]:
