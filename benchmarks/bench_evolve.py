@@ -36,10 +36,10 @@ def stub_trainable(config: dict, train_config: dict) -> None:
 
 
 def stub_data_yaml(root: Path) -> Path:
-    (root / "images").mkdir(parents=True, exist_ok=True)
-    yaml_path = root / "data.yaml"
-    yaml_path.write_text("train: images\nval: images\nnames: {0: thing}\n")
-    return yaml_path
+    """The smallest dataset that passes the driver's checks; stub trials never read it."""
+    from yolo_ray.data.synthetic import make_dataset
+
+    return make_dataset(root, n_train=2, n_val=1, size=32)
 
 
 def start_cluster(args: argparse.Namespace):

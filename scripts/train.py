@@ -16,12 +16,13 @@ from typing import Any
 # Import the package beside this script: a Ray job runs a temporary copy of the checkout.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from yolo_ray.cli import OneLineParser, add_training_options  # noqa: E402
+from yolo_ray.cli import OneLineParser, add_training_options, check_range, check_training_numbers  # noqa: E402
 from yolo_ray.config import UserError, load_hyp  # noqa: E402
-from yolo_ray.train.launch import check_worker_split, prepare_launch, run_training  # noqa: E402
+from yolo_ray.train.launch import check_worker_split, prepare_launch, run_training, uses_ray  # noqa: E402
 from yolo_ray.train.storage import RunUploader, download_run, is_uri, next_run_uri, staging_dir  # noqa: E402
 from yolo_ray.train.rundir import (  # noqa: E402
-    find_last_checkpoint, increment_path, load_resume_state, resolve_project, run_dir_of, save_run_files,
+    check_project, create_run_dir, find_last_checkpoint, load_resume_state, resolve_project, run_dir_of,
+    save_run_files,
 )
 
 # Options that only say where the run directory goes; the loop never needs them.
@@ -60,32 +61,42 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def fresh_run_options(opt: dict[str, Any]) -> dict[str, Any]:
-    """Validate a new run's options and make every path absolute (create_run_dir makes the folder later)."""
-    if opt["epochs"] < 1:
-        raise UserError(f"--epochs must be at least 1, got {opt['epochs']}")
-    if opt["imgsz"] < 1:
-        raise UserError(f"--imgsz must be positive, got {opt['imgsz']}")
+    """Validate a new run's options and make every path absolute (claim_run_dir makes the folder later).
+
+    Everything is checked before the directory exists: a start that fails leaves nothing behind.
+    """
+    check_training_numbers(opt)
+    check_range("patience", opt["patience"], 0)
+    for option in ("cpus_per_worker", "gpus_per_worker"):
+        if opt[option] is not None:
+            check_range(option.replace("_", "-"), opt[option], 0)
     check_worker_split(opt["batch_size"], opt["ray_workers"], opt["image_weights"])
+    from yolo_ray.train.model_setup import train_image_size  # torch: only once the cheap checks passed
+    from yolo_ray.train.session import select_device
+
     opt["weights"] = _weights_file(opt["weights"])
     opt["cfg"] = _model_cfg(opt["cfg"])
     if not opt["cfg"] and not opt["weights"]:
         raise UserError("either --cfg or --weights must be specified (e.g. --cfg yolov5n.yaml)")
+    if not uses_ray(opt):
+        select_device(opt["device"])  # this process trains: its device must exist
+    opt["imgsz"] = train_image_size(opt["cfg"], opt["weights"], opt["imgsz"])
     opt["hyp"] = load_hyp(opt["hyp"])
     opt["cwd"] = opt.get("cwd") or str(Path.cwd())  # a relative data `path:` may mean this; workers run elsewhere
-    opt["data"] = str(_data_yaml(opt["data"], opt["cwd"]))  # last: the built-in dataset is generated on first use
+    opt["data"] = str(_data_yaml(opt["data"], opt["hyp"], opt["single_cls"], opt["cwd"]))
     if opt["name"] == "cfg" and opt["cfg"]:
         opt["name"] = Path(opt["cfg"]).stem
     storage = opt.pop("storage_path", None)
     if storage and not is_uri(storage):  # a local or NFS path is just where runs go
         opt["project"] = storage
     opt["storage_uri"] = next_run_uri(storage, opt["name"], opt["exist_ok"]) if is_uri(storage) else None
-    opt["project"] = str(resolve_project(opt["project"]))
+    opt["project"] = str(check_project(opt["project"], opt["name"]))
     opt["save_dir"] = None
     opt["resume"] = None
     return opt
 
 
-def create_run_dir(opt: dict[str, Any]) -> None:
+def claim_run_dir(opt: dict[str, Any]) -> None:
     """Claim project/name (or the next free nameN) and write opt.yaml and hyp.yaml into it.
 
     With a storage URI the run is STORAGE/name there, staged in a local folder and uploaded as it goes.
@@ -96,7 +107,7 @@ def create_run_dir(opt: dict[str, Any]) -> None:
         save_run_files(opt["save_dir"], opt, opt["hyp"])
         RunUploader(opt["save_dir"], opt["storage_uri"]).upload()
         return
-    opt["save_dir"] = str(increment_path(Path(opt["project"]) / opt["name"], exist_ok=opt["exist_ok"], mkdir=True))
+    opt["save_dir"] = str(create_run_dir(opt["project"], opt["name"], opt["exist_ok"]))
     save_run_files(opt["save_dir"], opt, opt["hyp"])
 
 
@@ -154,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         shared_dir = None if opt.get("storage_uri") else opt["save_dir"] or opt["project"]
         launch = prepare_launch(opt, shared_dir=shared_dir)
         if not opt["save_dir"]:
-            create_run_dir(opt)
+            claim_run_dir(opt)
         print(f"Run directory: {opt['save_dir']}", flush=True)
         results = run_training({k: v for k, v in opt.items() if k not in RUN_DIR_KEYS}, launch)
     except UserError as e:
@@ -177,15 +188,16 @@ def _fetch_stored_run(resume: str | bool) -> str | bool:
     return str(local / "weights" / "last.pt")
 
 
-def _data_yaml(data: str | None, cwd: str) -> Path:
+def _data_yaml(data: str | None, hyp: dict[str, float], single_cls: bool, cwd: str) -> Path:
+    from yolo_ray.data import check_training_data, load_data_config
+
     if data is None:
         from yolo_ray.data.synthetic import default_data_yaml
 
-        return default_data_yaml()
-    from yolo_ray.data.config import load_data_config
-
+        return default_data_yaml()  # generated and known to be good
     path = Path(data).expanduser().resolve()
-    load_data_config(path, cwd)  # fail now, with the file named, rather than inside a worker
+    # fail now, with the file named, rather than inside a worker after the run folder exists
+    check_training_data(load_data_config(path, cwd), hyp, single_cls)
     return path
 
 
@@ -202,12 +214,8 @@ def _weights_file(weights: str) -> str | None:
 def _model_cfg(cfg: str) -> str | None:
     if not cfg:
         return None
-    from yolo_ray.models import build_model
-
     path = Path(cfg).expanduser()
-    resolved = str(path.resolve()) if path.is_file() else cfg  # otherwise a shipped name like yolov5s
-    build_model(resolved)  # unknown names and malformed yamls fail here with a UserError
-    return resolved
+    return str(path.resolve()) if path.is_file() else cfg  # otherwise a shipped name like yolov5s
 
 
 def _final_message(opt: dict[str, Any], results: dict[str, Any] | None) -> str:

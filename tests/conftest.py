@@ -57,8 +57,7 @@ def one_thread():
 
 @pytest.fixture
 def stub_data(tmp_path) -> Path:
-    """A data yaml that passes validation; stub trials never read its (absent) images."""
-    (tmp_path / "data" / "images").mkdir(parents=True)
-    yaml_path = tmp_path / "data" / "data.yaml"
-    yaml_path.write_text("train: images\nval: images\nnames: {0: thing}\n")
-    return yaml_path
+    """The smallest dataset that passes the scripts' checks (real images and labels); stub trials never read it."""
+    from yolo_ray.data.synthetic import make_dataset
+
+    return make_dataset(tmp_path / "data", n_train=2, n_val=1, size=32)

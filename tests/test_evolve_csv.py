@@ -81,14 +81,16 @@ def test_torn_last_line_is_dropped_then_cut_by_the_next_append(tmp_path):
 
 
 @pytest.mark.timeout(10)
-def test_torn_last_line_with_newline_but_missing_fields_is_dropped(tmp_path):
+def test_complete_last_line_with_missing_fields_is_an_error_not_a_torn_line(tmp_path):
     csv = tmp_path / "evolve.csv"
     for i in range(2):
         append_row(csv, results_for(i), HYP)
     with open(csv, "a") as f:
-        f.write("0.5, 0.4, 0.3\n")
-    with pytest.warns(UserWarning, match="torn last line 4"):
-        assert len(read_history(csv)) == 2
+        f.write("0.5, 0.4, 0.3\n")  # ends with its newline: written whole, so wrong rather than torn
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(UserError, match="line 4: expected 36 comma-separated values"):
+            read_history(csv)
 
 
 @pytest.mark.timeout(10)

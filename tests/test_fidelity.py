@@ -300,10 +300,14 @@ def finished_run(cli, project: Path, data: Path, epochs: int, last_epoch: int) -
     """A run dir made by the CLI's own option handling, with a last.pt as training leaves it."""
     opt = cli.fresh_run_options(vars(cli.build_parser().parse_args(
         ["--cfg", "yolov5n.yaml", "--data", str(data), "--epochs", str(epochs), "--project", str(project)])))
-    cli.create_run_dir(opt)
+    cli.claim_run_dir(opt)
     last = Path(opt["save_dir"]) / "weights" / "last.pt"
     last.parent.mkdir()
-    torch.save({"epoch": last_epoch, "optimizer": None if last_epoch < 0 else {}, "opt": {}}, last)
+    model = build_model("yolov5n.yaml", nc=4)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    save_checkpoint(build_checkpoint(max(last_epoch, 0), 0.0, model, model, 0, optimizer, {}), last)
+    if last_epoch < 0:
+        strip_optimizer(last)
     return last
 
 
@@ -325,7 +329,7 @@ def test_resuming_a_finished_run_says_where_its_results_are(cli, stub_data, tmp_
     # --epochs above the run's own fine-tunes the finished weights in a new run, the old one untouched
     opt = cli.resume_options(str(last), str(project), epochs=5)
     assert opt["weights"] == str(last) and opt["resume"] is None and opt["epochs"] == 5 - 3
-    cli.create_run_dir(opt)
+    cli.claim_run_dir(opt)
     assert opt["save_dir"] == str(project / "exp2")
     assert yaml.safe_load((run / "opt.yaml").read_text())["epochs"] == 3
 

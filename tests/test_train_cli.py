@@ -55,7 +55,7 @@ def read_results(csv_path: Path) -> list[dict[str, float]]:
         (["--data", "{tmp}/missing.yaml"], "either --cfg or --weights"),
         (["--resume"], "no last.pt found to resume"),
         (["--resume", "{tmp}/weights/last.pt"], "--resume checkpoint not found"),
-        (["--cfg", "yolov5n.yaml", "--epochs", "0"], "--epochs must be at least 1"),
+        (["--cfg", "yolov5n.yaml", "--epochs", "0"], "--epochs 0 is out of range (valid: [1, inf))"),
         (["--cache", "gpu"], "invalid choice: 'gpu'"),
         (["--bogus"], "unrecognized arguments: --bogus"),
     ],

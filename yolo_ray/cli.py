@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from yolo_ray.config import UserError
+from yolo_ray.config import INF, UserError, range_problem
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -64,6 +64,27 @@ def check_fraction(option: str, value: float, upper_open: bool = False) -> None:
 
 def make_run_dir(project: str, name: str, exist_ok: bool) -> Path:
     """project/name (incremented: exp, exp2, ...), created; call only once the inputs are validated."""
-    from yolo_ray.train.rundir import increment_path, resolve_project
+    from yolo_ray.train.rundir import create_run_dir
 
-    return increment_path(resolve_project(project) / name, exist_ok=exist_ok, mkdir=True)
+    return create_run_dir(project, name, exist_ok)
+
+
+def check_range(option: str, value: float, low: float, high: float = INF, low_open: bool = False,
+                high_open: bool = True) -> None:
+    """A UserError naming the option, its value and the valid interval when value lies outside it."""
+    problem = range_problem(value, low, high, low_open, high_open)
+    if problem:
+        raise UserError(f"--{option} {problem}")
+
+
+def check_training_numbers(opt: dict) -> None:
+    """The numeric training options both scripts take (add_training_options), before anything starts;
+    --batch-size is checked with the worker split (train.launch.check_worker_split)."""
+    check_range("epochs", opt["epochs"], 1)
+    check_range("imgsz", opt["imgsz"], 1)  # rounded up to the model's stride grid later, as upstream
+    check_range("workers", opt["workers"], 0)
+    check_range("label-smoothing", opt["label_smoothing"], 0, 1)
+    for layer in opt["freeze"]:
+        check_range("freeze", layer, 0)
+    if opt.get("seed") is not None:
+        check_range("seed", opt["seed"], 0, 2**31)  # numpy takes [0, 2**32); the loop adds 1 + rank

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import uuid
@@ -21,6 +22,24 @@ HYP_KEYS = (
     "degrees", "translate", "scale", "shear", "perspective", "flipud", "fliplr", "mosaic", "mixup", "copy_paste",
 )
 
+INF = math.inf
+# Valid values of each hyp, from its meaning in upstream's hyp files: (low, high, low open, high open).
+# Learning rates and BCE positive weights must be > 0; fractions of a value and probabilities lie in
+# [0, 1]; momentum (SGD momentum / Adam beta1) below 1; `scale` below 1, since the image is scaled by
+# up to 1 +/- scale; upstream documents perspective's range as 0-0.001; anchors 0 means the cfg's anchors.
+HYP_RANGES: dict[str, tuple[float, float, bool, bool]] = {
+    "lr0": (0, INF, True, True), "lrf": (0, 1, True, False), "momentum": (0, 1, False, True),
+    "weight_decay": (0, INF, False, True), "warmup_epochs": (0, INF, False, True),
+    "warmup_momentum": (0, 1, False, True), "warmup_bias_lr": (0, INF, False, True),
+    "box": (0, INF, False, True), "cls": (0, INF, False, True), "cls_pw": (0, INF, True, True),
+    "obj": (0, INF, False, True), "obj_pw": (0, INF, True, True), "iou_t": (0, 1, False, False),
+    "anchor_t": (1, INF, True, True), "anchors": (0, INF, False, True), "fl_gamma": (0, INF, False, True),
+    "hsv_h": (0, 1, False, False), "hsv_s": (0, 1, False, False), "hsv_v": (0, 1, False, False),
+    "degrees": (0, 180, False, False), "translate": (0, 1, False, False), "scale": (0, 1, False, True),
+    "shear": (0, 90, False, True), "perspective": (0, 0.001, False, False),
+    **{k: (0, 1, False, False) for k in ("flipud", "fliplr", "mosaic", "mixup", "copy_paste")},
+}
+
 
 class UserError(ValueError):
     """A problem with the user's input; CLIs print it as one line and exit 2, never a traceback."""
@@ -29,6 +48,8 @@ class UserError(ValueError):
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a yaml mapping, raising UserError naming the file when it is missing or malformed."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, expected a YAML file")
     if not path.is_file():
         raise UserError(f"{path}: file not found")
     try:
@@ -88,4 +109,28 @@ def load_hyp(hyp: str | Path | dict | None = None) -> dict[str, float]:
     missing = [k for k in HYP_KEYS if k not in out]
     if missing:
         raise UserError(f"{source}: missing hyperparameters {', '.join(missing)}")
+    for key, value in out.items():
+        problem = hyp_range_problem(key, value)
+        if problem:
+            raise UserError(f"{source}: hyperparameter {problem}")
     return out
+
+
+def hyp_range_problem(key: str, value: float) -> str | None:
+    """'key = value is out of range (valid: ...)' when a hyp value is non-finite or invalid, else None."""
+    if not math.isfinite(value):
+        return f"{key} = {value} is not a finite number"
+    if key not in HYP_RANGES:
+        return None
+    problem = range_problem(value, *HYP_RANGES[key])
+    return f"{key} = {problem}" if problem else None
+
+
+def range_problem(value: float, low: float, high: float = INF, low_open: bool = False,
+                  high_open: bool = True) -> str | None:
+    """'value is out of range (valid: [low, high))' when value (NaN included) lies outside the interval."""
+    inside = (low < value if low_open else low <= value) and (value < high if high_open else value <= high)
+    if inside:
+        return None
+    interval = f"{'(' if low_open else '['}{low:.10g}, {high:.10g}{')' if high_open else ']'}"
+    return f"{value:.10g} is out of range (valid: {interval})"

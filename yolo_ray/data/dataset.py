@@ -18,7 +18,8 @@ from tqdm import tqdm
 from yolo_ray.boxes import xywhn2xyxy, xyn2xy, xyxy2xywhn
 from yolo_ray.config import UserError, load_hyp, temp_sibling
 from yolo_ray.data.augment import FILL, augment_hsv, copy_paste, letterbox, mixup, random_perspective
-from yolo_ray.data.labels import (NUM_THREADS, box_polygon, find_class_row, img2label_paths, list_image_files,
+from yolo_ray.data.labels import (NUM_THREADS, box_polygon, count_summary, find_class_row, img2label_paths,
+                                   list_image_files,
                                   scan_labels, writable_sibling)
 
 
@@ -87,12 +88,17 @@ class LoadImagesAndLabels(torch.utils.data.Dataset):
         entries = scan["labels"]
         kept = [i for i, f in enumerate(self.im_files) if f in entries]
         if not kept:
-            raise UserError(f"{prefix}{path}: no usable images (all corrupt)")
+            sources = ", ".join(map(str, path)) if isinstance(path, (list, tuple)) else path
+            raise UserError(f"{prefix}No usable images in {sources}, can not start training "
+                            f"({len(self.im_files)} images: {count_summary(scan['counts'])})")
         self.im_files = [self.im_files[i] for i in kept]
         self.label_files = [self.label_files[i] for i in kept]
         self.labels = [entries[f][0].copy() for f in self.im_files]
         self.shapes = np.array([entries[f][1] for f in self.im_files], dtype=np.float64)
         self.segments = [list(entries[f][2]) for f in self.im_files]
+        if augment and not any(len(lb) for lb in self.labels):  # as upstream: training on nothing is no training
+            raise UserError(f"{prefix}No labels found in {Path(self.label_files[0]).parent}, can not start "
+                            f"training ({len(self.im_files)} images: {count_summary(scan['counts'])})")
         self._check_classes(nc, single_cls)
         if single_cls:
             for lb in self.labels:
@@ -289,3 +295,12 @@ class LoadImagesAndLabels(torch.utils.data.Dataset):
             labels_out[:, 1:] = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.float32))
         img = np.ascontiguousarray(img.transpose((2, 0, 1))[::-1])  # HWC BGR -> CHW RGB, one copy
         return torch.from_numpy(img), labels_out, self.im_files[index], shapes
+
+
+def check_training_data(data: dict, hyp: dict, single_cls: bool = False) -> None:
+    """Scan the train and val sets of a load_data_config dict as training will (silently, filling the label
+    caches), so missing images, no usable labels or class ids >= nc fail before a run folder exists."""
+    nc = 1 if single_cls else data["nc"]
+    LoadImagesAndLabels(data["train"], augment=True, hyp=hyp, single_cls=single_cls, prefix="train: ", nc=nc,
+                        verbose=False)
+    LoadImagesAndLabels(data["val"], single_cls=single_cls, prefix="val: ", nc=nc, verbose=False)

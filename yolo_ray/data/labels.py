@@ -26,6 +26,9 @@ CACHE_SUFFIX = ".yolo_ray.cache"
 CACHE_VERSION = "yolo_ray-labels-2"  # 2: a bad label row excludes its image
 EXIF_ORIENTATION = 0x0112
 NUM_THREADS = min(8, max(1, os.cpu_count() or 1))
+# Images without a label file train as background; beyond this share they are more likely a wrong
+# folder layout than deliberate backgrounds (deliberate ones usually get an empty label file).
+MISSING_LABELS_WARN_SHARE = 0.05
 
 
 def cache_home() -> Path:
@@ -267,14 +270,23 @@ def _report(cache: dict, cache_path: Path, prefix: str, verbose: bool) -> None:
         return
     c = cache["counts"]
     labels_dir = cache_path.parent / cache_path.name[: -len(CACHE_SUFFIX)]
-    line = (f"{prefix}{labels_dir}: {c['found']} label files found, {c['missing']} missing, {c['empty']} empty, "
-            f"{c['corrupt']} corrupt images/labels ignored ({c['bad_rows']} bad label rows), "
-            f"{c['duplicates']} duplicate labels dropped")
-    if c["corrupt"] or c["bad_rows"] or c["duplicates"] or cache["msgs"]:
+    line = f"{prefix}{labels_dir}: {count_summary(c)}"
+    images = c["found"] + c["missing"] + c["corrupt"]
+    many_missing = c["missing"] > MISSING_LABELS_WARN_SHARE * images
+    if many_missing:
+        line += f" ({c['missing']} of {images} images have no label file and train as background)"
+    if c["corrupt"] or c["bad_rows"] or c["duplicates"] or cache["msgs"] or many_missing:
         examples = "; ".join(cache["msgs"][:3])
         LOGGER.warning(f"WARNING: {line}" + (f" (e.g. {examples})" if examples else ""))
     else:
         LOGGER.info(line)
+
+
+def count_summary(counts: dict) -> str:
+    """The scan's counts in words, for the summary line and for errors about the labels."""
+    return (f"{counts['found']} label files found, {counts['missing']} missing, {counts['empty']} empty, "
+            f"{counts['corrupt']} corrupt images/labels ignored ({counts['bad_rows']} bad label rows), "
+            f"{counts['duplicates']} duplicate labels dropped")
 
 
 def find_class_row(lb_file: str, nc: int) -> tuple[int, str]:

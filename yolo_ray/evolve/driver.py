@@ -20,16 +20,21 @@ from typing import Any
 import ray
 from ray import tune
 
+from yolo_ray.cli import check_range, check_training_numbers
 from yolo_ray.config import UserError, load_hyp, load_yaml, save_yaml
+from yolo_ray.data.labels import is_writable_dir
 from yolo_ray.data.synthetic import locate_data_yaml
 from yolo_ray.evolve.dashboard import EvolveMetrics
+from yolo_ray.evolve.evolve_csv import count_rows
 from yolo_ray.evolve.progress import EvolveProgress, TrialEvents
 from yolo_ray.evolve.searcher import EvolveSearcher
 from yolo_ray.evolve.space import DEFAULT_SEARCH_SPACE, load_search_space, resolve_search_space
 from yolo_ray.evolve.trial import evolve_trial, placement_config, trial_resources
 from yolo_ray.train.cluster import connect, verify_nodes_see
+from yolo_ray.train.launch import check_worker_split
+from yolo_ray.train.model_setup import train_image_size
 from yolo_ray.train.placement import Placement, cluster_nodes, plan_placement
-from yolo_ray.train.rundir import increment_path, resolve_project
+from yolo_ray.train.rundir import check_project, create_run_dir, resolve_project
 
 DEFAULT_GENERATIONS = 300
 DEFAULT_CFG = "yolov5n.yaml"  # when neither --cfg nor --weights is given
@@ -77,21 +82,30 @@ class EvolveSummary:
 
 
 def find_resume_dir(resume: str | bool, project: str | Path) -> Path:
-    """The run directory to continue: the given one, or the newest evolution under project."""
+    """The run directory to continue: the given one (an evolve.csv means its folder), or the newest
+    folder under project whose evolve.csv holds at least one row.
+
+    A given folder must be an evolution: it holds an evolve.csv, or the opt.yaml an evolution wrote.
+    """
     if resume is not True:
         path = Path(resume).expanduser().resolve()
+        if path.is_file():
+            path = path.parent
         if not path.is_dir():
             raise UserError(f"{path}: --resume directory not found")
+        if not _is_evolution(path):
+            raise UserError(f"{path}: --resume folder is not an evolution (no evolve.csv); "
+                            "start a new one without --resume")
         return path
     project = resolve_project(project)
-    runs = [p for p in project.glob("*") if (p / "evolve.csv").is_file() or (p / "opt.yaml").is_file()]
+    runs = [p for p in project.glob("*") if count_rows(p / "evolve.csv") > 0]
     if not runs:
-        raise UserError(f"{project}: no evolution to resume (no run directory with evolve.csv or opt.yaml)")
-    return max(runs, key=lambda p: max(f.stat().st_mtime for f in p.iterdir() if f.is_file()))
+        raise UserError(f"{project}: no evolution to resume (no run folder whose evolve.csv holds a row)")
+    return max(runs, key=lambda p: (p / "evolve.csv").stat().st_mtime)
 
 
 def resolve_options(opt: dict[str, Any]) -> dict[str, Any]:
-    """Defaults filled, a resumed run's saved options restored, paths absolute, everything checked.
+    """Defaults filled, a resumed run's saved options restored, everything validated, paths absolute.
 
     Tune runs each trial in its own working directory, so every path leaves here absolute. A new run
     has no save_dir yet: claim_run_dir makes it once the cluster has been checked too.
@@ -100,6 +114,8 @@ def resolve_options(opt: dict[str, Any]) -> dict[str, Any]:
     save_dir = None
     if opt["resume"]:
         save_dir = find_resume_dir(opt["resume"], opt["project"])
+        if not is_writable_dir(save_dir):
+            raise UserError(f"{save_dir}: --resume folder is not writable")
         saved = _read_saved_options(save_dir)
         runtime = {k: opt[k] for k in RUNTIME_KEYS}
         generations = saved.get("generations") if opt["generations"] is None else opt["generations"]
@@ -108,24 +124,20 @@ def resolve_options(opt: dict[str, Any]) -> dict[str, Any]:
     _check_numbers(opt)
     opt["hyp"] = load_hyp(opt["hyp"])
     opt["search_space"] = str(resolve_search_space(opt["search_space"]))
+    load_search_space(opt["search_space"])  # its content too, not only its name
     opt["weights"] = _absolute_file(opt["weights"], "weights")
     opt["cfg"] = _model_cfg(opt["cfg"], opt["weights"])
+    opt["imgsz"] = train_image_size(opt["cfg"], opt["weights"], opt["imgsz"])
     opt["cwd"] = opt["cwd"] or str(Path.cwd())
-    opt["data"] = _data_yaml(opt["data"], opt["cwd"])
+    opt["data"] = _data_yaml(opt["data"], opt["hyp"], opt["single_cls"], opt["cwd"])
     if opt["storage_path"] and "://" not in opt["storage_path"]:
         opt["storage_path"] = str(Path(opt["storage_path"]).expanduser().resolve())
     if opt["max_failed_trials"] is None:
         opt["max_failed_trials"] = max(10, opt["generations"] // 10)
+    if save_dir is None:
+        check_project(opt["project"], opt["name"])
     opt["save_dir"] = str(save_dir) if save_dir else None
     return opt
-
-
-def claim_run_dir(opt: dict[str, Any]) -> None:
-    """Create a new run's directory (a resumed run keeps its own) and record its options in opt.yaml."""
-    if opt["save_dir"] is None:
-        save_dir = increment_path(resolve_project(opt["project"]) / opt["name"], exist_ok=opt["exist_ok"], mkdir=True)
-        opt["save_dir"] = str(save_dir)
-    _write_saved_options(Path(opt["save_dir"]), opt)
 
 
 def run_evolution(opt: dict[str, Any], trainable: Callable[..., None] | None = None) -> EvolveSummary:
@@ -147,13 +159,15 @@ def run_evolution(opt: dict[str, Any], trainable: Callable[..., None] | None = N
         if trainable is None:  # trials read data and weights on whichever node they land
             verify_nodes_see(None, [opt["weights"], opt["data"] if locate_data_yaml(opt["data"]) == Path(opt["data"])
                                     else None])
-        claim_run_dir(opt)
+        if opt["save_dir"] is None:
+            opt["save_dir"] = str(create_run_dir(opt["project"], opt["name"], opt["exist_ok"]))
         print(f"evolve: run directory {opt['save_dir']}", flush=True)
         searcher = EvolveSearcher(
             Path(opt["save_dir"]) / "evolve.csv", opt["hyp"], space, opt["generations"],
             parent=opt["parent"], seed=opt["seed"], noautoanchor=opt["noautoanchor"],
             max_failed_trials=opt["max_failed_trials"],
         )
+        _write_saved_options(Path(opt["save_dir"]), opt)  # after the searcher accepted the run's evolve.csv
         return _evolve(opt, searcher, placement, trainable)
     finally:
         if in_main_thread:
@@ -239,12 +253,10 @@ def _train_config(opt: dict[str, Any], placement: Placement, real_training: bool
     config.update(evolve=True, noval=True, nosave=True, noplots=True, report_every_epoch=bool(opt["early_stop"]))
     config.update(placement_config(placement))
     if real_training:
-        from yolo_ray.evolve.shared_images import share_decoded_images, train_image_size
+        from yolo_ray.evolve.shared_images import share_decoded_images
 
-        # Builds the model once: a bad --cfg or --weights fails here rather than in every trial.
-        imgsz = train_image_size(config["cfg"], config["weights"], config["imgsz"])
         if opt["share_images"]:
-            config["decoded"] = share_decoded_images(config, imgsz)
+            config["decoded"] = share_decoded_images(config, config["imgsz"])  # on the stride grid already
     return config
 
 
@@ -271,21 +283,20 @@ def _sigterm_as_sigint(signum: int, frame: Any) -> None:
 
 
 def _check_numbers(opt: dict[str, Any]) -> None:
-    checks = [
-        ("generations", opt["generations"] >= 1), ("epochs", opt["epochs"] >= 1), ("imgsz", opt["imgsz"] >= 32),
-        ("batch-size", opt["batch_size"] >= 1), ("ray-workers", int(opt["ray_workers"]) >= 1),
-        ("cpus-per-trial", opt["cpus_per_trial"] is None or opt["cpus_per_trial"] > 0),
-        ("gpus-per-trial", opt["gpus_per_trial"] is None or opt["gpus_per_trial"] >= 0),
-        ("concurrency", opt["concurrency"] is None or opt["concurrency"] >= 1),
-        ("max-retries", opt["max_retries"] >= 0),
-    ]
-    for name, ok in checks:
-        if not ok:
-            raise UserError(f"--{name} {opt[name.replace('-', '_')]} is out of range")
+    check_training_numbers(opt)
+    check_worker_split(opt["batch_size"], int(opt["ray_workers"]), opt["image_weights"])
+    check_range("generations", opt["generations"], 1)
+    if opt["cpus_per_trial"] is not None:
+        check_range("cpus-per-trial", opt["cpus_per_trial"], 0, low_open=True)
+    if opt["gpus_per_trial"] is not None:
+        check_range("gpus-per-trial", opt["gpus_per_trial"], 0)
+    if opt["concurrency"] is not None:
+        check_range("concurrency", opt["concurrency"], 1)
+    if opt["max_failed_trials"] is not None:
+        check_range("max-failed-trials", opt["max_failed_trials"], 1)
+    check_range("max-retries", opt["max_retries"], 0)
     if opt["parent"] not in ("single", "weighted"):
         raise UserError(f"--parent must be single or weighted, got {opt['parent']!r}")
-    if opt["batch_size"] % int(opt["ray_workers"]):
-        raise UserError(f"--batch-size {opt['batch_size']} must be a multiple of --ray-workers {opt['ray_workers']}")
 
 
 def _absolute_file(path: str | None, what: str) -> str | None:
@@ -304,16 +315,26 @@ def _model_cfg(cfg: str | None, weights: str | None) -> str | None:
     return str(path.resolve()) if path.is_file() else cfg  # otherwise a shipped name like yolov5s.yaml
 
 
-def _data_yaml(data: str | None, cwd: str) -> str:
+def _data_yaml(data: str | None, hyp: dict[str, float], single_cls: bool, cwd: str) -> str:
     if not data:
         from yolo_ray.data.synthetic import default_data_yaml
 
-        return str(default_data_yaml())
-    from yolo_ray.data import load_data_config
+        return str(default_data_yaml())  # generated and known to be good
+    from yolo_ray.data import check_training_data, load_data_config
 
     path = Path(data).expanduser().resolve()
-    load_data_config(path, cwd)  # fail here, naming the file, rather than in every trial
+    check_training_data(load_data_config(path, cwd), hyp, single_cls)  # fail here, naming the file, not in every trial
     return str(path)
+
+
+def _is_evolution(path: Path) -> bool:
+    """An evolve.csv (ours or upstream's), or the opt.yaml of an evolution that has no row yet."""
+    if (path / "evolve.csv").is_file():
+        return True
+    opt_yaml = path / "opt.yaml"
+    if not opt_yaml.is_file():
+        return False
+    return {"generations", "search_space"} <= set(load_yaml(opt_yaml))
 
 
 def _read_saved_options(save_dir: Path) -> dict[str, Any]:

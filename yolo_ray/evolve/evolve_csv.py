@@ -143,7 +143,7 @@ def read_history(csv_path: str | Path) -> pd.DataFrame:
     """evolve.csv as a float DataFrame with stripped column names (ours or upstream's).
 
     A missing or empty file gives an empty frame with the result columns. A torn last line (no
-    newline, missing fields, unparsable) is dropped with a warning; any other bad line is a UserError.
+    newline: a writer died mid-row) is dropped with a warning; any other bad line is a UserError.
     """
     path = Path(csv_path)
     if not path.is_file():
@@ -158,10 +158,8 @@ def read_history(csv_path: str | Path) -> pd.DataFrame:
         return pd.DataFrame(columns=list(EVOLVE_RESULT_KEYS), dtype=float)
     keys = [name.strip() for name in lines[0].split(",")]
     _check_header(path, keys)
+    # A complete last line is not torn (rows are written whole, newline last): it is checked like the rest.
     numbered = [(i + 2, line) for i, line in enumerate(lines[1:]) if line.strip()]
-    if numbered and _parse_line(numbered[-1][1], len(keys)) is None:
-        lineno, line = numbered.pop()
-        warnings.warn(f"{path}: dropping a torn last line {lineno}: {line.strip()[:60]!r}")
     for lineno, line in numbered:
         if line.count(",") != len(keys) - 1:
             raise UserError(f"{path}, line {lineno}: expected {len(keys)} comma-separated values")
@@ -174,6 +172,15 @@ def read_history(csv_path: str | Path) -> pd.DataFrame:
         bad = [lineno for lineno, line in numbered if _parse_line(line, len(keys)) is None]
         raise UserError(f"{path}, line {bad[0] if bad else '?'}: values must be numbers") from None
     return frame
+
+
+def count_rows(csv_path: str | Path) -> int:
+    """Complete, non-blank lines after the header, without parsing them (0 when the file is absent)."""
+    path = Path(csv_path)
+    if not path.is_file():
+        return 0
+    lines = path.read_bytes().split(b"\n")[1:-1]  # the last piece is "" or a torn tail
+    return sum(1 for line in lines if line.strip())
 
 
 def best_row(history: pd.DataFrame) -> BestRow:

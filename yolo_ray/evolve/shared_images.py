@@ -15,19 +15,8 @@ import ray
 OBJECT_STORE_SHARE = 0.25
 
 
-def train_image_size(cfg: str | None, weights: str | None, imgsz: int) -> int:
-    """The image size the training loop will use: imgsz on the model's stride grid, as the loop rounds it."""
-    from yolo_ray.models import build_model, load_checkpoint
-    from yolo_ray.train.model_setup import check_img_size
-
-    source = cfg if cfg else load_checkpoint(weights)["yaml"]
-    stride = int(build_model(source).stride.max()) if source else 32
-    gs = max(stride, 32)
-    return check_img_size(int(imgsz), gs, floor=gs * 2)
-
-
 def share_decoded_images(train_config: dict[str, Any], imgsz: int) -> ray.ObjectRef | None:
-    """An ObjectRef to {"train": DecodedImages, "val": DecodedImages} at imgsz (train_image_size) for
+    """An ObjectRef to {"train": DecodedImages, "val": DecodedImages} at imgsz (on the stride grid) for
     the TRAIN CONFIG "decoded" key, or None when sharing does not pay (disk cache) or would not fit."""
     from yolo_ray.data import LoadImagesAndLabels, load_data_config
 

@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 
 import yolo_ray
-from yolo_ray.config import HYP_KEYS, UserError, load_yaml, to_float
+from yolo_ray.config import HYP_KEYS, UserError, hyp_range_problem, load_yaml, to_float
 
 SEARCH_SPACE_DIR = Path(yolo_ray.__file__).resolve().parents[1] / "search_spaces"
 DEFAULT_SEARCH_SPACE = "yolov5"
@@ -54,6 +54,8 @@ def load_search_space(name_or_path: str | Path = DEFAULT_SEARCH_SPACE) -> Search
             problems.append(f"{key}: gain must be >= 0, got {gain:g}")
         elif low > high:
             problems.append(f"{key}: low {low:g} > high {high:g}")
+        elif limit_problem := hyp_range_problem(key, low) or hyp_range_problem(key, high):
+            problems.append(f"limit {limit_problem}")  # every trial's hyp must be a valid one
         else:
             space[key] = (gain, low, high)
     if not problems and not any(gain > 0 for gain, _, _ in space.values()):

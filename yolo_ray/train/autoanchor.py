@@ -131,6 +131,9 @@ def check_anchors(
     rng = rng or np.random.default_rng()
     scale = rng.uniform(0.9, 1.1, size=(shapes.shape[0], 1))
     wh = torch.tensor(label_wh(shapes, labels, imgsz, scale))
+    if not len(wh):
+        print("AutoAnchor: no labels to fit anchors to, keeping the model's anchors")
+        return False
     stride = detect.stride.to(detect.anchors.device).view(-1, 1, 1)
     anchors_px = detect.anchors.clone() * stride
     bpr, aat = best_possible_recall(anchors_px.cpu().view(-1, 2).float(), wh, thr)
@@ -142,7 +145,7 @@ def check_anchors(
     na = detect.anchors.numel() // 2
     new = kmean_anchors(label_wh(shapes, labels, imgsz), na, imgsz, thr, rng=rng)
     new_bpr, _ = best_possible_recall(torch.tensor(new), wh, thr)
-    if new_bpr <= bpr:
+    if not new_bpr > bpr:  # also keeps the anchors when either BPR is NaN (upstream compares the same way)
         print("AutoAnchor: Original anchors better than new anchors, proceeding with original anchors")
         return False
     detect.anchors[:] = torch.tensor(new, device=detect.anchors.device).type_as(detect.anchors).view_as(detect.anchors)

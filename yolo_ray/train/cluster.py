@@ -112,7 +112,10 @@ def verify_nodes_see(shared_dir: str | Path | None, inputs: list[str | None]) ->
         except OSError as e:
             raise UserError(f"{shared_dir}: cannot create the output folder ({e.strerror or e})") from None
         marker = shared_dir / f".yolo_ray-shared-{uuid.uuid4().hex}"
-        marker.touch()
+        try:
+            marker.touch()
+        except OSError as e:
+            raise UserError(f"{shared_dir}: cannot write into the output folder ({e.strerror or e})") from None
     probe = ray.remote(num_cpus=0)(_probe_missing)
     try:
         refs = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))

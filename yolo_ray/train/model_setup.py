@@ -83,6 +83,18 @@ def check_img_size(imgsz: int, stride: int, floor: int = 0) -> int:
     return new_size
 
 
+def train_image_size(cfg: str | None, weights: str | None, imgsz: int) -> int:
+    """Load the weights and build the model as training will, so a bad --cfg or --weights fails before a
+    run starts; returns imgsz on the model's stride grid, as the loop rounds it (with its warning)."""
+    ckpt = load_checkpoint(weights) if weights else None
+    source = cfg or (ckpt["yaml"] if ckpt else None)
+    if not source:
+        raise UserError(f"{weights}: checkpoint holds no model yaml; pass --cfg as well" if weights else
+                        "no model: give --cfg (e.g. yolov5s.yaml) and/or --weights")
+    gs = max(int(build_model(source).stride.max()), 32)
+    return check_img_size(int(imgsz), gs, floor=gs * 2)
+
+
 def scale_loss_gains(hyp: dict[str, float], nl: int, nc: int, imgsz: int, label_smoothing: float) -> dict[str, float]:
     """Gains tuned for 3 levels, 80 classes and 640 px, rescaled to this model and image size."""
     hyp = dict(hyp)

@@ -37,6 +37,34 @@ def resolve_project(project: str | Path) -> Path:
     return (base / project).resolve()
 
 
+def check_project(project: str | Path, name: str) -> Path:
+    """The absolute project, once it is known able to hold project/name: one clear error otherwise.
+
+    A project whose mode bits say read-only is refused even for root, who could write into it: a shared
+    folder marked read-only is not ours to fill.
+    """
+    from yolo_ray.data.labels import is_writable_dir  # lazy: the data package imports torch and OpenCV
+
+    if not name or Path(name).is_absolute():
+        raise UserError(f"--name {name!r}: expected a folder name inside --project")
+    project = resolve_project(project)
+    existing = next((p for p in (project, *project.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise UserError(f"--project {project}: {existing} is not a folder")
+    if existing is not None and not is_writable_dir(existing):
+        raise UserError(f"--project {project}: {existing} is not writable")
+    return project
+
+
+def create_run_dir(project: str | Path, name: str, exist_ok: bool = False) -> Path:
+    """Claim project/name (or name2, name3, ...) for a new run, with one clear error when project cannot hold it."""
+    project = check_project(project, name)
+    try:
+        return increment_path(project / name, exist_ok=exist_ok, mkdir=True)
+    except OSError as e:
+        raise UserError(f"--project {project}: cannot create the run folder ({e.strerror or e})") from None
+
+
 def find_last_checkpoint(search_dir: str | Path) -> Path:
     """The most recently written last*.pt under search_dir (what a bare --resume continues)."""
     search_dir = Path(search_dir)
