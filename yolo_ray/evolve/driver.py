@@ -23,7 +23,9 @@ from ray import tune
 from yolo_ray.config import UserError, load_hyp, load_yaml, save_yaml
 from yolo_ray.evolve.progress import EvolveProgress, TrialEvents
 from yolo_ray.evolve.searcher import EvolveSearcher
-from yolo_ray.evolve.space import DEFAULT_SEARCH_SPACE, load_search_space, resolve_search_space
+from yolo_ray.evolve.space import resolve_search_space
+from yolo_ray.evolve.stopping import parse_duration
+from yolo_ray.evolve.strategies import check_strategy_options, load_strategy_space
 from yolo_ray.evolve.trial import evolve_trial, placement, trial_resources
 from yolo_ray.train.rundir import increment_path, resolve_project
 
@@ -39,7 +41,7 @@ TRAIN_OPTION_KEYS = (
 # Where and how this invocation runs: taken from the current command even when resuming.
 RUNTIME_KEYS = (
     "address", "concurrency", "cpus_per_trial", "gpus_per_trial", "storage_path", "max_retries",
-    "max_failed_trials", "resume", "exist_ok", "share_images",
+    "max_failed_trials", "resume", "exist_ok", "share_images", "time_budget", "patience",
 )
 
 DEFAULTS: dict[str, Any] = {
@@ -47,7 +49,8 @@ DEFAULTS: dict[str, Any] = {
     "rect": False, "noautoanchor": False, "cache": None, "image_weights": False, "multi_scale": False,
     "single_cls": False, "sync_bn": False, "cos_lr": False, "device": "", "optimizer": "SGD", "workers": 8,
     "label_smoothing": 0.0, "freeze": [0], "seed": None, "amp": True, "channels_last": True,
-    "generations": None, "search_space": DEFAULT_SEARCH_SPACE, "parent": "single", "early_stop": False,
+    "generations": None, "search_space": None, "parent": "single", "early_stop": False,
+    "strategy": "classic", "population": 50, "time_budget": None, "patience": None,
     "ray_workers": 1, "concurrency": None, "cpus_per_trial": 1.0, "gpus_per_trial": None, "address": None,
     "storage_path": None, "max_retries": 2, "max_failed_trials": None, "resume": False,
     "project": "runs/evolve", "name": "exp", "exist_ok": False,
@@ -63,12 +66,12 @@ class EvolveSummary:
     failed: int
     stopped: int
     best_fitness: float
-    status: str  # "finished", "interrupted" or "failure cap"
+    status: str  # "finished", "stopped" (time budget, patience), "interrupted" or "failure cap"
     message: str
 
     @property
     def exit_code(self) -> int:
-        return {"finished": 0, "interrupted": 130}.get(self.status, 1)
+        return {"finished": 0, "stopped": 0, "interrupted": 130}.get(self.status, 1)
 
 
 def find_resume_dir(resume: str | bool, project: str | Path) -> Path:
@@ -100,6 +103,7 @@ def resolve_options(opt: dict[str, Any]) -> dict[str, Any]:
         opt = {**opt, **saved, **runtime, "generations": generations}
     opt["generations"] = DEFAULT_GENERATIONS if opt["generations"] is None else int(opt["generations"])
     _check_numbers(opt)
+    check_strategy_options(opt)
     opt["hyp"] = load_hyp(opt["hyp"])
     opt["search_space"] = str(resolve_search_space(opt["search_space"]))
     opt["weights"] = _absolute_file(opt["weights"], "weights")
@@ -125,9 +129,10 @@ def run_evolution(opt: dict[str, Any], trainable: Callable[..., None] | None = N
     opt = resolve_options(opt)
     print(f"evolve: run directory {opt['save_dir']}", flush=True)
     searcher = EvolveSearcher(
-        Path(opt["save_dir"]) / "evolve.csv", opt["hyp"], load_search_space(opt["search_space"]), opt["generations"],
-        parent=opt["parent"], seed=opt["seed"], noautoanchor=opt["noautoanchor"],
-        max_failed_trials=opt["max_failed_trials"],
+        Path(opt["save_dir"]) / "evolve.csv", opt["hyp"], load_strategy_space(opt["strategy"], opt["search_space"]),
+        opt["generations"], strategy=opt["strategy"], parent=opt["parent"], population=opt["population"],
+        seed=opt["seed"], noautoanchor=opt["noautoanchor"], max_failed_trials=opt["max_failed_trials"],
+        time_budget_s=parse_duration(opt["time_budget"]) if opt["time_budget"] else None, patience=opt["patience"],
     )
     started_ray = False
     if not ray.is_initialized():
@@ -173,15 +178,18 @@ def train_command(opt: dict[str, Any], hyp_yaml: Path) -> str:
 
 
 def _evolve(opt: dict[str, Any], searcher: EvolveSearcher, trainable: Callable[..., None] | None) -> EvolveSummary:
-    progress = EvolveProgress(opt["save_dir"], opt["generations"], searcher.rows)
+    progress = EvolveProgress(opt["save_dir"], opt["generations"], searcher.rows, detail=searcher.strategy.describe,
+                              time_left=searcher.stop_rule.time_left)
     searcher.on_row = progress
     if searcher.rows < opt["generations"]:
         if opt["gpus_per_trial"] is None:  # one GPU per trial when the cluster has any and --device allows
             has_gpu = ray.cluster_resources().get("GPU", 0) >= 1 and opt["device"] != "cpu"
             opt["gpus_per_trial"] = 1.0 if has_gpu else 0.0
         concurrency = opt["concurrency"] or default_concurrency(opt["cpus_per_trial"], opt["gpus_per_trial"])
+        progress.concurrency = concurrency
         train_config = _train_config(opt, real_training=trainable is None)
-        print(f"evolve: {searcher.rows}/{opt['generations']} generations in evolve.csv; up to {concurrency} "
+        print(f"evolve: {opt['strategy']} search, {searcher.rows}/{opt['generations']} generations in evolve.csv"
+              f"{' (' + searcher.strategy.describe() + ')' if searcher.strategy.describe() else ''}; up to {concurrency} "
               f"trials at once, {opt['cpus_per_trial']:g} CPU / {opt['gpus_per_trial']:g} GPU and "
               f"{opt['ray_workers']} Train worker(s) each", flush=True)
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our progress lines replace Tune's status tables
@@ -217,6 +225,11 @@ def _summary(opt: dict[str, Any], searcher: EvolveSearcher) -> EvolveSummary:
         status = "finished"
         message = (f"Hyperparameter evolution finished {rows} generations (best fitness {searcher.best_fitness:.5g})\n"
                    f"Results saved to {save_dir}\n"
+                   f"Usage example: $ {train_command(opt, save_dir / 'hyp_evolve.yaml')}")
+    elif searcher.stop_reason:
+        status = "stopped"
+        message = (f"evolution stopped at {rows}/{n} generations: {searcher.stop_reason} "
+                   f"(best fitness {searcher.best_fitness:.5g})\nResults saved to {save_dir}\n"
                    f"Usage example: $ {train_command(opt, save_dir / 'hyp_evolve.yaml')}")
     elif searcher.failure_cap_reached:
         status = "failure cap"
