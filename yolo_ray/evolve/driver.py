@@ -178,8 +178,8 @@ def train_command(opt: dict[str, Any], hyp_yaml: Path) -> str:
 
 
 def _evolve(opt: dict[str, Any], searcher: EvolveSearcher, trainable: Callable[..., None] | None) -> EvolveSummary:
-    progress = EvolveProgress(opt["save_dir"], opt["generations"], searcher.rows, detail=searcher.strategy.describe,
-                              time_left=searcher.stop_rule.time_left)
+    progress = EvolveProgress(opt["save_dir"], opt["generations"], searcher.rows,
+                              detail=lambda: searcher.strategy.describe(), time_left=searcher.stop_rule.time_left)
     searcher.on_row = progress
     if searcher.rows < opt["generations"]:
         if opt["gpus_per_trial"] is None:  # one GPU per trial when the cluster has any and --device allows
