@@ -174,7 +174,8 @@ def test_resume_mid_generation_trains_exactly_the_untrained_individuals(tmp_path
     hyp, meta = upstream_space()
     straight = tmp_path / "straight"
     straight.mkdir()
-    generations = drive(PopulationStrategy(hyp, meta, 10, 7, pd.DataFrame(), straight, size=4), straight / "evolve.csv", 10)
+    uninterrupted = PopulationStrategy(hyp, meta, 10, 7, pd.DataFrame(), straight, size=4)
+    generations = drive(uninterrupted, straight / "evolve.csv", 10)
     assert generations == [0, 0, 0, 0, 1, 1, 1, 1, 2, 2]  # rows g·P .. (g+1)·P - 1 are generation g
 
     resumed = tmp_path / "resumed"

@@ -188,9 +188,10 @@ def _evolve(opt: dict[str, Any], searcher: EvolveSearcher, trainable: Callable[.
         concurrency = opt["concurrency"] or default_concurrency(opt["cpus_per_trial"], opt["gpus_per_trial"])
         progress.concurrency = concurrency
         train_config = _train_config(opt, real_training=trainable is None)
+        detail = searcher.strategy.describe()
         print(f"evolve: {opt['strategy']} search, {searcher.rows}/{opt['generations']} generations in evolve.csv"
-              f"{' (' + searcher.strategy.describe() + ')' if searcher.strategy.describe() else ''}; up to {concurrency} "
-              f"trials at once, {opt['cpus_per_trial']:g} CPU / {opt['gpus_per_trial']:g} GPU and "
+              f"{f' ({detail})' if detail else ''}; up to {concurrency} trials at once, "
+              f"{opt['cpus_per_trial']:g} CPU / {opt['gpus_per_trial']:g} GPU and "
               f"{opt['ray_workers']} Train worker(s) each", flush=True)
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our progress lines replace Tune's status tables
         trial = tune.with_parameters(trainable or evolve_trial, train_config=train_config)

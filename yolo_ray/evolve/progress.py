@@ -23,9 +23,9 @@ class EvolveProgress:
     time_left: seconds left of --time-budget (None without one). concurrency: trials at once, for the ETA.
     """
 
-    def __init__(self, save_dir: str | Path, generations: int, start_rows: int, plot_interval_s: float = PLOT_INTERVAL_S,
-                 detail: Callable[[], str] | None = None, time_left: Callable[[], float | None] | None = None,
-                 concurrency: int = 1):
+    def __init__(self, save_dir: str | Path, generations: int, start_rows: int,
+                 plot_interval_s: float = PLOT_INTERVAL_S, detail: Callable[[], str] | None = None,
+                 time_left: Callable[[], float | None] | None = None, concurrency: int = 1):
         self.save_dir = Path(save_dir)
         self.generations = generations
         self.start_rows = start_rows
