@@ -38,7 +38,7 @@ COMPLETE_KEY = "trial_complete"
 _STATE_KEYS = (
     "csv_path", "base_hyp", "meta", "generations", "strategy_name", "parent", "population", "seed",
     "max_failed_trials", "strategy", "history", "live", "n_parents", "failed", "stopped", "last_failure",
-    "stop_rule", "stop_reason", "started", "trial_seconds",
+    "stop_rule", "stop_reason", "started",
 )
 
 
@@ -108,7 +108,6 @@ class EvolveSearcher(Searcher):
         self.on_row = on_row
         self.live: dict[str, dict[str, float]] = {}  # trial_id -> hyp of trials in flight
         self.started: dict[str, float] = {}  # trial_id -> when it was proposed
-        self.trial_seconds: list[float] = []  # durations of trials that became rows
         self.failed = 0
         self.stopped = 0  # ended before training finished (early stopping, interrupted run)
         self.last_failure = ""
@@ -189,8 +188,6 @@ class EvolveSearcher(Searcher):
         self.n_parents += 1
         self.strategy.tell(trial_id, hyp, results)
         seconds = time.time() - started if started is not None else float("nan")
-        if started is not None:
-            self.trial_seconds.append(seconds)
         if self.on_row is not None:
             self.on_row(self.rows, self.best_fitness, seconds)
 
