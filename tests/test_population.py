@@ -217,3 +217,22 @@ def test_population_needs_two_individuals_and_two_enabled_keys(tmp_path):
     one_key = {"hsv_h": (1.0, 0.0, 0.1), "lr0": (0.0, 1e-5, 0.1)}
     with pytest.raises(UserError, match="at least 2 enabled keys"):
         PopulationStrategy(hyp, one_key, 8, 0, pd.DataFrame(), tmp_path, size=4)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("damage", ["deleted", "garbled"])
+def test_resume_without_a_usable_population_file_breeds_from_evolve_csv(tmp_path, damage):
+    hyp, meta = upstream_space()
+    drive(PopulationStrategy(hyp, meta, 10, 2, pd.DataFrame(), tmp_path, size=4), tmp_path / "evolve.csv", 6)
+    if damage == "deleted":
+        (tmp_path / POPULATION_FILE).unlink()
+    else:
+        (tmp_path / POPULATION_FILE).write_text("gen1numberx: {hsv_h: 1}\ngen1number0: {hsv_h: abc}\n")
+    history = read_history(tmp_path / "evolve.csv")
+    s = PopulationStrategy(hyp, meta, 10, 2, history, tmp_path, size=4)
+    assert s.generation == 1 and len(s.queue) == 2  # the 2 trained rows of generation 1 keep their places
+    trained = {tuple(g) for g in s._genes(history.iloc[4:6])}
+    assert trained <= {tuple(g) for g in s.population}
+    drive(s, tmp_path / "evolve.csv", 10)
+    after = read_history(tmp_path / "evolve.csv")
+    assert len(after) == 10 and after.iloc[:6].equals(history)

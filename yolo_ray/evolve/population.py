@@ -176,26 +176,31 @@ class PopulationStrategy(Strategy):
                               for i, ind in enumerate(self.population)})
 
     def _saved_population(self) -> np.ndarray | None:
-        """The generation in evolve_population.yaml when it is the one evolve.csv has reached."""
+        """The generation in evolve_population.yaml when it is the one evolve.csv has reached; None when
+        the file holds another generation, population size or search space (then evolve.csv decides)."""
         if not self.file.is_file():
             return None
-        saved = load_yaml(self.file)
         prefix = f"gen{self.generation}number"
-        individuals = {int(k[len(prefix):]): v for k, v in saved.items() if str(k).startswith(prefix)}
-        if sorted(individuals) != list(range(self.size)) or any(set(v) != set(self.keys) for v in individuals.values()):
-            return None  # another generation, population size or search space: breed from evolve.csv
-        return np.array([[float(individuals[i][k]) for k in self.keys] for i in range(self.size)])
+        individuals = {int(str(k)[len(prefix):]): v for k, v in load_yaml(self.file).items()
+                       if str(k).startswith(prefix) and str(k)[len(prefix):].isdigit()}
+        if sorted(individuals) != list(range(self.size)):
+            return None
+        try:
+            return np.array([[float(individuals[i][k]) for k in self.keys] for i in range(self.size)])
+        except (KeyError, TypeError, ValueError):
+            return None
 
     def _adopt_rows(self, rows: pd.DataFrame) -> None:
         """Rows of the current generation fill the slots they match; one that matches none (a file from
         before a crash mid-breeding) takes a free slot as it is: it was trained, so it belongs."""
-        for _, row in rows.iterrows():
-            genes = np.array([float(row[k]) if k in row else self.base_hyp[k] for k in self.keys])
+        if rows.empty:
+            return
+        for genes, score in zip(self._genes(rows), rows[SELECTION_KEY].to_numpy(dtype=float)):
             free = [i for i in self.queue if np.allclose(self.population[i], genes, rtol=1e-6, atol=1e-12)]
             slot = free[0] if free else self.queue[-1]
             self.population[slot] = genes
             self.queue.remove(slot)
-            self.scores[slot] = float(row[SELECTION_KEY])
+            self.scores[slot] = float(score)
 
     def propose(self, trial_id: str, history: pd.DataFrame) -> dict[str, float] | None:
         if not self.queue and all(s is not None for s in self.scores):
