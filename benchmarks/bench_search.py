@@ -41,7 +41,7 @@ def evolve(args: argparse.Namespace, name: str, **options) -> tuple[np.ndarray, 
 
     opt = {"cfg": args.cfg, "data": args.data, "epochs": args.epochs, "imgsz": args.imgsz,
            "batch_size": args.batch_size, "workers": 0, "concurrency": args.concurrency,
-           "population": args.population, "project": str(args.out), "name": name, "exist_ok": True, **options}
+           "population": args.population, "project": str(args.out), "name": name, **options}
     start = time.time()
     summary = run_evolution(opt)
     if summary.status != "finished":
