@@ -181,3 +181,20 @@ def test_every_strategy_evolves_real_trainings_on_the_built_in_data(ray_cluster,
         assert history[list(EVOLVE_RESULT_KEYS)].notna().all().all(), strategy
         assert_rows_in_bounds(history, strategy)
         assert (summary.save_dir / "hyp_evolve.yaml").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_time_budget_stops_new_trials_and_running_ones_become_rows(ray_cluster, tmp_path, stub_data):
+    from yolo_ray.evolve.driver import run_evolution
+
+    pickle_this_module_by_value()
+    (tmp_path / "log").mkdir()
+    summary = run_evolution({"strategy": "random", "generations": 500, "time_budget": "8s", "project": str(tmp_path),
+                             "data": str(stub_data), "seed": 0, "concurrency": 2},
+                            trainable=logging_trainable(tmp_path / "log", seconds=1.0))
+    assert summary.status == "stopped" and summary.exit_code == 0
+    assert "the time budget of 8 s is spent" in summary.message
+    rows = len(read_history(summary.save_dir / "evolve.csv"))
+    assert 1 <= rows < 500
+    assert rows == len(list((tmp_path / "log").iterdir()))  # every trial that started finished as a row
