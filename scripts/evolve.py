@@ -2,6 +2,7 @@
 
     python scripts/evolve.py --generations 8 --epochs 3 --imgsz 160      # built-in synthetic data
     python scripts/evolve.py --data coco128.yaml --weights yolov5s.pt --epochs 10 --address auto
+    python scripts/evolve.py --strategy population --population 8 --generations 32 --epochs 3 --imgsz 160
     python scripts/evolve.py --resume                                    # newest runs/evolve/exp*
 """
 
@@ -16,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from yolo_ray.cli import OneLineParser, add_training_options  # noqa: E402
 from yolo_ray.config import UserError  # noqa: E402
+from yolo_ray.evolve.strategies import STRATEGIES  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,8 +28,20 @@ def build_parser() -> argparse.ArgumentParser:
     evolve = p.add_argument_group("evolution")
     evolve.add_argument("--generations", type=int, default=None, help="evolve.csv rows to reach (default 300; "
                                                                        "a resumed run keeps its own)")
-    evolve.add_argument("--search-space", default="yolov5", help="search space: shipped name or yaml path")
-    evolve.add_argument("--parent", choices=["single", "weighted"], default="single", help="parent selection")
+    evolve.add_argument("--strategy", choices=list(STRATEGIES), default="classic",
+                        help="search: classic (upstream v6/v7 GA), population (upstream's current GA), random, "
+                             "tpe or cmaes (Optuna: pip install 'yolo_ray[optuna]')")
+    evolve.add_argument("--population", type=int, default=50,
+                        help="population GA: individuals per GA generation (--generations still counts rows)")
+    evolve.add_argument("--search-space", default=None,
+                        help="search space: shipped name or yaml path (default yolov5, yolov5_population for "
+                             "--strategy population)")
+    evolve.add_argument("--parent", choices=["single", "weighted"], default="single",
+                        help="classic: parent selection")
+    evolve.add_argument("--time-budget", default=None,
+                        help="start no trial after this long, e.g. 8h, 90m (running ones finish)")
+    evolve.add_argument("--patience", type=int, default=None,
+                        help="stop when the best fitness has not improved for this many rows")
     evolve.add_argument("--seed", type=int, default=None, help="seed for a reproducible evolution (default: fresh)")
     evolve.add_argument("--early-stop", action="store_true",
                         help="stop hopeless trials early (ASHA on per-epoch fitness; validates every epoch)")

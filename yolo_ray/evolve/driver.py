@@ -28,7 +28,9 @@ from yolo_ray.evolve.dashboard import EvolveMetrics
 from yolo_ray.evolve.evolve_csv import count_rows
 from yolo_ray.evolve.progress import EvolveProgress, TrialEvents
 from yolo_ray.evolve.searcher import EvolveSearcher
-from yolo_ray.evolve.space import DEFAULT_SEARCH_SPACE, load_search_space, resolve_search_space
+from yolo_ray.evolve.space import resolve_search_space
+from yolo_ray.evolve.stopping import parse_duration
+from yolo_ray.evolve.strategies import check_strategy_options, load_strategy_space
 from yolo_ray.evolve.trial import evolve_trial, placement_config, trial_resources
 from yolo_ray.train.cluster import connect, verify_nodes_see
 from yolo_ray.train.launch import check_worker_split
@@ -48,7 +50,7 @@ TRAIN_OPTION_KEYS = (
 # Where and how this invocation runs: taken from the current command even when resuming.
 RUNTIME_KEYS = (
     "address", "concurrency", "cpus_per_trial", "gpus_per_trial", "storage_path", "max_retries",
-    "max_failed_trials", "resume", "exist_ok", "share_images",
+    "max_failed_trials", "resume", "exist_ok", "share_images", "time_budget", "patience",
 )
 
 DEFAULTS: dict[str, Any] = {
@@ -56,7 +58,8 @@ DEFAULTS: dict[str, Any] = {
     "rect": False, "noautoanchor": False, "cache": None, "image_weights": False, "multi_scale": False,
     "single_cls": False, "sync_bn": False, "cos_lr": False, "device": "", "optimizer": "SGD", "workers": 8,
     "label_smoothing": 0.0, "freeze": [0], "seed": None, "amp": True, "channels_last": True, "deterministic": False,
-    "generations": None, "search_space": DEFAULT_SEARCH_SPACE, "parent": "single", "early_stop": False,
+    "generations": None, "search_space": None, "parent": "single", "early_stop": False,
+    "strategy": "classic", "population": 50, "time_budget": None, "patience": None,
     "ray_workers": 1, "concurrency": None, "cpus_per_trial": None, "gpus_per_trial": None, "address": None,
     "storage_path": None, "max_retries": 2, "max_failed_trials": None, "resume": False,
     "project": "runs/evolve", "name": "exp", "exist_ok": False,
@@ -73,12 +76,12 @@ class EvolveSummary:
     failed: int
     stopped: int
     best_fitness: float
-    status: str  # "finished", "interrupted" or "failure cap"
+    status: str  # "finished", "stopped" (time budget, patience), "interrupted" or "failure cap"
     message: str
 
     @property
     def exit_code(self) -> int:
-        return {"finished": 0, "interrupted": 130}.get(self.status, 1)
+        return {"finished": 0, "stopped": 0, "interrupted": 130}.get(self.status, 1)
 
 
 def find_resume_dir(resume: str | bool, project: str | Path) -> Path:
@@ -122,9 +125,9 @@ def resolve_options(opt: dict[str, Any]) -> dict[str, Any]:
         opt = {**opt, **saved, **runtime, "generations": generations}
     opt["generations"] = DEFAULT_GENERATIONS if opt["generations"] is None else int(opt["generations"])
     _check_numbers(opt)
+    check_strategy_options(opt)
     opt["hyp"] = load_hyp(opt["hyp"])
     opt["search_space"] = str(resolve_search_space(opt["search_space"]))
-    load_search_space(opt["search_space"])  # its content too, not only its name
     opt["weights"] = _absolute_file(opt["weights"], "weights")
     opt["cfg"] = _model_cfg(opt["cfg"], opt["weights"])
     opt["imgsz"] = train_image_size(opt["cfg"], opt["weights"], opt["imgsz"])
@@ -147,7 +150,7 @@ def run_evolution(opt: dict[str, Any], trainable: Callable[..., None] | None = N
     (config, train_config) whose last report holds the 7 results and searcher.COMPLETE_KEY.
     """
     opt = resolve_options(opt)
-    space = load_search_space(opt["search_space"])
+    space = load_strategy_space(opt["strategy"], opt["search_space"])
     # Trials' training output would interleave unreadably here; it stays in the Ray logs.
     started_ray = connect(opt["address"], log_to_driver=False)
     in_main_thread = threading.current_thread() is threading.main_thread()  # signals can only be set there
@@ -163,9 +166,10 @@ def run_evolution(opt: dict[str, Any], trainable: Callable[..., None] | None = N
             opt["save_dir"] = str(create_run_dir(opt["project"], opt["name"], opt["exist_ok"]))
         print(f"evolve: run directory {opt['save_dir']}", flush=True)
         searcher = EvolveSearcher(
-            Path(opt["save_dir"]) / "evolve.csv", opt["hyp"], space, opt["generations"],
-            parent=opt["parent"], seed=opt["seed"], noautoanchor=opt["noautoanchor"],
+            Path(opt["save_dir"]) / "evolve.csv", opt["hyp"], space, opt["generations"], strategy=opt["strategy"],
+            parent=opt["parent"], population=opt["population"], seed=opt["seed"], noautoanchor=opt["noautoanchor"],
             max_failed_trials=opt["max_failed_trials"],
+            time_budget_s=parse_duration(opt["time_budget"]) if opt["time_budget"] else None, patience=opt["patience"],
         )
         _write_saved_options(Path(opt["save_dir"]), opt)  # after the searcher accepted the run's evolve.csv
         return _evolve(opt, searcher, placement, trainable)
@@ -194,12 +198,15 @@ def train_command(opt: dict[str, Any], hyp_yaml: Path) -> str:
 
 def _evolve(opt: dict[str, Any], searcher: EvolveSearcher, placement: Placement,
             trainable: Callable[..., None] | None) -> EvolveSummary:
-    progress = EvolveProgress(opt["save_dir"], opt["generations"], searcher.rows)
+    progress = EvolveProgress(opt["save_dir"], opt["generations"], searcher.rows,
+                              detail=lambda: searcher.strategy.describe(), time_left=searcher.stop_rule.time_left)
     searcher.on_row = progress
     if searcher.rows < opt["generations"]:
+        progress.concurrency = placement.concurrency
         train_config = _train_config(opt, placement, real_training=trainable is None)
-        print(f"evolve: {searcher.rows}/{opt['generations']} generations in evolve.csv; trials of "
-              f"{placement.describe()}", flush=True)
+        detail = searcher.strategy.describe()
+        print(f"evolve: {opt['strategy']} search, {searcher.rows}/{opt['generations']} generations in evolve.csv"
+              f"{f' ({detail})' if detail else ''}; trials of {placement.describe()}", flush=True)
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our progress lines replace Tune's status tables
         trial = tune.with_parameters(trainable or evolve_trial, train_config=train_config)
         _build_tuner(opt, searcher, trial, placement).fit()
@@ -235,6 +242,11 @@ def _summary(opt: dict[str, Any], searcher: EvolveSearcher) -> EvolveSummary:
         status = "finished"
         message = (f"Hyperparameter evolution finished {rows} generations (best fitness {searcher.best_fitness:.5g})\n"
                    f"Results saved to {save_dir}\n"
+                   f"Usage example: $ {train_command(opt, save_dir / 'hyp_evolve.yaml')}")
+    elif searcher.stop_reason:
+        status = "stopped"
+        message = (f"evolution stopped at {rows}/{n} generations: {searcher.stop_reason} "
+                   f"(best fitness {searcher.best_fitness:.5g})\nResults saved to {save_dir}\n"
                    f"Usage example: $ {train_command(opt, save_dir / 'hyp_evolve.yaml')}")
     elif searcher.failure_cap_reached:
         status = "failure cap"

@@ -15,6 +15,7 @@ import pandas as pd
 from yolo_ray.config import UserError
 from yolo_ray.evolve.evolve_csv import EVOLVE_RESULT_KEYS
 from yolo_ray.evolve.space import SearchSpace
+from yolo_ray.evolve.strategy import Strategy, seeded_rng
 from yolo_ray.metrics import fitness
 
 MUTATION_PROBABILITY = 0.8
@@ -138,3 +139,29 @@ def propose(
     if top.empty:
         return constrain(base_hyp, meta)
     return mutate(_combine(top, scores, rng, parent), base_hyp, meta, rng)
+
+
+class ClassicStrategy(Strategy):
+    """Upstream v6/v7's asynchronous GA: the base hyp first, then a mutation of the best rows per trial.
+
+    While the base is in flight and nothing has finished, trials explore around the base rather than
+    repeat it.
+    """
+
+    name = "classic"
+
+    def __init__(self, base_hyp: Mapping[str, float], meta: SearchSpace, generations: int, seed: int | None,
+                 history: pd.DataFrame, parent: str = "single"):
+        super().__init__(base_hyp, meta, generations, seed, history)
+        _check_parent_method(parent)
+        self.parent = parent
+        self.base_proposed = False
+        self.rng = seeded_rng(seed, len(history))
+
+    def propose(self, trial_id: str, history: pd.DataFrame) -> dict[str, float]:
+        if not top_rows(history)[0].empty:
+            return propose(history, self.base_hyp, self.meta, self.rng, self.parent)
+        if not self.base_proposed:
+            self.base_proposed = True
+            return constrain(self.base_hyp, self.meta)
+        return mutate(self.base_hyp, self.base_hyp, self.meta, self.rng)

@@ -6,7 +6,9 @@ PLOT_INTERVAL_S, since drawing 29 panels at 200 dpi costs seconds and rows can a
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from ray.tune import Callback
@@ -15,13 +17,23 @@ PLOT_INTERVAL_S = 60.0
 
 
 class EvolveProgress:
-    """The searcher's on_row hook: prints `generations done, best fitness` and refreshes the results files."""
+    """The searcher's on_row hook: prints `generations done, best fitness, ETA` and refreshes the results files.
 
-    def __init__(self, save_dir: str | Path, generations: int, start_rows: int, plot_interval_s: float = PLOT_INTERVAL_S):
+    detail: the strategy's own progress (e.g. the population GA's generation), appended when not empty.
+    time_left: seconds left of --time-budget (None without one). concurrency: trials at once, for the ETA.
+    """
+
+    def __init__(self, save_dir: str | Path, generations: int, start_rows: int,
+                 plot_interval_s: float = PLOT_INTERVAL_S, detail: Callable[[], str] | None = None,
+                 time_left: Callable[[], float | None] | None = None, concurrency: int = 1):
         self.save_dir = Path(save_dir)
         self.generations = generations
         self.start_rows = start_rows
         self.plot_interval_s = plot_interval_s
+        self.detail = detail
+        self.time_left = time_left
+        self.concurrency = concurrency
+        self.trial_seconds: list[float] = []
         self.t0 = time.time()
         self.last_plot = self.t0
 
@@ -29,12 +41,21 @@ class EvolveProgress:
     def csv_path(self) -> Path:
         return self.save_dir / "evolve.csv"
 
-    def __call__(self, rows: int, best_fitness: float) -> None:
+    def __call__(self, rows: int, best_fitness: float, trial_seconds: float = math.nan) -> None:
+        from yolo_ray.evolve.stopping import eta_seconds, format_duration
+
+        if math.isfinite(trial_seconds):
+            self.trial_seconds.append(trial_seconds)
         elapsed = time.time() - self.t0
         done_here = rows - self.start_rows
         rate = f", {3600 * done_here / elapsed:.0f} trials/hour" if elapsed > 0 and done_here > 0 else ""
-        print(f"evolve: {rows}/{self.generations} generations done, best fitness {best_fitness:.5g} "
-              f"({elapsed:.0f} s{rate})", flush=True)
+        eta = eta_seconds(self.generations - rows, self.trial_seconds, self.concurrency)
+        rate += f", ETA {format_duration(eta)}" if eta else ""
+        left = self.time_left() if self.time_left else None
+        rate += f", time budget left {format_duration(left)}" if left is not None else ""
+        detail = self.detail() if self.detail else ""
+        print(f"evolve: {rows}/{self.generations} generations done{f' ({detail})' if detail else ''}, "
+              f"best fitness {best_fitness:.5g} ({elapsed:.0f} s{rate})", flush=True)
         self.refresh(plot=time.time() - self.last_plot >= self.plot_interval_s)
 
     def refresh(self, plot: bool = True) -> None:

@@ -1,8 +1,9 @@
-"""YOLOv5's evolution as a Ray Tune Searcher: an asynchronous steady-state GA over evolve.csv.
+"""YOLOv5's evolution as a Ray Tune Searcher over evolve.csv, with a pluggable proposal strategy.
 
-Whenever Tune has a free slot it asks `suggest` for a trial; the proposal is a mutation of the best
-rows so far (upstream's classic GA). Every finished trial becomes one evolve.csv row, written here in
-the driver, so the file stays the single source of truth a resumed run starts from.
+Whenever Tune has a free slot it asks `suggest` for a trial; the strategy (--strategy: upstream's
+classic GA by default, its population GA, random search, Optuna's TPE or CMA-ES) proposes the hyp, or
+None to make Tune wait. Every finished trial becomes one evolve.csv row, written here in the driver,
+so the file stays the single source of truth a resumed run starts from.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import pickle
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -20,8 +22,10 @@ from ray.tune.search import Searcher
 
 from yolo_ray.config import UserError
 from yolo_ray.evolve.evolve_csv import EVOLVE_RESULT_KEYS, append_row, read_history
-from yolo_ray.evolve.ga import constrain, mutate, prepare_evolution, propose
+from yolo_ray.evolve.ga import prepare_evolution
 from yolo_ray.evolve.space import SearchSpace
+from yolo_ray.evolve.stopping import StopRule
+from yolo_ray.evolve.strategies import DEFAULT_STRATEGY, make_strategy
 from yolo_ray.metrics import fitness
 
 LOGGER = logging.getLogger(__name__)
@@ -32,8 +36,9 @@ COMPLETE_KEY = "trial_complete"
 
 # Attributes that make up the searcher's state; everything else is rebuilt or runtime-only.
 _STATE_KEYS = (
-    "csv_path", "base_hyp", "meta", "generations", "parent", "seed", "max_failed_trials", "rng",
-    "history", "live", "base_proposed", "n_parents", "failed", "stopped", "last_failure",
+    "csv_path", "base_hyp", "meta", "generations", "strategy_name", "parent", "population", "seed",
+    "max_failed_trials", "strategy", "history", "live", "n_parents", "failed", "stopped", "last_failure",
+    "stop_rule", "stop_reason", "started",
 )
 
 
@@ -52,15 +57,19 @@ def result_problem(result: Mapping[str, Any] | None) -> str | None:
 
 
 class EvolveSearcher(Searcher):
-    """Proposes hyps by YOLOv5's mutation and appends each finished trial to evolve.csv.
+    """Proposes hyps by the chosen strategy and appends each finished trial to evolve.csv.
 
     csv_path: evolve.csv (read once here if present; appended as results arrive).
-    base_hyp / meta: the hyp and search space (anchors handling as prepare_evolution).
+    base_hyp / meta: the hyp and search space (anchors handling as prepare_evolution), meta in the
+    strategy's format (strategies.load_strategy_space).
     generations: the row count to reach; suggest returns FINISHED once evolve.csv holds that many.
+    strategy: one of strategies.STRATEGIES; parent (classic) and population (population) configure it.
     max_failed_trials: after that many failed trials (errors after retries, non-finite results)
     suggest returns FINISHED too, and `failure_cap_reached` tells the driver why.
+    time_budget_s / patience: StopRule; once it applies suggest returns FINISHED (running trials
+    finish and still become rows) and `stop_reason` says why.
     seed: None for fresh entropy; with a seed, a run (and a resumed run) is reproducible.
-    on_row: called after every appended row with (rows, best_fitness); not part of the saved state.
+    on_row: called after every appended row with (rows, best_fitness, trial_seconds); not saved state.
     """
 
     def __init__(
@@ -72,11 +81,15 @@ class EvolveSearcher(Searcher):
         *,
         metric: str = "fitness",
         mode: str = "max",
+        strategy: str = DEFAULT_STRATEGY,
         parent: str = "single",
+        population: int = 50,
         seed: int | None = None,
         noautoanchor: bool = False,
         max_failed_trials: int = 10,
-        on_row: Callable[[int, float], None] | None = None,
+        time_budget_s: float | None = None,
+        patience: int | None = None,
+        on_row: Callable[[int, float, float], None] | None = None,
     ):
         # Tune only calls set_search_properties when param_space is non-empty: metric and mode go here.
         super().__init__(metric=metric, mode=mode)
@@ -85,16 +98,21 @@ class EvolveSearcher(Searcher):
         self.csv_path = str(csv_path)
         self.base_hyp, self.meta = prepare_evolution(base_hyp, meta, noautoanchor)
         self.generations = int(generations)
+        self.strategy_name = strategy
         self.parent = parent
+        self.population = int(population)
         self.seed = seed
         self.max_failed_trials = int(max_failed_trials)
+        self.stop_rule = StopRule(time_budget_s, patience)
+        self.stop_reason: str | None = None
         self.on_row = on_row
         self.live: dict[str, dict[str, float]] = {}  # trial_id -> hyp of trials in flight
-        self.base_proposed = False
+        self.started: dict[str, float] = {}  # trial_id -> when it was proposed
         self.failed = 0
         self.stopped = 0  # ended before training finished (early stopping, interrupted run)
         self.last_failure = ""
         self._load_history()
+        self._start_strategy()
 
     def _load_history(self) -> None:
         self.history = read_history(self.csv_path)
@@ -112,8 +130,12 @@ class EvolveSearcher(Searcher):
             self.n_parents = int(np.isfinite(scores).sum())
         else:
             self.n_parents = 0
-        # Mixing in the row count keeps a resumed seeded run from replaying the first run's draws.
-        self.rng = np.random.default_rng(None if self.seed is None else [self.seed, len(self.history)])
+
+    def _start_strategy(self) -> None:
+        self.strategy = make_strategy(
+            self.strategy_name, self.base_hyp, self.meta, self.generations, self.seed, self.history,
+            save_dir=Path(self.csv_path).parent, parent=self.parent, population=self.population,
+        )
 
     @property
     def rows(self) -> int:
@@ -132,39 +154,42 @@ class EvolveSearcher(Searcher):
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         if self.rows >= self.generations or self.failure_cap_reached:
             return Searcher.FINISHED
+        self.stop_reason = self.stop_reason or self.stop_rule.reason(self.history)
+        if self.stop_reason:
+            return Searcher.FINISHED
         if self.rows + len(self.live) >= self.generations:
             return None  # enough in flight; one failing gets a replacement later
-        if self.n_parents:
-            hyp = propose(self.history, self.base_hyp, self.meta, self.rng, self.parent)
-        elif not self.base_proposed:
-            hyp = constrain(self.base_hyp, self.meta)  # upstream's first generation: the base, clamped
-            self.base_proposed = True
-        else:
-            # The base is in flight and nothing has finished: explore around it rather than repeat it.
-            hyp = mutate(self.base_hyp, self.base_hyp, self.meta, self.rng)
+        hyp = self.strategy.propose(trial_id, self.history)
+        if hyp is None:
+            return None  # the strategy waits for trials in flight (the population GA's generation barrier)
         self.live[trial_id] = hyp
+        self.started[trial_id] = time.time()
         return {"hyp": hyp}
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         hyp = self.live.pop(trial_id, None)
+        started = self.started.pop(trial_id, None)
         if hyp is None:
             return  # not proposed by this searcher (e.g. a trial from before a restore)
         if error:
-            self._record_failure(trial_id, "the trial raised an error (after its retries)")
+            self._record_failure(trial_id, hyp, "the trial raised an error (after its retries)")
             return
         if result is None or not result.get(COMPLETE_KEY):
             self.stopped += 1  # stopped early or interrupted: not a finished generation
+            self.strategy.tell(trial_id, hyp, None)
             return
         reason = result_problem(result)
         if reason:
-            self._record_failure(trial_id, reason)
+            self._record_failure(trial_id, hyp, reason)
             return
         results = {k: float(result[k]) for k in EVOLVE_RESULT_KEYS}
         append_row(self.csv_path, results, hyp)
         self._append_history({**results, **hyp})
         self.n_parents += 1
+        self.strategy.tell(trial_id, hyp, results)
+        seconds = time.time() - started if started is not None else float("nan")
         if self.on_row is not None:
-            self.on_row(self.rows, self.best_fitness)
+            self.on_row(self.rows, self.best_fitness, seconds)
 
     def _append_history(self, row: dict[str, float]) -> None:
         # Hold what evolve.csv holds (%.5g), as upstream re-reads it: parents mutate from the same
@@ -175,7 +200,8 @@ class EvolveSearcher(Searcher):
         else:
             self.history.loc[len(self.history)] = row
 
-    def _record_failure(self, trial_id: str, reason: str) -> None:
+    def _record_failure(self, trial_id: str, hyp: dict[str, float], reason: str) -> None:
+        self.strategy.tell(trial_id, hyp, None)
         self.failed += 1
         self.last_failure = f"trial {trial_id}: {reason}"
         LOGGER.warning("evolve: %s; it is not a row, a replacement will be proposed", self.last_failure)
@@ -193,9 +219,10 @@ class EvolveSearcher(Searcher):
             pickle.dump(self.get_state(), f)
 
     def restore(self, checkpoint_path: str) -> None:
-        """Restore the saved state, then re-read evolve.csv: rows written after the save still count."""
+        """Restore the saved state, then re-read evolve.csv: rows written after the save still count,
+        and the strategy continues from them as a resumed run would."""
         with open(checkpoint_path, "rb") as f:
             self.set_state(pickle.load(f))
-        rng = self.rng
         self._load_history()
-        self.rng = rng
+        if self.strategy.rows_seen != self.rows:
+            self._start_strategy()

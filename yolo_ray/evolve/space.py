@@ -1,4 +1,6 @@
-"""Evolution search spaces: yaml files of `key: [gain, low, high]`, validated against the hyp keys."""
+"""Evolution search spaces, validated against the hyp keys: yaml files of `key: [gain, low, high]`
+(classic, random, tpe, cmaes), or `key: [enabled, low, high]` with true/false (the population GA, as
+upstream's current train.py writes its `meta`)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ DEFAULT_SEARCH_SPACE = "yolov5"
 EVOLVABLE_KEYS = (*HYP_KEYS, "anchors")
 
 SearchSpace = dict[str, tuple[float, float, float]]
+# The population GA's space: the first entry says whether the key evolves (1.0) or stays at the base (0.0).
+ENABLED, DISABLED = 1.0, 0.0
 
 
 def resolve_search_space(name_or_path: str | Path) -> Path:
@@ -29,10 +33,15 @@ def resolve_search_space(name_or_path: str | Path) -> Path:
     raise UserError(f"{name_or_path}: search space not found (a yaml path, or one of the shipped: {shipped})")
 
 
-def load_search_space(name_or_path: str | Path = DEFAULT_SEARCH_SPACE) -> SearchSpace:
-    """Read and validate a search space; every problem found is named in one UserError line."""
+def load_search_space(name_or_path: str | Path = DEFAULT_SEARCH_SPACE, enabled_flags: bool = False) -> SearchSpace:
+    """Read and validate a search space; every problem found is named in one UserError line.
+
+    enabled_flags: the population GA's format, `[true|false, low, high]` (returned as 1.0/0.0);
+    otherwise `[gain, low, high]`. A file of the other format is refused, naming the strategy it fits.
+    """
     path = resolve_search_space(name_or_path)
     raw = load_yaml(path)
+    first = "enabled" if enabled_flags else "gain"
     space: SearchSpace = {}
     problems: list[str] = []
     for key, entry in raw.items():
@@ -41,12 +50,16 @@ def load_search_space(name_or_path: str | Path = DEFAULT_SEARCH_SPACE) -> Search
             problems.append(f"{key!r} is not a YOLOv5 hyperparameter")
             continue
         if not isinstance(entry, (list, tuple)) or len(entry) != 3:
-            problems.append(f"{key}: expected [gain, low, high], got {entry!r}")
+            problems.append(f"{key}: expected [{first}, low, high], got {entry!r}")
+            continue
+        if isinstance(entry[0], bool) != enabled_flags:
+            problems.append(_format_mismatch(key, entry, enabled_flags))
             continue
         try:
-            gain, low, high = (to_float(x) for x in entry)
+            low, high = (to_float(x) for x in entry[1:])
+            gain = float(entry[0]) if enabled_flags else to_float(entry[0])
         except (TypeError, ValueError):
-            problems.append(f"{key}: [gain, low, high] must be numbers, got {entry!r}")
+            problems.append(f"{key}: [{first}, low, high] must be numbers, got {entry!r}")
             continue
         if any(math.isnan(x) for x in (gain, low, high)):
             problems.append(f"{key}: NaN in {entry!r}")
@@ -59,7 +72,16 @@ def load_search_space(name_or_path: str | Path = DEFAULT_SEARCH_SPACE) -> Search
         else:
             space[key] = (gain, low, high)
     if not problems and not any(gain > 0 for gain, _, _ in space.values()):
-        problems.append("no key has a gain > 0, so nothing would ever mutate")
+        what = "is enabled" if enabled_flags else "has a gain > 0"
+        problems.append(f"no key {what}, so nothing would ever change")
     if problems:
         raise UserError(f"{path}: bad search space: {'; '.join(problems)}")
     return space
+
+
+def _format_mismatch(key: str, entry: list, enabled_flags: bool) -> str:
+    if enabled_flags:
+        return (f"{key}: {entry!r} is a [gain, low, high] triple, but --strategy population takes "
+                "[true|false, low, high] (e.g. the shipped yolov5_population)")
+    return (f"{key}: {entry!r} is a population [enabled, low, high] triple; use it with --strategy population, "
+            "or give [gain, low, high]")
