@@ -225,6 +225,11 @@ def locate_data_yaml(data: str | Path) -> Path:
     return path
 
 
+def data_every_node_needs(data: str | Path | None) -> str | None:
+    """The data yaml that must exist on every node, or None for the built-in data (a node makes its own)."""
+    return str(data) if data and locate_data_yaml(data) == Path(data) else None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Write the built-in synthetic shapes dataset (YOLO format).")
     parser.add_argument("--out", required=True, help="output folder (new or empty)")

@@ -23,7 +23,7 @@ from ray import tune
 from yolo_ray.cli import check_range, check_training_numbers
 from yolo_ray.config import UserError, load_hyp, load_yaml, save_yaml
 from yolo_ray.data.labels import is_writable_dir
-from yolo_ray.data.synthetic import locate_data_yaml
+from yolo_ray.data.synthetic import data_every_node_needs
 from yolo_ray.evolve.dashboard import EvolveMetrics
 from yolo_ray.evolve.evolve_csv import count_rows
 from yolo_ray.evolve.progress import EvolveProgress, TrialEvents
@@ -160,8 +160,7 @@ def run_evolution(opt: dict[str, Any], trainable: Callable[..., None] | None = N
                                    cpus=opt["cpus_per_trial"], device=opt["device"], concurrency=opt["concurrency"],
                                    trial_process=True)
         if trainable is None:  # trials read data and weights on whichever node they land
-            verify_nodes_see(None, [opt["weights"], opt["data"] if locate_data_yaml(opt["data"]) == Path(opt["data"])
-                                    else None])
+            verify_nodes_see(None, [opt["weights"], data_every_node_needs(opt["data"])])
         if opt["save_dir"] is None:
             opt["save_dir"] = str(create_run_dir(opt["project"], opt["name"], opt["exist_ok"]))
         print(f"evolve: run directory {opt['save_dir']}", flush=True)

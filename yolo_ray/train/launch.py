@@ -56,6 +56,7 @@ def prepare_launch(opt: dict[str, Any], shared_dir: str | Path | None = None) ->
     check_worker_split(opt["batch_size"], int(opt.get("ray_workers", 1)), opt.get("image_weights", False))
     if not uses_ray(opt):
         return Launch()
+    from yolo_ray.data.synthetic import data_every_node_needs  # OpenCV: only for runs that go through Ray
     workers = int(opt.get("ray_workers", 1))
     listed = device_gpus(opt.get("device", ""))
     gpus = opt.get("gpus_per_worker")
@@ -67,7 +68,7 @@ def prepare_launch(opt: dict[str, Any], shared_dir: str | Path | None = None) ->
                                    cpus=cpus * workers if cpus else None, single_run=True,
                                    what="--gpus-per-worker" if opt.get("gpus_per_worker") is not None else "--device")
         check_worker_split(opt["batch_size"], placement.workers, opt.get("image_weights", False))
-        verify_nodes_see(shared_dir, [opt.get("weights"), opt.get("resume"), _given_data(opt.get("data"))])
+        verify_nodes_see(shared_dir, [opt.get("weights"), opt.get("resume"), data_every_node_needs(opt.get("data"))])
     except BaseException:
         if connected:
             import ray
@@ -138,13 +139,6 @@ def make_torch_trainer(config: dict[str, Any], placement: Placement, callbacks: 
         run_config=RunConfig(storage_path=str(Path(config["save_dir"]) / "ray_train"), name=name,
                              callbacks=list(callbacks), failure_config=FailureConfig(max_failures=max_failures)),
     )
-
-
-def _given_data(data: str | None) -> str | None:
-    """The data yaml every node must see (not the built-in one: a node without it generates its own)."""
-    from yolo_ray.data.synthetic import locate_data_yaml
-
-    return data if data and locate_data_yaml(data) == Path(data) else None
 
 
 def _fit(trainer) -> dict[str, Any]:
