@@ -6,6 +6,7 @@ would, with --address."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -22,6 +23,7 @@ from yolo_ray.evolve.searcher import COMPLETE_KEY
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_CLI = REPO / "scripts" / "train.py"
+NO_LOG_DEDUP = {**os.environ, "RAY_DEDUP_LOGS": "0"}  # each rank's start line must reach us, not "repeated 2x"
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +81,7 @@ def assert_exactly_n_distinct_rows(csv: Path, n: int) -> None:
 
 def train_cli(cluster, *args: str, timeout: int = 400) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(TRAIN_CLI), "--address", cluster.address, *args],
-                          capture_output=True, text=True, timeout=timeout, cwd=REPO)
+                          capture_output=True, text=True, timeout=timeout, cwd=REPO, env=NO_LOG_DEDUP)
 
 
 @pytest.fixture
@@ -102,11 +104,9 @@ def ddp_args(data: Path, project: Path, epochs: int, *extra: str) -> list[str]:
             *extra]
 
 
-def train_worker_nodes(state: str | None = None) -> list[str]:
-    from ray.util.state import list_actors
-
-    filters = [("class_name", "=", "RayTrainWorker")] + ([("state", "=", state)] if state else [])
-    return [a.node_id for a in list_actors(filters=filters, limit=1000)]
+def rank_nodes(output: str) -> dict[int, str]:
+    """{rank: Ray node id} from the line each DDP rank prints when it starts (the last attempt's)."""
+    return {int(m.group(1)): m.group(2) for m in re.finditer(r"DDP rank (\d+)/\d+ on Ray node (\w+)", output)}
 
 
 @pytest.mark.timeout(60)
@@ -179,8 +179,9 @@ def test_run_folder_not_shared_by_a_node_is_refused_and_a_shared_one_trains(clus
         for name in ("opt.yaml", "hyp.yaml", "weights/last.pt", "weights/best.pt", "results.png"):
             assert (run / name).is_file(), name
         assert not list((run / "ray_train").rglob("*.pt"))  # Ray's storage holds no weight copies
-        ranks = train_worker_nodes()
-        assert len(set(ranks[-2:])) == 2  # the run's two ranks sat on two different nodes
+        ranks = rank_nodes(done.stdout + done.stderr)
+        assert sorted(ranks) == [0, 1] and len(set(ranks.values())) == 2  # two ranks on two different nodes
+        assert ranks[0] != ray_head_node_id(cluster)  # rank 0 is not on the driver's node
     finally:
         os.killpg(node.pid, signal.SIGTERM)
         try:
@@ -217,23 +218,32 @@ def test_node_removed_during_ddp_training_restarts_from_its_last_epoch(cluster, 
     results = project / "exp" / "results.csv"
     proc = subprocess.Popen([sys.executable, str(TRAIN_CLI), "--address", cluster.address,
                              *ddp_args(tiny_data, project, 5, "--noplots")],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, env=NO_LOG_DEDUP)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
     try:
         deadline = time.time() + 300
         while (not results.is_file() or len(results.read_text().splitlines()) < 2) and time.time() < deadline:
-            assert proc.poll() is None, proc.stdout.read()[-3000:]
+            assert proc.poll() is None, "".join(lines)[-3000:]
             time.sleep(0.5)
-        busy = set(train_worker_nodes("ALIVE"))
+        busy = set(rank_nodes("".join(lines)).values())
         victim = next(n for n in cluster.worker_nodes if n.node_id in busy)
         cluster.remove_node(victim)
-        out, _ = proc.communicate(timeout=400)
+        proc.wait(timeout=400)
+        reader.join(timeout=10)
     finally:
         if proc.poll() is None:
             proc.kill()
+    out = "".join(lines)
     assert proc.returncode == 0, out[-3000:]
     assert "Restarting from" in out
     epochs = [int(line.split(",")[0]) for line in results.read_text().splitlines()[1:]]
     assert epochs == [0, 1, 2, 3, 4]  # one row per epoch: rows after the last save were rewritten, not repeated
+
+
+def ray_head_node_id(cluster) -> str:
+    return cluster.head_node.node_id
 
 
 def _wait_for_alive_nodes(n: int, timeout: float = 60) -> None:

@@ -28,7 +28,7 @@ from yolo_ray.evolve.dashboard import EvolveMetrics
 from yolo_ray.evolve.evolve_csv import count_rows
 from yolo_ray.evolve.progress import EvolveProgress, TrialEvents
 from yolo_ray.evolve.searcher import EvolveSearcher
-from yolo_ray.evolve.space import resolve_search_space
+from yolo_ray.evolve.space import SearchSpace, resolve_search_space
 from yolo_ray.evolve.stopping import parse_duration
 from yolo_ray.evolve.strategies import check_strategy_options, load_strategy_space
 from yolo_ray.evolve.trial import evolve_trial, placement_config, trial_resources
@@ -151,6 +151,8 @@ def run_evolution(opt: dict[str, Any], trainable: Callable[..., None] | None = N
     """
     opt = resolve_options(opt)
     space = load_strategy_space(opt["strategy"], opt["search_space"])
+    # A resumed run's evolve.csv is checked before Ray starts (and prints its own lines)
+    searcher = _make_searcher(opt, space) if opt["save_dir"] else None
     # Trials' training output would interleave unreadably here; it stays in the Ray logs.
     started_ray = connect(opt["address"], log_to_driver=False)
     in_main_thread = threading.current_thread() is threading.main_thread()  # signals can only be set there
@@ -161,15 +163,10 @@ def run_evolution(opt: dict[str, Any], trainable: Callable[..., None] | None = N
                                    trial_process=True)
         if trainable is None:  # trials read data and weights on whichever node they land
             verify_nodes_see(None, [opt["weights"], data_every_node_needs(opt["data"])])
-        if opt["save_dir"] is None:
+        if searcher is None:
             opt["save_dir"] = str(create_run_dir(opt["project"], opt["name"], opt["exist_ok"]))
+            searcher = _make_searcher(opt, space)
         print(f"evolve: run directory {opt['save_dir']}", flush=True)
-        searcher = EvolveSearcher(
-            Path(opt["save_dir"]) / "evolve.csv", opt["hyp"], space, opt["generations"], strategy=opt["strategy"],
-            parent=opt["parent"], population=opt["population"], seed=opt["seed"], noautoanchor=opt["noautoanchor"],
-            max_failed_trials=opt["max_failed_trials"],
-            time_budget_s=parse_duration(opt["time_budget"]) if opt["time_budget"] else None, patience=opt["patience"],
-        )
         _write_saved_options(Path(opt["save_dir"]), opt)  # after the searcher accepted the run's evolve.csv
         return _evolve(opt, searcher, placement, trainable)
     finally:
@@ -177,6 +174,16 @@ def run_evolution(opt: dict[str, Any], trainable: Callable[..., None] | None = N
             signal.signal(signal.SIGTERM, previous_sigterm)
         if started_ray:
             ray.shutdown()  # also frees this job's placement groups before the process goes
+
+
+def _make_searcher(opt: dict[str, Any], space: SearchSpace) -> EvolveSearcher:
+    """The run's searcher over its evolve.csv (read and checked here when the run is resumed)."""
+    return EvolveSearcher(
+        Path(opt["save_dir"]) / "evolve.csv", opt["hyp"], space, opt["generations"], strategy=opt["strategy"],
+        parent=opt["parent"], population=opt["population"], seed=opt["seed"], noautoanchor=opt["noautoanchor"],
+        max_failed_trials=opt["max_failed_trials"],
+        time_budget_s=parse_duration(opt["time_budget"]) if opt["time_budget"] else None, patience=opt["patience"],
+    )
 
 
 def train_command(opt: dict[str, Any], hyp_yaml: Path) -> str:

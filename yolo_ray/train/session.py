@@ -106,8 +106,11 @@ def worker_context(device: str) -> WorkerContext:
         world_size = ctx.get_world_size()
         if world_size > 1 and not dist.is_initialized():
             raise RuntimeError("Ray Train worker without a torch process group: launch with TorchTrainer")
-        return WorkerContext(ctx.get_world_rank(), world_size, ray.train.torch.get_device(), "train",
-                             ctx.get_local_rank(), _ray_assigned_cpus())
+        worker = WorkerContext(ctx.get_world_rank(), world_size, ray.train.torch.get_device(), "train",
+                               ctx.get_local_rank(), _ray_assigned_cpus())
+        node = ray.get_runtime_context().get_node_id()
+        print(f"DDP rank {worker.rank}/{world_size} on Ray node {node}, {worker.device}", flush=True)
+        return worker
     if _in_tune_trial():
         return WorkerContext(0, 1, ray_assigned_device(), "tune", 0, _ray_assigned_cpus())
     return WorkerContext(0, 1, select_device(device), "plain")
