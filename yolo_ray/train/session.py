@@ -96,7 +96,8 @@ def _ray_assigned_cpus() -> int:
 def worker_context(device: str) -> WorkerContext:
     """Rank and device from Ray Train when inside a worker (Ray made the process group), else local.
 
-    Under Ray the device is what Ray assigned (--device only chooses among GPUs outside Ray).
+    Under Ray the device is what Ray assigned (--device only chooses among GPUs outside Ray). Each DDP
+    rank prints one line naming its Ray node: on a cluster that is how a user finds where rank 0 writes.
     """
     if _in_train_worker():
         import ray.train
