@@ -14,7 +14,7 @@ from yolo_ray.models.yolo import build_model
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(300)
 def test_builtin_data_without_weights_or_cfg_starts_from_the_shipped_checkpoint(tmp_path):
     opt = resolve_options({"project": str(tmp_path / "runs"), "generations": 2})
     assert opt["weights"] == str(builtin_weights()) and opt["cfg"] is None
@@ -29,7 +29,7 @@ def test_builtin_data_without_weights_or_cfg_starts_from_the_shipped_checkpoint(
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(300)
 def test_shipped_checkpoint_is_a_stripped_yolov5n_that_detects_the_builtin_shapes():
     path = builtin_weights()
     assert path.stat().st_size < 6e6
