@@ -4,8 +4,9 @@
 
 yolov5n from scratch on the built-in synthetic dataset, imgsz 160, hyp.scratch-low.yaml, batch 16,
 60 epochs (mAP@.5 0.648 on its val split), seed 0 (scripts/train.py's defaults otherwise). The final
-epoch's EMA weights are kept, stripped (fp16 state dict, no optimizer) like every finished run's last.pt, with the run's options
-cut to the ones that made it, so the file holds no paths of the machine that trained it.
+epoch's EMA weights are kept, stripped (fp16 state dict, no optimizer) like every finished run's
+last.pt, with the run's options cut to the ones that made it, so the file holds no paths of the
+machine that trained it.
 OMP_NUM_THREADS=1 matters on a busy CPU box: more threads than free cores made epochs ~25x slower.
 """
 
