@@ -31,6 +31,7 @@ DATASET_VERSION = "synthetic-v1"
 JPEG_QUALITY = 95
 MAX_BOX_IOU = 0.3  # some overlap between objects, never enough to hide one
 _SPLIT_IDS = {"train": 0, "val": 1}
+BUILTIN_WEIGHTS_NAME = "yolov5n-synthetic.pt"  # regenerate when DATASET_VERSION changes
 
 
 @dataclass
@@ -211,6 +212,15 @@ def default_data_yaml() -> Path:
             if tmp.exists():
                 shutil.rmtree(tmp)
     return yaml_path
+
+
+def builtin_weights() -> Path:
+    """yolov5n already trained on the built-in dataset at imgsz 160 (benchmarks/make_builtin_weights.py).
+
+    Evolutions on the built-in data start their trials from it: a few epochs from scratch learn
+    nothing there, so hyps would be ranked on noise.
+    """
+    return Path(__file__).with_name("builtin") / BUILTIN_WEIGHTS_NAME
 
 
 def locate_data_yaml(data: str | Path) -> Path:

@@ -23,7 +23,7 @@ from ray import tune
 from yolo_ray.cli import check_range, check_training_numbers
 from yolo_ray.config import UserError, load_hyp, load_yaml, save_yaml
 from yolo_ray.data.labels import is_writable_dir
-from yolo_ray.data.synthetic import data_every_node_needs
+from yolo_ray.data.synthetic import builtin_weights, data_every_node_needs
 from yolo_ray.evolve.dashboard import EvolveMetrics
 from yolo_ray.evolve.evolve_csv import count_rows
 from yolo_ray.evolve.progress import EvolveProgress, TrialEvents
@@ -39,7 +39,7 @@ from yolo_ray.train.placement import Placement, cluster_nodes, plan_placement
 from yolo_ray.train.rundir import check_project, create_run_dir, resolve_project
 
 DEFAULT_GENERATIONS = 300
-DEFAULT_CFG = "yolov5n.yaml"  # when neither --cfg nor --weights is given
+DEFAULT_CFG = "yolov5n.yaml"  # user data with neither --cfg nor --weights
 
 # TRAIN CONFIG keys an evolution passes on to every trial (resume/nosave/noval/plots are evolve's own).
 TRAIN_OPTION_KEYS = (
@@ -128,6 +128,8 @@ def resolve_options(opt: dict[str, Any]) -> dict[str, Any]:
     check_strategy_options(opt)
     opt["hyp"] = load_hyp(opt["hyp"])
     opt["search_space"] = str(resolve_search_space(opt["search_space"]))
+    if not (opt["data"] or opt["weights"] or opt["cfg"]):
+        opt["weights"] = str(builtin_weights())  # on the built-in data, trials start from a trained model
     opt["weights"] = _absolute_file(opt["weights"], "weights")
     opt["cfg"] = _model_cfg(opt["cfg"], opt["weights"])
     opt["imgsz"] = train_image_size(opt["cfg"], opt["weights"], opt["imgsz"])
@@ -167,6 +169,9 @@ def run_evolution(opt: dict[str, Any], trainable: Callable[..., None] | None = N
             opt["save_dir"] = str(create_run_dir(opt["project"], opt["name"], opt["exist_ok"]))
             searcher = _make_searcher(opt, space)
         print(f"evolve: run directory {opt['save_dir']}", flush=True)
+        if opt["weights"] == str(builtin_weights()):
+            print(f"evolve: built-in data without --weights/--cfg: trials start from {opt['weights']} "
+                  "(yolov5n trained on it)", flush=True)
         _write_saved_options(Path(opt["save_dir"]), opt)  # after the searcher accepted the run's evolve.csv
         return _evolve(opt, searcher, placement, trainable)
     finally:
