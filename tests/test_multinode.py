@@ -23,7 +23,12 @@ from yolo_ray.evolve.searcher import COMPLETE_KEY
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_CLI = REPO / "scripts" / "train.py"
-NO_LOG_DEDUP = {**os.environ, "RAY_DEDUP_LOGS": "0"}  # each rank's start line must reach us, not "repeated 2x"
+
+
+def cli_env() -> dict[str, str]:
+    """This process's environment as it is now (an earlier ray.init may have set RAY_AUTH_MODE=token, which
+    the cluster then requires), without Ray's log dedup: each rank's start line must reach us."""
+    return {**os.environ, "RAY_DEDUP_LOGS": "0"}
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +86,7 @@ def assert_exactly_n_distinct_rows(csv: Path, n: int) -> None:
 
 def train_cli(cluster, *args: str, timeout: int = 400) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(TRAIN_CLI), "--address", cluster.address, *args],
-                          capture_output=True, text=True, timeout=timeout, cwd=REPO, env=NO_LOG_DEDUP)
+                          capture_output=True, text=True, timeout=timeout, cwd=REPO, env=cli_env())
 
 
 @pytest.fixture
@@ -218,7 +223,7 @@ def test_node_removed_during_ddp_training_restarts_from_its_last_epoch(cluster, 
     results = project / "exp" / "results.csv"
     proc = subprocess.Popen([sys.executable, str(TRAIN_CLI), "--address", cluster.address,
                              *ddp_args(tiny_data, project, 5, "--noplots")],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, env=NO_LOG_DEDUP)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, env=cli_env())
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
     reader.start()
