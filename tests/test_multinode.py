@@ -168,7 +168,7 @@ def test_run_folder_not_shared_by_a_node_is_refused_and_a_shared_one_trains(clus
          f"mount -t tmpfs tmpfs {private} && exec {ray_cli} start --address {cluster.address} --num-cpus 1 --block"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        _wait_for_alive_nodes(5)
+        _wait_for_alive_nodes(5, starting=node)
         refused = train_cli(cluster, *ddp_args(tiny_data, private, 1), timeout=240)
         assert refused.returncode == 2, refused.stderr[-2000:]
         errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
@@ -251,11 +251,13 @@ def ray_head_node_id(cluster) -> str:
     return cluster.head_node.node_id
 
 
-def _wait_for_alive_nodes(n: int, timeout: float = 60) -> None:
+def _wait_for_alive_nodes(n: int, starting: subprocess.Popen, timeout: float = 240) -> None:
+    """Until n nodes are alive; `ray start` brings up several processes, slow on a loaded 2-core machine."""
     import ray
 
     deadline = time.time() + timeout
     while sum(1 for node in ray.nodes() if node["Alive"]) < n:
+        assert starting.poll() is None, f"the node's `ray start` exited with {starting.returncode}"
         if time.time() > deadline:
             raise TimeoutError(f"fewer than {n} Ray nodes alive after {timeout} s")
         time.sleep(0.5)
