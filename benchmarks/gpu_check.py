@@ -130,7 +130,7 @@ def main() -> int:
                 rows += check(Path(tmp) / str(i))
             except Exception as e:  # one broken check must not hide the others' results
                 rows.append((f"check {i + 1}", f"{type(e).__name__}: {e}", False))
-    print(f"\n| check | result | ok |\n|---|---|---|")
+    print("\n| check | result | ok |\n|---|---|---|")
     for name, result, ok in rows:
         print(f"| {name} | {result} | {'yes' if ok else 'NO'} |")
     return 0 if all(ok for _, _, ok in rows) else 1

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from yolo_ray.config import UserError, load_hyp
-from yolo_ray.evolve import EVOLVE_RESULT_KEYS, append_row, constrain, load_search_space, read_history
+from yolo_ray.evolve import EVOLVE_RESULT_KEYS, constrain, load_search_space, read_history
 from yolo_ray.evolve.ga import prepare_evolution
 from yolo_ray.evolve.random_search import RandomStrategy, random_hyp
 from yolo_ray.evolve.searcher import COMPLETE_KEY, EvolveSearcher
