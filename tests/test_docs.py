@@ -60,7 +60,8 @@ def accepted_options(script: str) -> frozenset[str]:
 
 
 def all_invocations() -> list[tuple[str, str, list[str]]]:
-    found = [(doc.relative_to(REPO).as_posix(), script_invocation(words)) for doc in DOCS for words in bash_commands(doc)]
+    found = [(doc.relative_to(REPO).as_posix(), script_invocation(words))
+             for doc in DOCS for words in bash_commands(doc)]
     return [(doc, *invocation) for doc, invocation in found if invocation]
 
 
