@@ -85,6 +85,40 @@ def package_runtime_env(target: str | None) -> dict | None:
     return {"py_modules": [str(package)], "excludes": ["__pycache__", "*.pyc"]}
 
 
+def node_weights(weights: str | None) -> str | None:
+    """weights as given, or this node's own copy of the shipped checkpoint when weights names it.
+
+    The driver hands workers its install's path of the built-in weights; on another node the package
+    arrives through py_modules (or another install) at another path.
+    """
+    from yolo_ray.data.synthetic import BUILTIN_WEIGHTS_NAME, builtin_weights
+
+    if weights and Path(weights).name == BUILTIN_WEIGHTS_NAME and not Path(weights).is_file():
+        return str(builtin_weights())
+    return weights
+
+
+def files_every_node_needs(opt: dict) -> list[str]:
+    """The input files a worker on any node opens by the driver's path.
+
+    Not the built-in data or weights (each node has its own), nor a stored run's files (each node
+    downloads the run from its storage URI), nor a --cfg that names a shipped model.
+    """
+    from yolo_ray.data.synthetic import BUILTIN_WEIGHTS_NAME, data_every_node_needs
+
+    stored_resume = bool(opt.get("storage_uri") and opt.get("resume"))
+    weights = opt.get("weights")
+    needed = [data_every_node_needs(opt.get("data"))]
+    if weights and not stored_resume and Path(weights).name != BUILTIN_WEIGHTS_NAME:
+        needed.append(weights)
+    if opt.get("resume") and not stored_resume:
+        needed.append(opt["resume"])
+    cfg = opt.get("cfg")
+    if cfg and os.path.isabs(str(cfg)):  # a cfg file (made absolute by the scripts), not a shipped name
+        needed.append(cfg)
+    return [str(p) for p in needed if p]
+
+
 def _probe_missing(paths: list[str]) -> tuple[str, list[str]]:
     return socket.gethostname(), [p for p in paths if not os.path.exists(p)]
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from yolo_ray.config import UserError
-from yolo_ray.train.cluster import connect, verify_nodes_see
+from yolo_ray.train.cluster import connect, files_every_node_needs, verify_nodes_see
 from yolo_ray.train.placement import Placement, cluster_nodes, plan_placement
 
 # Options that place the run on Ray; the loop itself never sees them.
@@ -62,7 +62,6 @@ def prepare_launch(opt: dict[str, Any], shared_dir: str | Path | None = None) ->
     check_worker_split(opt["batch_size"], int(opt.get("ray_workers", 1)), opt.get("image_weights", False))
     if not uses_ray(opt):
         return Launch()
-    from yolo_ray.data.synthetic import data_every_node_needs  # OpenCV: only for runs that go through Ray
     workers = int(opt.get("ray_workers", 1))
     listed = device_gpus(opt.get("device", ""))
     gpus = opt.get("gpus_per_worker")
@@ -74,7 +73,7 @@ def prepare_launch(opt: dict[str, Any], shared_dir: str | Path | None = None) ->
                                    cpus=cpus * workers if cpus else None, single_run=True,
                                    what="--gpus-per-worker" if opt.get("gpus_per_worker") is not None else "--device")
         check_worker_split(opt["batch_size"], placement.workers, opt.get("image_weights", False))
-        verify_nodes_see(shared_dir, [opt.get("weights"), opt.get("resume"), data_every_node_needs(opt.get("data"))])
+        verify_nodes_see(shared_dir, files_every_node_needs(opt))
     except BaseException:
         if connected:
             import ray

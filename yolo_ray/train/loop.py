@@ -29,6 +29,7 @@ from yolo_ray.train.autoanchor import check_anchors
 from yolo_ray.train.checkpoint import (
     RESULTS_CSV_KEYS, append_results_row, build_checkpoint, save_checkpoint, strip_optimizer, truncate_results,
 )
+from yolo_ray.train.cluster import node_weights
 from yolo_ray.train.model_setup import (
     check_img_size, create_model, freeze_layers, init_seeds, process_seed, scale_loss_gains,
 )
@@ -89,7 +90,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float] | None:
     single_cls = bool(opt["single_cls"])
     nc = 1 if single_cls else data["nc"]
     names = {0: "item"} if single_cls and len(data["names"]) != 1 else data["names"]
-    model = create_model(opt["cfg"], opt["weights"], resume_ckpt, nc, hyp).to(device)
+    model = create_model(opt["cfg"], node_weights(opt["weights"]), resume_ckpt, nc, hyp).to(device)
     frozen = freeze_layers(model, list(opt["freeze"]))
     if frozen and ctx.is_main:
         print(f"freezing {len(frozen)} parameter tensors")
