@@ -73,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "uploaded after every row, Tune's state beside them; a path: where Tune keeps its state "
                           "(default: the run dir)")
     ray.add_argument("--bucket", default=None, help="upstream's spelling: --storage-path gs://BUCKET")
+    ray.add_argument("--placement-timeout", type=float, default=900,
+                     help="seconds to wait for one trial's resources (an autoscaler adding GPU nodes) before an error")
     return p
 
 

@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     ray.add_argument("--address", default=None,
                      help="Ray cluster to join ('auto' = the running one); default: no Ray for 1 worker, "
                           "a local cluster for more")
+    ray.add_argument("--placement-timeout", type=float, default=900,
+                     help="seconds to wait for the workers' resources (an autoscaler adding GPU nodes) before an error")
     return p
 
 
@@ -67,6 +69,7 @@ def fresh_run_options(opt: dict[str, Any]) -> dict[str, Any]:
     """
     check_training_numbers(opt)
     check_range("patience", opt["patience"], 0)
+    check_range("placement-timeout", opt["placement_timeout"], 0, low_open=True)
     for option in ("cpus_per_worker", "gpus_per_worker"):
         if opt[option] is not None:
             check_range(option.replace("_", "-"), opt[option], 0)

@@ -33,7 +33,7 @@ from yolo_ray.evolve.stopping import parse_duration
 from yolo_ray.evolve.stored import claim_stored_run, fetch_stored_evolution, row_uploader, storage_option
 from yolo_ray.evolve.strategies import check_strategy_options, load_strategy_space
 from yolo_ray.evolve.trial import evolve_trial, placement_config, trial_resources
-from yolo_ray.train.cluster import connect, files_every_node_needs, verify_nodes_see
+from yolo_ray.train.cluster import connect, files_every_node_needs, verify_nodes_see, wait_for_resources
 from yolo_ray.train.launch import check_worker_split
 from yolo_ray.train.model_setup import train_image_size
 from yolo_ray.train.placement import Placement, cluster_nodes, plan_placement
@@ -53,6 +53,7 @@ TRAIN_OPTION_KEYS = (
 RUNTIME_KEYS = (
     "address", "concurrency", "cpus_per_trial", "gpus_per_trial", "storage_path", "max_retries",
     "max_failed_trials", "resume", "exist_ok", "share_images", "time_budget", "patience", "bucket", "storage_uri",
+    "placement_timeout",
 )
 
 DEFAULTS: dict[str, Any] = {
@@ -63,7 +64,8 @@ DEFAULTS: dict[str, Any] = {
     "generations": None, "search_space": None, "parent": "single", "early_stop": False,
     "strategy": "classic", "population": 50, "time_budget": None, "patience": None,
     "ray_workers": 1, "concurrency": None, "cpus_per_trial": None, "gpus_per_trial": None, "address": None,
-    "storage_path": None, "bucket": None, "storage_uri": None, "max_retries": 2, "max_failed_trials": None,
+    "storage_path": None, "bucket": None, "storage_uri": None, "placement_timeout": 900.0, "max_retries": 2,
+    "max_failed_trials": None,
     "resume": False,
     "project": "runs/evolve", "name": "exp", "exist_ok": False,
     "share_images": True,  # decode once in the driver for all trials (off: each trial decodes its own)
@@ -167,12 +169,15 @@ def run_evolution(opt: dict[str, Any], trainable: Callable[..., None] | None = N
     in_main_thread = threading.current_thread() is threading.main_thread()  # signals can only be set there
     previous_sigterm = signal.signal(signal.SIGTERM, _sigterm_as_sigint) if in_main_thread else None
     try:
-        placement = plan_placement(cluster_nodes(), workers=int(opt["ray_workers"]), gpus=opt["gpus_per_trial"],
+        nodes = cluster_nodes()
+        placement = plan_placement(nodes, workers=int(opt["ray_workers"]), gpus=opt["gpus_per_trial"],
                                    cpus=opt["cpus_per_trial"], device=opt["device"], concurrency=opt["concurrency"],
                                    trial_process=True)
         check_worker_split(opt["batch_size"], placement.workers, opt["image_weights"])  # --gpus-per-trial 2: 2 ranks
         if trainable is None:  # trials read data, weights and cfg on whichever node they land
-            verify_nodes_see(None, files_every_node_needs({k: opt[k] for k in ("weights", "data", "cfg")}))
+            verify_nodes_see(None, files_every_node_needs({k: opt[k] for k in ("weights", "data", "cfg")}), placement)
+            # the first trial's resources: an autoscaling cluster may be at zero GPU nodes
+            wait_for_resources(placement, nodes, float(opt["placement_timeout"]), "a trial")
         if searcher is None:
             opt["save_dir"] = str(_claim_run_dir(opt))
             searcher = _make_searcher(opt, space)
@@ -349,6 +354,7 @@ def _check_numbers(opt: dict[str, Any]) -> None:
     if opt["max_failed_trials"] is not None:
         check_range("max-failed-trials", opt["max_failed_trials"], 1)
     check_range("max-retries", opt["max_retries"], 0)
+    check_range("placement-timeout", opt["placement_timeout"], 0, low_open=True)
     if opt["parent"] not in ("single", "weighted"):
         raise UserError(f"--parent must be single or weighted, got {opt['parent']!r}")
 

@@ -9,6 +9,7 @@ trains on the GPU Ray placed it on rather than on whatever the driver's machine 
 
 from __future__ import annotations
 
+import math
 import os
 import uuid
 from collections.abc import Callable
@@ -17,11 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from yolo_ray.config import UserError
-from yolo_ray.train.cluster import connect, files_every_node_needs, verify_nodes_see
-from yolo_ray.train.placement import Placement, cluster_nodes, plan_placement
+from yolo_ray.train.cluster import (
+    PLACEMENT_TIMEOUT_S, connect, files_every_node_needs, verify_nodes_see, wait_for_resources,
+)
+from yolo_ray.train.placement import Node, Placement, cluster_nodes, plan_placement
 
 # Options that place the run on Ray; the loop itself never sees them.
-LAUNCH_KEYS = ("ray_workers", "cpus_per_worker", "gpus_per_worker", "address", "max_failures")
+LAUNCH_KEYS = ("ray_workers", "cpus_per_worker", "gpus_per_worker", "address", "max_failures", "placement_timeout")
 # NCCL/gloo collectives wait this long: rank 0 alone builds caches, validates and saves while the
 # other ranks sit in the next collective (upstream allows 3 h; Ray's default of 30 min kills big runs).
 COLLECTIVE_TIMEOUT_S = 3 * 3600
@@ -38,6 +41,8 @@ class Launch:
 
     placement: Placement | None = None
     connected_here: bool = False  # this process joined Ray for the run and leaves it afterwards
+    nodes: tuple[Node, ...] = ()  # the cluster's nodes, live and those its autoscaler may add
+    placement_timeout_s: float = PLACEMENT_TIMEOUT_S
 
 
 def device_gpus(device: str) -> int:
@@ -69,11 +74,12 @@ def prepare_launch(opt: dict[str, Any], shared_dir: str | Path | None = None) ->
     cpus = opt.get("cpus_per_worker")
     connected = connect(opt.get("address"), visible_gpus=opt["device"] if listed > 1 else None)
     try:
-        placement = plan_placement(cluster_nodes(), workers=workers, gpus=gpus, device=opt.get("device", ""),
+        nodes = cluster_nodes()
+        placement = plan_placement(nodes, workers=workers, gpus=gpus, device=opt.get("device", ""),
                                    cpus=cpus * workers if cpus else None, single_run=True,
                                    what="--gpus-per-worker" if opt.get("gpus_per_worker") is not None else "--device")
         check_worker_split(opt["batch_size"], placement.workers, opt.get("image_weights", False))
-        verify_nodes_see(shared_dir, files_every_node_needs(opt))
+        verify_nodes_see(shared_dir, files_every_node_needs(opt), placement)
     except BaseException:
         if connected:
             import ray
@@ -81,7 +87,8 @@ def prepare_launch(opt: dict[str, Any], shared_dir: str | Path | None = None) ->
             ray.shutdown()
         raise
     print(f"Ray placement: {placement.describe()}", flush=True)
-    return Launch(placement, connected)
+    timeout = opt.get("placement_timeout")
+    return Launch(placement, connected, tuple(nodes), PLACEMENT_TIMEOUT_S if timeout is None else float(timeout))
 
 
 def run_training(opt: dict[str, Any], launch: Launch | None = None) -> dict[str, Any]:
@@ -98,10 +105,16 @@ def run_training(opt: dict[str, Any], launch: Launch | None = None) -> dict[str,
         return train_loop_per_worker(config)
     config.update(run_id=uuid.uuid4().hex, gpu_memory_fraction=launch.placement.gpu_memory_fraction)
     name = Path(config["save_dir"]).name
+
+    def attempt_trainer(attempt: int):
+        # before every attempt: a restart after a lost node may have to wait for the autoscaler to replace it
+        wait_for_resources(launch.placement, list(launch.nodes), launch.placement_timeout_s, "the training run")
+        return make_torch_trainer({**config, "attempt": attempt}, launch.placement,
+                                  name=name if not attempt else f"{name}-{attempt}",
+                                  placement_timeout_s=launch.placement_timeout_s)
+
     try:
-        return fit_with_retries(lambda attempt: make_torch_trainer({**config, "attempt": attempt}, launch.placement,
-                                                                   name=name if not attempt else f"{name}-{attempt}"),
-                                max_failures=int(opt.get("max_failures") or 0))
+        return fit_with_retries(attempt_trainer, max_failures=int(opt.get("max_failures") or 0))
     finally:
         if launch.connected_here:
             import ray
@@ -121,12 +134,15 @@ def check_worker_split(batch_size: int, workers: int, image_weights: bool = Fals
         raise UserError("--image-weights is not compatible with DDP training (--ray-workers > 1)")
 
 
-def make_torch_trainer(config: dict[str, Any], placement: Placement, callbacks: tuple = (), name: str = "ray_train"):
+def make_torch_trainer(config: dict[str, Any], placement: Placement, callbacks: tuple = (), name: str = "ray_train",
+                       placement_timeout_s: float = PLACEMENT_TIMEOUT_S):
     """A TorchTrainer running train_loop_per_worker(config) on the placement's DDP workers, once.
 
     Ray Train's own records go to save_dir/ray_train: metrics and run metadata only, never weights
     (the loop reports no Ray checkpoints). `name` is what the Ray dashboard's Train view shows.
-    Ray retries nothing itself (fit_with_retries decides what a retry can fix).
+    Ray retries nothing itself (fit_with_retries decides what a retry can fix), and waits for its workers'
+    placement only about placement_timeout_s (its own retries of a startup timeout are otherwise endless).
+    Workers that fit on one node are kept on one node (PACK alone may split them over the network).
     """
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -141,10 +157,19 @@ def make_torch_trainer(config: dict[str, Any], placement: Placement, callbacks: 
         train_loop_config=config,
         torch_config=TorchConfig(timeout_s=COLLECTIVE_TIMEOUT_S),
         scaling_config=ScalingConfig(num_workers=placement.workers, use_gpu=placement.gpus_per_worker > 0,
-                                     resources_per_worker=resources),
+                                     resources_per_worker=resources,
+                                     placement_strategy="STRICT_PACK" if placement.one_node else "PACK"),
         run_config=RunConfig(storage_path=str(Path(config["save_dir"]) / "ray_train"), name=name,
-                             callbacks=list(callbacks), failure_config=FailureConfig(max_failures=0)),
+                             callbacks=list(callbacks), failure_config=FailureConfig(
+                                 max_failures=0, controller_failure_limit=_startup_retries(placement_timeout_s))),
     )
+
+
+def _startup_retries(placement_timeout_s: float) -> int:
+    from ray.train.v2._internal.constants import DEFAULT_WORKER_GROUP_START_TIMEOUT_S, WORKER_GROUP_START_TIMEOUT_S_ENV_VAR
+
+    start_timeout = float(os.environ.get(WORKER_GROUP_START_TIMEOUT_S_ENV_VAR, DEFAULT_WORKER_GROUP_START_TIMEOUT_S))
+    return max(1, math.ceil(placement_timeout_s / start_timeout))
 
 
 def fit_with_retries(make_trainer: Callable[[int], Any], max_failures: int) -> dict[str, Any] | None:

@@ -90,7 +90,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float] | None:
     single_cls = bool(opt["single_cls"])
     nc = 1 if single_cls else data["nc"]
     names = {0: "item"} if single_cls and len(data["names"]) != 1 else data["names"]
-    model = create_model(opt["cfg"], node_weights(opt["weights"]), resume_ckpt, nc, hyp).to(device)
+    weights = node_weights(opt["weights"]) if resume_ckpt is None else None  # resuming: the checkpoint's model
+    model = create_model(opt["cfg"], weights, resume_ckpt, nc, hyp).to(device)
     frozen = freeze_layers(model, list(opt["freeze"]))
     if frozen and ctx.is_main:
         print(f"freezing {len(frozen)} parameter tensors")
