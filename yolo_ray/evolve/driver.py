@@ -176,8 +176,8 @@ def run_evolution(opt: dict[str, Any], trainable: Callable[..., None] | None = N
         check_worker_split(opt["batch_size"], placement.workers, opt["image_weights"])  # --gpus-per-trial 2: 2 ranks
         if trainable is None:  # trials read data, weights and cfg on whichever node they land
             verify_nodes_see(None, files_every_node_needs({k: opt[k] for k in ("weights", "data", "cfg")}), placement)
-            # the first trial's resources: an autoscaling cluster may be at zero GPU nodes
-            wait_for_resources(placement, nodes, float(opt["placement_timeout"]), "a trial")
+        # the first trial's resources: an autoscaling cluster may be at zero GPU nodes
+        wait_for_resources(placement, nodes, float(opt["placement_timeout"]), "a trial")
         if searcher is None:
             opt["save_dir"] = str(_claim_run_dir(opt))
             searcher = _make_searcher(opt, space)
