@@ -47,7 +47,9 @@ def start_head(config: Path, port: int) -> subprocess.Popen:
     """`ray start --head --block` in its own process group, with the fake node provider's autoscaler."""
     ray_cli = Path(sys.executable).with_name("ray")
     # agent_register_timeout: a loaded machine starts the dashboard agent slower than the raylet waits by default.
-    env = {**os.environ, "RAY_FAKE_CLUSTER": "1", "RAY_agent_register_timeout_ms": "180000"}
+    # Auth as this process has it (unset: none), so that it can join.
+    env = {**os.environ, "RAY_FAKE_CLUSTER": "1", "RAY_agent_register_timeout_ms": "180000",
+           "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
     # Every port the head opens is a free one: other Ray clusters may run on this machine (their agents hold
     # the default ports).
     ports = [f"--{name}={free_port()}" for name in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",

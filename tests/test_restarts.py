@@ -161,3 +161,27 @@ def test_loader_workers_follow_the_cpus_ray_assigned_rounded_never_zero(assigned
     from yolo_ray.train.session import loader_cpus
 
     assert loader_cpus(assigned) == workers
+
+
+def test_ray_client_addresses_are_one_clear_error(monkeypatch):
+    from yolo_ray.train.cluster import connect
+
+    monkeypatch.setattr("ray.is_initialized", lambda: False)
+    with pytest.raises(UserError, match="ray://head:10001: Ray Client .* `ray job submit`"):
+        connect("ray://head:10001")
+
+
+def test_nodes_find_the_shipped_weights_in_their_own_install_and_a_stored_run_themselves(tmp_path):
+    from yolo_ray.data.synthetic import BUILTIN_WEIGHTS_NAME, builtin_weights
+    from yolo_ray.train.cluster import files_every_node_needs, node_weights
+
+    drivers_install = f"/opt/driver-venv/site-packages/yolo_ray/data/builtin/{BUILTIN_WEIGHTS_NAME}"
+    assert node_weights(drivers_install) == str(builtin_weights())
+    with pytest.raises(UserError, match="weights file not found on Ray node"):
+        node_weights(str(tmp_path / "mine.pt"))
+    data = tmp_path / "data.yaml"
+    stored = {"weights": "/driver/staging/ab12/weights/last.pt", "resume": "/driver/staging/ab12/weights/last.pt",
+              "storage_uri": "s3://bucket/exp", "data": str(data), "cfg": "yolov5n.yaml"}
+    assert files_every_node_needs(stored) == [str(data)]  # each node downloads the run; yolov5n.yaml is shipped
+    local = {**stored, "storage_uri": None, "cfg": str(tmp_path / "my.yaml"), "weights": drivers_install}
+    assert files_every_node_needs(local) == [str(data), local["resume"], local["cfg"]]

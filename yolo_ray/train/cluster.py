@@ -42,6 +42,10 @@ def connect(address: str | None, log_to_driver: bool = True, visible_gpus: str |
     if ray.is_initialized():
         return False
     target = ray_init_address(address)
+    if target and target.startswith("ray://"):
+        raise UserError(f"--address {target}: Ray Client (ray://) cannot run this: the run's checks and Tune's "
+                        "driver must run on the cluster; run the script on the head node with --address auto, "
+                        "or submit it with `ray job submit`")
     if target not in (None, "local"):
         check_reachable(target)
     if target == "local" and visible_gpus:
