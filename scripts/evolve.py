@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "uploaded after every row, Tune's state beside them; a path: where Tune keeps its state "
                           "(default: the run dir)")
     ray.add_argument("--bucket", default=None, help="upstream's spelling: --storage-path gs://BUCKET")
+    ray.add_argument("--no-share-images", dest="share_images", action="store_false",
+                     help="each trial decodes its own images (default: decoded once, shared through the object store "
+                          "when they fit)")
     ray.add_argument("--placement-timeout", type=float, default=900,
                      help="seconds to wait for one trial's resources (an autoscaler adding GPU nodes) before an error")
     return p

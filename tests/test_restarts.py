@@ -185,3 +185,27 @@ def test_nodes_find_the_shipped_weights_in_their_own_install_and_a_stored_run_th
     assert files_every_node_needs(stored) == [str(data)]  # each node downloads the run; yolov5n.yaml is shipped
     local = {**stored, "storage_uri": None, "cfg": str(tmp_path / "my.yaml"), "weights": drivers_install}
     assert files_every_node_needs(local) == [str(data), local["resume"], local["cfg"]]
+
+
+def test_cache_ram_is_skipped_when_the_ranks_copies_would_not_fit(tmp_path, monkeypatch):
+    from yolo_ray.data import dataset as ds
+    from yolo_ray.data.synthetic import make_dataset
+
+    data = make_dataset(tmp_path / "data", n_train=8, n_val=2, size=64)
+    images = sorted(str(p) for p in (data.parent / "images" / "train").glob("*.jpg"))
+    one_copy = 8 * 64 * 64 * 3
+    monkeypatch.setattr(ds, "available_memory", lambda: (int(one_copy * 4.5), 10 * one_copy))
+    assert ds.ram_cache_fits(images, 64, copies=4)
+    assert not ds.ram_cache_fits(images, 64, copies=8)  # 8 ranks on a node: 8 copies do not fit
+    cached = ds.LoadImagesAndLabels(str(data.parent / "images" / "train"), 64, cache_images="ram", ram_copies=1)
+    skipped = ds.LoadImagesAndLabels(str(data.parent / "images" / "train"), 64, cache_images="ram", ram_copies=8)
+    assert cached.decoded is not None and skipped.decoded is None
+
+
+def test_shared_images_are_budgeted_by_the_smallest_trial_node_and_the_drivers_memory():
+    from yolo_ray.evolve.shared_images import sharing_budget
+
+    gb = 1e9
+    assert sharing_budget([200 * gb, 8 * gb], 100 * gb) == 2 * gb  # every node keeps a copy: the small one decides
+    assert sharing_budget([200 * gb], 10 * gb) == 5 * gb  # a modest CPU head decodes them all first
+    assert sharing_budget([], 10 * gb) == 0

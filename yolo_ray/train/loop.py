@@ -126,7 +126,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float] | None:
             data["train"], imgsz, per_rank_batch, gs, single_cls, hyp=hyp, augment=True, cache=opt["cache"],
             rect=opt["rect"], rank=ctx.rank if ctx.distributed else -1, world_size=ctx.world_size,
             workers=workers, image_weights=opt["image_weights"], shuffle=True, seed=opt["seed"],
-            decoded=decoded.get("train"), prefix="train: ", nc=nc, pin_memory=pin,
+            decoded=decoded.get("train"), prefix="train: ", nc=nc, pin_memory=pin, ram_copies=ctx.local_world_size,
         )
     labels = np.concatenate(dataset.labels, 0) if len(dataset.labels) else np.zeros((0, 5))
     if len(labels) and int(labels[:, 0].max()) >= nc:

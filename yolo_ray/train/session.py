@@ -28,6 +28,7 @@ class WorkerContext:
     mode: str  # "plain", "train" (Ray Train worker) or "tune" (Ray Tune function trial)
     local_rank: int = 0  # rank among this node's workers: the one that writes this node's caches first
     cpus: int | None = None  # CPUs Ray assigned this process (None: not under Ray, the machine's cores)
+    local_world_size: int = 1  # ranks on this node (each holds its own --cache ram copy)
 
     @property
     def distributed(self) -> bool:
@@ -118,7 +119,7 @@ def worker_context(device: str) -> WorkerContext:
         if world_size > 1 and not dist.is_initialized():
             raise RuntimeError("Ray Train worker without a torch process group: launch with TorchTrainer")
         worker = WorkerContext(ctx.get_world_rank(), world_size, ray.train.torch.get_device(), "train",
-                               ctx.get_local_rank(), _ray_assigned_cpus())
+                               ctx.get_local_rank(), _ray_assigned_cpus(), ctx.get_local_world_size())
         node = ray.get_runtime_context().get_node_id()
         print(f"DDP rank {worker.rank}/{world_size} on Ray node {node}, {worker.device}, pid {os.getpid()}", flush=True)
         return worker
