@@ -124,7 +124,13 @@ def worker_context(device: str) -> WorkerContext:
         print(f"DDP rank {worker.rank}/{world_size} on Ray node {node}, {worker.device}, pid {os.getpid()}", flush=True)
         return worker
     if _in_tune_trial():
-        return WorkerContext(0, 1, ray_assigned_device(), "tune", 0, _ray_assigned_cpus())
+        import ray
+
+        worker = WorkerContext(0, 1, ray_assigned_device(), "tune", 0, _ray_assigned_cpus())
+        # in the trial's Ray log: where it ran, on what (benchmarks/gpu_check.py reads it)
+        print(f"Trial on Ray node {ray.get_runtime_context().get_node_id()}, {worker.device}, pid {os.getpid()}",
+              flush=True)
+        return worker
     return WorkerContext(0, 1, select_device(device), "plain")
 
 
