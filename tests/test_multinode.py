@@ -268,7 +268,7 @@ def slow_val_data(tmp_path_factory) -> Path:
     """More validation images than tiny_data, so that the final validation lasts long enough to be hit."""
     from yolo_ray.data.synthetic import make_dataset
 
-    return make_dataset(tmp_path_factory.mktemp("slowval") / "data", seed=4, n_train=32, n_val=96, size=96)
+    return make_dataset(tmp_path_factory.mktemp("slowval") / "data", seed=4, n_train=16, n_val=64, size=96)
 
 
 def run_and_kill_rank0_when(cluster, args: list[str], trigger: str, timeout: float = 400) -> tuple[int, str]:
@@ -296,12 +296,12 @@ def run_and_kill_rank0_when(cluster, args: list[str], trigger: str, timeout: flo
 @pytest.mark.timeout(600)
 def test_rank0_killed_during_the_final_validation_finishes_without_retraining(cluster, tmp_path, slow_val_data):
     project = tmp_path / "runs"
-    code, out = run_and_kill_rank0_when(cluster, ddp_args(slow_val_data, project, 2, "--noplots"), "Validating ")
+    code, out = run_and_kill_rank0_when(cluster, ddp_args(slow_val_data, project, 1, "--noplots"), "Validating ")
     assert code == 0, out[-3000:]
     assert "at the end-of-training steps" in out  # the restart went to the end, not to epoch 0
     run = project / "exp"
     epochs = [int(line.split(",")[0]) for line in (run / "results.csv").read_text().splitlines()[1:]]
-    assert epochs == [0, 1]  # one row per epoch, none trained twice
+    assert epochs == [0]  # one row per epoch, none trained twice
     from yolo_ray.train.checkpoint import load_training_checkpoint
 
     last, best = (load_training_checkpoint(run / "weights" / n) for n in ("last.pt", "best.pt"))

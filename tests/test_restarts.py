@@ -81,6 +81,9 @@ def test_only_errors_a_retry_can_fix_are_retried():
     assert deterministic_error(group(ray.exceptions.ActorDiedError(), RuntimeError("NCCL: peer closed"))) is None
     assert deterministic_error(group(OSError("connection reset by storage"))) is None
     assert deterministic_error(group(ValueError("collateral"), ray.exceptions.ActorDiedError())) is None
+    from ray.train import NCCLHangError
+
+    assert deterministic_error(NCCLHangError("rank 3 stuck", {3: RuntimeError("op count frozen")})) is None
 
 
 def test_fit_with_retries_retries_lost_workers_and_stops_at_once_on_user_errors():
