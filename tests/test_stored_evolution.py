@@ -71,4 +71,5 @@ def test_stored_evolution_is_uploaded_after_every_row_and_resumed_on_a_fresh_mac
     assert after.iloc[:4].equals(first)  # continued, nothing lost or rewritten
 
     with pytest.raises(UserError, match="no stored evolution there"):
-        run_evolution({**common, "resume": f"file://{bucket}/missing"}, trainable=rows_seen_in_bucket(stored_csv, record))
+        run_evolution({**common, "resume": f"file://{bucket}/missing"},
+                      trainable=rows_seen_in_bucket(stored_csv, record))

@@ -166,7 +166,9 @@ def make_torch_trainer(config: dict[str, Any], placement: Placement, callbacks: 
 
 
 def _startup_retries(placement_timeout_s: float) -> int:
-    from ray.train.v2._internal.constants import DEFAULT_WORKER_GROUP_START_TIMEOUT_S, WORKER_GROUP_START_TIMEOUT_S_ENV_VAR
+    from ray.train.v2._internal.constants import (
+        DEFAULT_WORKER_GROUP_START_TIMEOUT_S, WORKER_GROUP_START_TIMEOUT_S_ENV_VAR,
+    )
 
     start_timeout = float(os.environ.get(WORKER_GROUP_START_TIMEOUT_S_ENV_VAR, DEFAULT_WORKER_GROUP_START_TIMEOUT_S))
     return max(1, math.ceil(placement_timeout_s / start_timeout))

@@ -45,7 +45,7 @@ class Placement:
     cpus_per_worker: float
     gpus_per_worker: float
     concurrency: int  # runs (trials) at once
-    one_node: bool = False  # every worker of a run fits on one node: keep them together (no all-reduce over the network)
+    one_node: bool = False  # all workers of a run fit on one node: keep them there (no all-reduce over the network)
 
     @property
     def gpu_memory_fraction(self) -> float | None:

@@ -8,6 +8,7 @@ rank's node reading last.pt) downloads them first. Any pyarrow filesystem URI wo
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from collections.abc import Callable
@@ -80,7 +81,7 @@ class RunUploader:
             stat = path.stat()
             if self.sent.get(rel) == (stat.st_size, stat.st_mtime_ns):
                 continue
-            with_retries(lambda: self._put(path, rel), f"upload of {rel} to {self.run_uri}")
+            with_retries(functools.partial(self._put, path, rel), f"upload of {rel} to {self.run_uri}")
             self.sent[rel] = (stat.st_size, stat.st_mtime_ns)
 
     def _put(self, path: Path, rel: str) -> None:
