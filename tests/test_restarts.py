@@ -212,3 +212,37 @@ def test_shared_images_are_budgeted_by_the_smallest_trial_node_and_the_drivers_m
     assert sharing_budget([200 * gb, 8 * gb], 100 * gb) == 2 * gb  # every node keeps a copy: the small one decides
     assert sharing_budget([200 * gb], 10 * gb) == 5 * gb  # a modest CPU head decodes them all first
     assert sharing_budget([], 10 * gb) == 0
+
+
+def _rank_starts(rank: int, port: int, lasts: list[str], out_dir: str) -> None:
+    import torch
+    import torch.distributed as dist
+
+    from yolo_ray.train.restart import starting_checkpoint
+    from yolo_ray.train.session import WorkerContext
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        ctx = WorkerContext(rank, 2, torch.device("cpu"), "train", local_rank=rank)
+        path, ckpt = starting_checkpoint(ctx, None, Path(lasts[rank]), "run-a")
+        Path(out_dir, f"start{rank}.txt").write_text(f"{ckpt['epoch']} {'ema' in ckpt} {path}")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_every_rank_restarts_from_the_checkpoint_rank_0_sees(tmp_path, tiny_training_state):
+    """Rank 1's copy of last.pt is older (NFS attribute caching, a failed download): it starts where rank 0 does."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    lasts = [tmp_path / "node0" / "last.pt", tmp_path / "node1" / "last.pt"]
+    save_last(lasts[0], tiny_training_state, 3, "run-a")
+    save_last(lasts[1], tiny_training_state, 1, "run-a")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_rank_starts, args=(port, [str(p) for p in lasts], str(tmp_path)), nprocs=2, join=True)
+    assert (tmp_path / "start0.txt").read_text() == f"3 True {lasts[0]}"
+    assert (tmp_path / "start1.txt").read_text() == f"3 False {lasts[0]}"  # rank 0's epoch; the EMA stays on rank 0
