@@ -246,3 +246,10 @@ def test_every_rank_restarts_from_the_checkpoint_rank_0_sees(tmp_path, tiny_trai
     mp.spawn(_rank_starts, args=(port, [str(p) for p in lasts], str(tmp_path)), nprocs=2, join=True)
     assert (tmp_path / "start0.txt").read_text() == f"3 True {lasts[0]}"
     assert (tmp_path / "start1.txt").read_text() == f"3 False {lasts[0]}"  # rank 0's epoch; the EMA stays on rank 0
+
+
+def test_a_trials_deterministic_error_is_a_failed_row_with_its_line_not_a_retry():
+    from yolo_ray.evolve.searcher import COMPLETE_KEY, ERROR_KEY, result_problem
+
+    line = "CUDA out of memory in training: lower --batch-size (or --imgsz)"
+    assert result_problem({ERROR_KEY: line, COMPLETE_KEY: True}) == line
