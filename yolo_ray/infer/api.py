@@ -105,8 +105,9 @@ def default_device() -> torch.device:
     return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
 
 
-def load(model: str | Path = "yolov5s", classes: int | None = None, channels: int = 3, weights: str | Path | None = None,
-         autoshape: bool = True, device: str | torch.device | None = None, fuse: bool = True) -> nn.Module:
+def load(model: str | Path = "yolov5s", classes: int | None = None, channels: int = 3,
+         weights: str | Path | None = None, autoshape: bool = True, device: str | torch.device | None = None,
+         fuse: bool = True) -> nn.Module:
     """A model for inference, as torch.hub.load('ultralytics/yolov5', ...).
 
     model: a .pt checkpoint (ours or upstream's), an export (.onnx, .torchscript, *_openvino_model), or a

@@ -160,6 +160,7 @@ def run(model: Backend, batches: Iterable[list[Frame]], save_dir: Path, opt: Det
     print(("Speed: %.1fms pre-process, %.1fms inference, %.1fms NMS per image" % per_image)
           + f" at shape {(1, 3, *opt.imgsz)}")
     if opt.save_txt or opt.save_img:
-        labels = f"\n{len(list(save_dir.glob('labels/*.txt')))} labels saved to {save_dir / 'labels'}" if opt.save_txt else ""
+        count = len(list(save_dir.glob("labels/*.txt")))
+        labels = f"\n{count} labels saved to {save_dir / 'labels'}" if opt.save_txt else ""
         print(f"Results saved to {save_dir}{labels}")
     return seen

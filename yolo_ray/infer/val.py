@@ -124,7 +124,8 @@ def run(
     if save_json:
         ev = _save_and_score_json(ev, writer.records, data, save_dir, weights_name, loader, coco)
     if not training:
-        saved = f"\n{len(list(save_dir.glob('labels/*.txt')))} labels saved to {save_dir / 'labels'}" if save_txt else ""
+        count = len(list(save_dir.glob("labels/*.txt")))
+        saved = f"\n{count} labels saved to {save_dir / 'labels'}" if save_txt else ""
         print(f"Results saved to {save_dir}{saved}")
     return ev
 
