@@ -13,10 +13,11 @@ STUDY_SIZES = tuple(range(256, 1536 + 128, 128))
 
 
 def study_rows(validate: Callable[[int], tuple[tuple[float, ...], tuple[float, ...]]],
-               sizes: tuple[int, ...] = STUDY_SIZES) -> np.ndarray:
-    """validate(imgsz) -> (7 results, 3 per-image times in ms), at each size: (len(sizes), 10)."""
+               sizes: tuple[int, ...] | None = None) -> np.ndarray:
+    """validate(imgsz) -> (7 results, 3 per-image times in ms), at each size (STUDY_SIZES by default):
+    (len(sizes), 10)."""
     rows = []
-    for imgsz in sizes:
+    for imgsz in sizes or STUDY_SIZES:
         print(f"\nRunning --imgsz {imgsz}...")
         results, times = validate(imgsz)
         rows.append([*results, *times])
