@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from yolo_ray.config import UserError
-from yolo_ray.train.session import WorkerContext, local_main_first
+
+if TYPE_CHECKING:  # torch: not for train.py's --help and option checks
+    from yolo_ray.train.session import WorkerContext
 
 
 def is_uri(path: str | None) -> bool:
@@ -93,6 +96,8 @@ def attach_storage(ctx: WorkerContext, run_uri: str | None, save_dir: Path) -> R
     A restart on another node, a resume, or a rank on a node that never held the run all need last.pt
     and the run's files locally before they read them.
     """
+    from yolo_ray.train.session import local_main_first
+
     if not run_uri:
         return None
     with local_main_first(ctx):
