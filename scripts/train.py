@@ -21,7 +21,7 @@ from yolo_ray.cli import (  # noqa: E402
     start_logging,
 )
 from yolo_ray.config import UserError, load_hyp  # noqa: E402
-from yolo_ray.console import LOGGER, log_file, shell_command  # noqa: E402
+from yolo_ray.console import LOGGER, TRAIN_LOG, log_file, log_level, shell_command  # noqa: E402
 from yolo_ray.train.launch import check_worker_split, prepare_launch, run_training, uses_ray  # noqa: E402
 from yolo_ray.train.storage import RunUploader, download_run, is_uri, next_run_uri, staging_dir  # noqa: E402
 from yolo_ray.train.rundir import (  # noqa: E402
@@ -31,7 +31,6 @@ from yolo_ray.train.rundir import (  # noqa: E402
 
 # Options that only say where the run directory goes; the loop never needs them.
 RUN_DIR_KEYS = ("project", "name", "exist_ok", "storage_path")
-LOG_FILE = "train.log"  # in the run folder: what the console showed, with times
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -149,7 +148,8 @@ def resume_options(resume: str | bool, project: str, epochs: int | None = None) 
     opt.update(weights=str(last), cfg=None, resume=str(last), save_dir=str(save_dir))
     start_epoch = last_epoch + 1
     if start_epoch >= opt["epochs"]:  # killed after its last epoch: upstream goes to the end-of-training steps
-        LOGGER.info(f"{last}: all {opt['epochs']} epochs are trained; finishing the run (slim weights, validate best.pt)")
+        LOGGER.info(f"{last}: all {opt['epochs']} epochs are trained; finishing the run "
+                    "(slim weights, validate best.pt)")
     else:
         LOGGER.info(f"Resuming training from {last} at epoch {start_epoch} of {opt['epochs']}")
     return opt
@@ -174,9 +174,10 @@ def main(argv: list[str] | None = None) -> int:
         launch = prepare_launch(opt, shared_dir=shared_dir)
         if not opt["save_dir"]:
             claim_run_dir(opt)
-        with log_file(Path(opt["save_dir"]) / LOG_FILE):
+        with log_file(Path(opt["save_dir"]) / TRAIN_LOG):
             LOGGER.info(f"Run directory: {opt['save_dir']}")
-            results = run_training({k: v for k, v in opt.items() if k not in RUN_DIR_KEYS}, launch)
+            config = {k: v for k, v in opt.items() if k not in RUN_DIR_KEYS}
+            results = run_training({**config, "log_level": log_level()}, launch)
             LOGGER.info(_final_message(opt, results))
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -17,7 +17,8 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if "default" in text.lower() or action.default in (None, False, argparse.SUPPRESS, "") or not action.option_strings:
+        unstated = action.default in (None, False, argparse.SUPPRESS, "") or not action.option_strings
+        if unstated or "default" in text.lower():
             return text
         default = " ".join(map(str, action.default)) if isinstance(action.default, list) else "%(default)s"
         return f"{text} (default: {default})"

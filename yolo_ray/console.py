@@ -27,6 +27,8 @@ FILE_ONLY = {"console": False}  # extra= for a record the log file keeps but the
 RAY_LOGGERS = {"ray": logging.ERROR, "ray.tune": logging.WARNING, "ray.train": logging.WARNING}
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 BAR_FORMAT = "{l_bar}{bar:10}{r_bar}"  # upstream's TQDM_BAR_FORMAT
+TRAIN_LOG = "train.log"  # in a training's run folder: what its console showed, with times
+EVOLVE_LOG = "evolve.log"  # the same for an evolution
 
 
 class _ConsoleFilter(logging.Filter):
@@ -72,6 +74,10 @@ def log_level() -> str:
 @contextlib.contextmanager
 def log_file(path: str | Path, also: tuple[str, ...] = ()) -> Iterator[None]:
     """Append the `yolo_ray` records (and those of the `also` loggers) to path while the body runs."""
+    path = os.path.abspath(path)
+    if any(getattr(h, "baseFilename", None) == path for h in LOGGER.handlers):  # already written (train.py's own)
+        yield
+        return
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(_PlainFormatter("%(asctime)s %(message)s", datefmt="%Y-%m-%d %H:%M:%S"))
     loggers = [LOGGER, *(logging.getLogger(name) for name in also)]
@@ -118,7 +124,8 @@ class Progress:
         self.t0 = self.last_line = time.perf_counter()
         self.next_tenth = 1
         self.bar = None
-        if console_is_terminal():
+        self.live = console_is_terminal()  # a bar the terminal redraws, else lines
+        if self.live:
             from tqdm import tqdm
 
             self.bar = tqdm(total=self.total, desc=desc, bar_format=BAR_FORMAT, file=sys.stdout, leave=True)
@@ -170,16 +177,21 @@ class Progress:
             self._emit(self.line())
 
 
+    def iterate(self, items: Iterable) -> Iterator:
+        """The items, counted as they are taken; closed at the end."""
+        try:
+            for item in items:
+                yield item
+                self.update()
+        finally:
+            self.close()
+
+
 def track(items: Iterable, total: int | None = None, desc: str = "", unit: str = "batch",
           final_line: bool = True) -> Iterator:
     """Iterate items with a Progress (total from len(items) when not given)."""
-    progress = Progress(len(items) if total is None else total, desc, unit, final_line)  # type: ignore[arg-type]
-    try:
-        for item in items:
-            yield item
-            progress.update()
-    finally:
-        progress.close()
+    total = len(items) if total is None else total  # type: ignore[arg-type]
+    return Progress(total, desc, unit, final_line).iterate(items)
 
 
 def python_executable() -> str:
@@ -216,3 +228,26 @@ def shell_command(script: str, *args: Any) -> str:
     python = "python" if in_ray_job() else python_executable()
     script_path = short_path(Path(__file__).resolve().parents[1] / "scripts" / script)
     return shlex.join([python, script_path, *(durable_path(a) if isinstance(a, Path) else str(a) for a in args)])
+
+
+class EpochProgress(Progress):
+    """Rank 0's progress through one training epoch, as upstream's: the header, then the epoch, GPU memory,
+    running losses, instances and image size of the latest batch, as the bar's text or in each line."""
+
+    HEADER = ("%11s" * 7) % ("Epoch", "GPU_mem", "box_loss", "obj_loss", "cls_loss", "Instances", "Size")
+
+    def __init__(self, epoch: int, epochs: int, nb: int):
+        self.epoch_label = f"{epoch}/{epochs - 1}"
+        LOGGER.info(self.HEADER)
+        super().__init__(nb, self.epoch_label, passes_left=epochs - epoch - 1)
+
+    def update(self, i: int, mloss: Any, images: int, instances: int, size: int) -> None:  # type: ignore[override]
+        """Batch i done: mloss the running mean losses (a tensor, read only when shown: it syncs the device)."""
+        shown = self.live or (i + 1) * 10 >= self.next_tenth * self.total
+        super().update(1, images, self._row(mloss, instances, size) if shown else None)
+
+    def _row(self, mloss: Any, instances: int, size: int) -> str:
+        import torch
+
+        mem = f"{torch.cuda.memory_reserved() / 1e9 if torch.cuda.is_available() else 0:.3g}G"
+        return ("%11s" * 2 + "%11.4g" * 5) % (self.epoch_label, mem, *mloss.tolist(), instances, size)
