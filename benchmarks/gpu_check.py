@@ -100,7 +100,9 @@ def ddp_training(args: argparse.Namespace, data: str, imgsz: int, out: Path) -> 
     done, seconds = run_cli(["scripts/train.py", "--data", data, "--cfg", "yolov5s.yaml", "--imgsz", str(imgsz),
                              "--epochs", "2", "--batch-size", "32", "--ray-workers", "2", "--noplots",
                              "--project", str(out / "ddp")], timeout=420)
-    speeds = [line.split("(")[-1].split(" img/s")[0] for line in done.stdout.splitlines() if "img/s on this rank" in line]
+    # rank 0's epoch lines: '... 8/8 batches, 512.3 img/s, 4 s'
+    speeds = [line.split(" img/s")[0].rsplit(" ", 1)[-1] for line in done.stdout.splitlines()
+              if " batches, " in line and " img/s" in line]
     return [(f"2-worker NCCL DDP, 2 epochs ({seconds:.0f} s)", f"rank 0 img/s per epoch: {', '.join(speeds)}",
              done.returncode == 0)]
 

@@ -105,7 +105,6 @@ CASES: list[Case] = [
     *both("cfg-invalid-yaml", ["--cfg", f"{F}/invalid.yaml"], "invalid.yaml: not valid YAML"),
     *train("cfg-unknown-module", ["--cfg", f"{F}/cfg_module.yaml"], "cfg_module.yaml: layer 0 module 'Focus2'"),
     *train("cfg-no-anchors", ["--cfg", f"{F}/cfg_no_anchors.yaml"], "cfg_no_anchors.yaml: missing key 'anchors'"),
-    *train("no-cfg-no-weights", ["--cfg", ""], "either --cfg or --weights must be specified"),
     # ---- hyperparameters: present, numbers, finite, inside their valid range
     *both("hyp-missing", ["--hyp", f"{F}/hyp_missing.yaml"], "hyp_missing.yaml: file not found"),
     *both("hyp-lr0-nan", ["--hyp", f"{F}/hyp_lr0_nan.yaml"], "hyp_lr0_nan.yaml: hyperparameter lr0 = nan is not a "

@@ -22,9 +22,10 @@ from typing import Any
 LOGGER = logging.getLogger("yolo_ray")
 LEVELS = {"quiet": logging.WARNING, "info": logging.INFO, "verbose": logging.DEBUG}
 FILE_ONLY = {"console": False}  # extra= for a record the log file keeps but the console already shows otherwise
-# Ray's loggers, quiet below WARNING unless --verbose ("Started a local Ray instance", "Wrote the latest
-# version of all result files ...") and below ERROR for warnings a user cannot act on (token authentication).
-RAY_LOGGERS = {"ray": logging.ERROR, "ray.tune": logging.WARNING, "ray.train": logging.WARNING}
+# Ray's own loggers: only errors unless --verbose. Its INFO lines ("Started a local Ray instance", "Wrote the
+# latest version of all result files ...") and the token-authentication WARNING of every local cluster are
+# nothing a user of these scripts acts on.
+RAY_LOGGERS = ("ray", "ray.tune", "ray.train")
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 BAR_FORMAT = "{l_bar}{bar:10}{r_bar}"  # upstream's TQDM_BAR_FORMAT
 TRAIN_LOG = "train.log"  # in a training's run folder: what its console showed, with times
@@ -34,6 +35,18 @@ EVOLVE_LOG = "evolve.log"  # the same for an evolution
 class _ConsoleFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return getattr(record, "console", True)
+
+
+class _StdoutHandler(logging.StreamHandler):
+    """Writes to whatever sys.stdout is at the time (pytest's capture, a redirect made after setup)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
 
 
 class _PlainFormatter(logging.Formatter):
@@ -57,13 +70,30 @@ def setup_logging(level: str = "info") -> None:
     LOGGER.setLevel(LEVELS[level])
     LOGGER.propagate = False  # records are shown once, by our handler, whatever the root logger does
     if not any(getattr(h, "yolo_ray_console", False) for h in LOGGER.handlers):
-        handler = logging.StreamHandler(sys.stdout)
+        handler = _StdoutHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         handler.addFilter(_ConsoleFilter())
         handler.yolo_ray_console = True  # type: ignore[attr-defined]
         LOGGER.addHandler(handler)
-    for name, quiet_level in RAY_LOGGERS.items():
-        logging.getLogger(name).setLevel(logging.INFO if level == "verbose" else quiet_level)
+
+
+class _NoColour(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = ANSI_ESCAPE.sub("", record.getMessage()), None
+        return True
+
+
+def quiet_ray() -> int:
+    """Ray's loggers at our verbosity, and no colour codes in its lines unless stderr is a terminal; the level
+    to give ray.init, which resets them. Call after `import ray`: importing it configures its loggers."""
+    level = logging.INFO if LOGGER.isEnabledFor(logging.DEBUG) else logging.ERROR
+    for name in RAY_LOGGERS:
+        logging.getLogger(name).setLevel(level)
+    if not sys.stderr.isatty():
+        for handler in logging.getLogger("ray").handlers:
+            if not any(isinstance(f, _NoColour) for f in handler.filters):
+                handler.addFilter(_NoColour())
+    return level
 
 
 def log_level() -> str:
@@ -109,17 +139,20 @@ class Progress:
     """Progress through `total` items (batches, images): a live bar on a terminal, otherwise lines.
 
     Off a terminal (a file, a pipe, a Ray job log) a line comes at the end (final_line) and, in a long
-    pass, at each further tenth once min_interval_s has passed since the last line, so a log holds a
-    few lines per pass however many batches it has. Lines say items/s (images/s when update is told
-    the images), the time taken and the ETA; passes_left: how many more passes like this one follow
-    (epochs), for the ETA of the whole run in the final line.
+    pass, at each further tenth (every `every` items when given) once min_interval_s has passed since
+    the last line, so a log holds a few lines per pass however many batches it has. Lines say items/s
+    (images/s when update is told the images), the time taken and the ETA; passes_left: how many more
+    passes like this one follow (epochs), for the ETA of the whole run in the final line. own_counts:
+    the description already says all that (the evolution's line); it is the whole line.
     """
 
     def __init__(self, total: int, desc: str = "", unit: str = "batch", final_line: bool = True,
-                 min_interval_s: float = 30.0, passes_left: int = 0):
+                 min_interval_s: float = 30.0, passes_left: int = 0, initial: int = 0, every: int | None = None,
+                 own_counts: bool = False):
         self.total, self.desc, self.unit = max(int(total), 0), desc, unit
         self.final_line, self.min_interval_s, self.passes_left = final_line, min_interval_s, passes_left
-        self.done = self.images = 0
+        self.every, self.own_counts = every, own_counts
+        self.done, self.images = initial, 0
         self.seconds = 0.0
         self.t0 = self.last_line = time.perf_counter()
         self.next_tenth = 1
@@ -128,7 +161,7 @@ class Progress:
         if self.live:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=self.total, desc=desc, bar_format=BAR_FORMAT, file=sys.stdout, leave=True)
+            self.bar = tqdm(total=self.total, initial=initial, desc=desc, bar_format=BAR_FORMAT, file=sys.stdout)
 
     def update(self, n: int = 1, images: int = 0, desc: str | None = None) -> None:
         self.done += n
@@ -140,14 +173,22 @@ class Progress:
                 self.bar.set_description(desc, refresh=False)
             self.bar.update(n)
             return
-        if self.done >= self.total or self.done * 10 < self.next_tenth * self.total:
+        if self.done >= self.total or not self.at_step(self.done):
             return
         self.next_tenth = self.done * 10 // max(self.total, 1) + 1
         if time.perf_counter() - self.last_line >= self.min_interval_s:
             self._emit(self.line())
 
+    def at_step(self, done: int) -> bool:
+        """Whether a line may come after `done` items: at every `every`-th, else at each further tenth."""
+        if self.every:
+            return done % self.every == 0
+        return done * 10 >= self.next_tenth * self.total
+
     def line(self) -> str:
         """The progress so far in words: '  12/40 batches, 35.1 img/s, 8 s, ETA 19 s'."""
+        if self.own_counts:
+            return self.desc
         elapsed = time.perf_counter() - self.t0
         count = self.images if self.images else self.done
         rate = f"{count / elapsed:.1f} {'img' if self.images else self.unit}/s" if elapsed > 0 else ""
@@ -243,7 +284,7 @@ class EpochProgress(Progress):
 
     def update(self, i: int, mloss: Any, images: int, instances: int, size: int) -> None:  # type: ignore[override]
         """Batch i done: mloss the running mean losses (a tensor, read only when shown: it syncs the device)."""
-        shown = self.live or (i + 1) * 10 >= self.next_tenth * self.total
+        shown = self.live or self.at_step(i + 1) or i + 1 == self.total
         super().update(1, images, self._row(mloss, instances, size) if shown else None)
 
     def _row(self, mloss: Any, instances: int, size: int) -> str:
