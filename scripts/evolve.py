@@ -15,7 +15,7 @@ from pathlib import Path
 # Import the package beside this script: a Ray job runs a temporary copy of the checkout.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from yolo_ray.cli import OneLineParser, add_training_options  # noqa: E402
+from yolo_ray.cli import OneLineParser, add_console_options, add_training_options, start_logging  # noqa: E402
 from yolo_ray.config import UserError  # noqa: E402
 from yolo_ray.evolve.strategies import STRATEGIES  # noqa: E402
 
@@ -70,12 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "default: a new local cluster)")
     ray.add_argument("--storage-path", default=None,
                      help="where Ray Tune keeps experiment state: shared path or URI (default: the run dir)")
+    add_console_options(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
         opt = vars(build_parser().parse_args(argv))
+        start_logging(opt)
         from yolo_ray.evolve.driver import run_evolution
 
         summary = run_evolution(opt)

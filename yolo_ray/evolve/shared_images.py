@@ -11,6 +11,8 @@ from typing import Any
 
 import ray
 
+from yolo_ray.console import LOGGER
+
 # The decoded images may take at most this share of the object store (trials need the rest).
 OBJECT_STORE_SHARE = 0.25
 
@@ -29,9 +31,9 @@ def share_decoded_images(train_config: dict[str, Any], imgsz: int) -> ray.Object
     estimate = (train.n + val.n) * imgsz * imgsz * 3  # upper bound: long side = imgsz
     budget = ray.cluster_resources().get("object_store_memory", 0) * OBJECT_STORE_SHARE
     if estimate > budget and train_config.get("cache") != "ram":
-        print(f"evolve: not sharing decoded images ({estimate / 1e9:.1f} GB would exceed {budget / 1e9:.1f} GB "
-              "of the object store); each trial reads its own", flush=True)
+        LOGGER.warning(f"evolve: not sharing decoded images ({estimate / 1e9:.1f} GB would exceed "
+                       f"{budget / 1e9:.1f} GB of the object store); each trial reads its own")
         return None
     decoded = {"train": train.decoded_images(), "val": val.decoded_images()}
-    print(f"evolve: shared {train.n} train + {val.n} val decoded images at {imgsz} px with all trials", flush=True)
+    LOGGER.info(f"evolve: shared {train.n} train + {val.n} val decoded images at {imgsz} px with all trials")
     return ray.put(decoded)
