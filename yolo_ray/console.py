@@ -68,7 +68,6 @@ def verbosity(quiet: bool = False, verbose: bool = False) -> str:
 def setup_logging(level: str = "info") -> None:
     """Configure the `yolo_ray` logger for a script or a Ray worker; calling it again only changes the level."""
     LOGGER.setLevel(LEVELS[level])
-    LOGGER.propagate = False  # records are shown once, by our handler, whatever the root logger does
     if not any(getattr(h, "yolo_ray_console", False) for h in LOGGER.handlers):
         handler = _StdoutHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
