@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -17,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from yolo_ray.cli import OneLineParser, add_console_options, add_training_options, start_logging  # noqa: E402
 from yolo_ray.config import UserError  # noqa: E402
+from yolo_ray.console import LOGGER  # noqa: E402
 from yolo_ray.evolve.strategies import STRATEGIES  # noqa: E402
 
 
@@ -90,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     if summary.exit_code:
         print(f"error: {summary.message}" if summary.status != "interrupted" else summary.message, file=sys.stderr)
     else:
-        print(summary.message)
+        LOGGER.log(logging.INFO if summary.ranked else logging.WARNING, summary.message)  # --quiet keeps a warning
     return summary.exit_code
 
 

@@ -92,6 +92,29 @@ def test_killed_trial_is_retried_and_nan_trial_replaced(ray_cluster, tmp_path, s
     assert (markers / "retried").read_text() == (markers / "killed").read_text()  # same trial, run again
 
 
+def scoreless_trainable(config: dict, train_config: dict) -> None:
+    from ray import tune
+
+    tune.report({**dict(zip(EVOLVE_RESULT_KEYS, [0, 0, 0, 0, 0.1, 0.1, 0.1])), "fitness": 0.0, COMPLETE_KEY: True})
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+def test_an_evolution_whose_trials_all_score_0_warns_and_suggests_nothing(ray_cluster, tmp_path, stub_data, capsys):
+    from yolo_ray.evolve.driver import run_evolution
+
+    pickle_this_module_by_value()
+    summary = run_evolution({"generations": 3, "project": str(tmp_path / "runs"), "data": str(stub_data),
+                             "seed": 0, "concurrency": 2}, trainable=scoreless_trainable)
+    assert summary.status == "finished" and summary.exit_code == 0 and not summary.ranked
+    assert "WARNING: nothing was ranked: all 3 trials scored the same fitness (0)" in summary.message
+    assert "Usage example" not in summary.message and "hyp_evolve.yaml" in summary.message
+    assert sorted(p.name for p in summary.save_dir.glob("evolve.csv*")) == ["evolve.csv"]  # no lock left
+    log = (summary.save_dir / "evolve.log").read_text()
+    assert "evolve: 3/3 generations done" in log and "WARNING: nothing was ranked" in log
+    assert "evolve: 3/3 generations done" in capsys.readouterr().out
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(90)
 def test_failure_cap_ends_the_run_with_a_clear_message(ray_cluster, tmp_path, stub_data):

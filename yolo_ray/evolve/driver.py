@@ -77,6 +77,7 @@ class EvolveSummary:
     best_fitness: float
     status: str  # "finished", "stopped" (time budget, patience), "interrupted" or "failure cap"
     message: str
+    ranked: bool = True  # False: every trial tied, or the starting hyps came out best (the message warns)
 
     @property
     def exit_code(self) -> int:
@@ -259,6 +260,7 @@ def _build_tuner(opt: dict[str, Any], searcher: EvolveSearcher, trial: Callable,
 def _summary(opt: dict[str, Any], searcher: EvolveSearcher) -> EvolveSummary:
     save_dir = Path(opt["save_dir"])
     n, rows = opt["generations"], searcher.rows
+    warning = ""
     if rows >= n or searcher.stop_reason:
         status = "finished" if rows >= n else "stopped"
         message = (f"Hyperparameter evolution finished {rows} generations" if rows >= n else
@@ -274,7 +276,8 @@ def _summary(opt: dict[str, Any], searcher: EvolveSearcher) -> EvolveSummary:
         status = "interrupted"
         message = (f"evolution interrupted at {rows}/{n} generations; continue with: "
                    f"{shell_command('evolve.py', '--resume', save_dir)}")
-    return EvolveSummary(save_dir, rows, n, searcher.failed, searcher.stopped, searcher.best_fitness, status, message)
+    return EvolveSummary(save_dir, rows, n, searcher.failed, searcher.stopped, searcher.best_fitness, status, message,
+                         ranked=not warning)
 
 
 def _train_config(opt: dict[str, Any], placement: Placement, real_training: bool) -> dict[str, Any]:
