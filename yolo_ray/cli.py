@@ -12,15 +12,23 @@ DEFAULT_CFG = "yolov5n.yaml"  # the model of a run on user data given neither --
 
 
 class DefaultsHelpFormatter(argparse.HelpFormatter):
-    """--help names every default: '(default: 100)' unless the help already says it; flags that are off
-    by default and options whose default the help explains in words ('default: ...') stay as written."""
+    """--help names every default: '(default: 100)', '(default: none)' unless the help already says it
+    ('default: ...' in words); switches (on/off flags) stay as written."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        unstated = action.default in (None, False, argparse.SUPPRESS, "") or not action.option_strings
-        if unstated or "default" in text.lower():
+        if action.nargs == 0 or action.default is argparse.SUPPRESS or not action.option_strings:
             return text
-        default = " ".join(map(str, action.default)) if isinstance(action.default, list) else "%(default)s"
+        if "default" in text.lower():
+            return text
+        if action.default is None:
+            default = "none"
+        elif action.default == "":
+            default = "''"
+        elif action.default is False:
+            default = "off"
+        else:
+            default = " ".join(map(str, action.default)) if isinstance(action.default, list) else "%(default)s"
         return f"{text} (default: {default})"
 
 
@@ -39,7 +47,9 @@ class OneLineParser(argparse.ArgumentParser):
 def add_training_options(group: argparse._ActionsContainer) -> None:
     """Upstream train.py's options that a single run and every evolution trial both take."""
     group.add_argument("--weights", default="", help="initial weights .pt (local file; '' = from scratch)")
-    group.add_argument("--cfg", default="", help="model yaml: shipped name (yolov5s.yaml) or path")
+    group.add_argument("--cfg", default="", help="model yaml: shipped name (yolov5s.yaml) or path. With neither "
+                       "--cfg nor --weights: yolov5n.yaml from scratch on your --data, the built-in weights on the "
+                       "built-in data")
     group.add_argument("--data", default=None, help="dataset yaml (default: the built-in synthetic dataset)")
     group.add_argument("--hyp", default="hyp.scratch-low.yaml", help="hyperparameters yaml (shipped name or path)")
     group.add_argument("--epochs", type=int, default=100, help="total training epochs")
