@@ -6,6 +6,8 @@ import csv
 import importlib.util
 import os
 import signal
+import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -183,7 +185,9 @@ def test_data_omitted_trains_on_builtin_synthetic_data(tmp_path):
     assert (run / "weights" / "best.pt").is_file() and (run / "results.png").is_file()
     assert proc.stdout.count("Results saved to") == 1 and f"Results saved to {run}\n" in proc.stdout
     last_line = proc.stdout.strip().splitlines()[-1]  # the built-in data needs no --data
-    assert last_line == f"Train on: {sys.executable} {TRAIN_PY} --weights {run}/weights/best.pt --imgsz 64"
+    python, *args = shlex.split(last_line.removeprefix("Train on: "))
+    assert args == [str(TRAIN_PY), "--weights", f"{run}/weights/best.pt", "--imgsz", "64"]
+    assert Path(shutil.which(python) or python).absolute() == Path(sys.executable).absolute()
 
 
 def start_training(project: Path, data: Path, *extra: str) -> subprocess.Popen:
