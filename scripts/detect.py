@@ -16,7 +16,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from yolo_ray.cli import OneLineParser, add_model_options, check_fraction, make_run_dir  # noqa: E402
+from yolo_ray.cli import (  # noqa: E402
+    OneLineParser, add_console_options, add_model_options, check_fraction, make_run_dir, start_logging,
+)
 from yolo_ray.config import UserError  # noqa: E402
 
 
@@ -44,12 +46,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hide-conf", action="store_true", help="hide confidences")
     p.add_argument("--dnn", action="store_true", help="use OpenCV DNN for ONNX inference")
     p.add_argument("--vid-stride", type=int, default=1, help="video frame-rate stride")
+    add_console_options(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
         opt = build_parser().parse_args(argv)
+        start_logging({"quiet": opt.quiet, "verbose": opt.verbose})
         imgsz = _check(opt)
         from yolo_ray.infer.backends import load_backend
         from yolo_ray.infer.detect import DetectOptions, run, single_frames
@@ -76,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             view_img=opt.view_img, save_txt=opt.save_txt, save_conf=opt.save_conf, save_crop=opt.save_crop,
             save_img=not opt.nosave and not opt.source.endswith(".txt"), line_thickness=opt.line_thickness,
             hide_labels=opt.hide_labels, hide_conf=opt.hide_conf, vid_stride=opt.vid_stride)
-        run(model, batches, save_dir, options)
+        run(model, batches, save_dir, options, total=None if stream else len(files))
         if skipped.files:
             print(f"WARNING: {len(skipped.files)} of {len(files)} source files could not be read and were skipped")
     except UserError as e:

@@ -142,12 +142,13 @@ class Progress:
     the last line, so a log holds a few lines per pass however many batches it has. Lines say items/s
     (images/s when update is told the images), the time taken and the ETA; passes_left: how many more
     passes like this one follow (epochs), for the ETA of the whole run in the final line. own_counts:
-    the description already says all that (the evolution's line); it is the whole line.
+    the description already says all that (the evolution's line); it is the whole line. bar=False: lines
+    even on a terminal, for a caller that shows its own progress there (detect.py's line per image).
     """
 
     def __init__(self, total: int, desc: str = "", unit: str = "batch", final_line: bool = True,
                  min_interval_s: float = 30.0, passes_left: int = 0, initial: int = 0, every: int | None = None,
-                 own_counts: bool = False):
+                 own_counts: bool = False, bar: bool = True):
         self.total, self.desc, self.unit = max(int(total), 0), desc, unit
         self.final_line, self.min_interval_s, self.passes_left = final_line, min_interval_s, passes_left
         self.every, self.own_counts = every, own_counts
@@ -156,7 +157,7 @@ class Progress:
         self.t0 = self.last_line = time.perf_counter()
         self.next_tenth = 1
         self.bar = None
-        self.live = console_is_terminal()  # a bar the terminal redraws, else lines
+        self.live = bar and console_is_terminal()  # a bar the terminal redraws, else lines
         if self.live:
             from tqdm import tqdm
 
