@@ -215,3 +215,12 @@ def test_three_epoch_training_console_log_file_and_printed_commands(tmp_path):
         extra = ["--project", str(tmp_path / name)] + (tiny + ["--epochs", "1"] if name == "Train on" else [])
         done = subprocess.run(cmd + extra, cwd=tmp_path, capture_output=True, text=True, env=script_env(), timeout=200)
         assert done.returncode == 0, f"{name}: {done.stdout[-2000:]}{done.stderr[-2000:]}"
+
+
+def test_a_line_per_item_comes_for_every_item_up_to_the_last(capsys):
+    console.setup_logging("info")
+    progress = console.Progress(3, "", "trial", final_line=False, min_interval_s=0, initial=1, every=1, own_counts=True)
+    for done in (2, 3):
+        progress.update(desc=f"evolve: {done}/3 generations done")
+    progress.close()
+    assert capsys.readouterr().out.splitlines() == ["evolve: 2/3 generations done", "evolve: 3/3 generations done"]

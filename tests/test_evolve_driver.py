@@ -99,7 +99,7 @@ def scoreless_trainable(config: dict, train_config: dict) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(240)
 def test_an_evolution_whose_trials_all_score_0_warns_and_suggests_nothing(ray_cluster, tmp_path, stub_data, capsys):
     from yolo_ray.evolve.driver import run_evolution
 

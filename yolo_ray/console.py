@@ -173,8 +173,8 @@ class Progress:
                 self.bar.set_description(desc, refresh=False)
             self.bar.update(n)
             return
-        if self.done >= self.total or not self.at_step(self.done):
-            return
+        if (self.done >= self.total and self.final_line) or not self.at_step(self.done):
+            return  # the final line comes from close()
         self.next_tenth = self.done * 10 // max(self.total, 1) + 1
         if time.perf_counter() - self.last_line >= self.min_interval_s:
             self._emit(self.line())
