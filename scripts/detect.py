@@ -16,7 +16,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from yolo_ray.cli import OneLineParser, add_model_options, check_fraction, make_run_dir  # noqa: E402
+from yolo_ray.cli import (  # noqa: E402
+    OneLineParser, add_console_options, add_model_options, check_fraction, make_run_dir, start_logging,
+)
 from yolo_ray.config import UserError  # noqa: E402
 
 
@@ -44,16 +46,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hide-conf", action="store_true", help="hide confidences")
     p.add_argument("--dnn", action="store_true", help="use OpenCV DNN for ONNX inference")
     p.add_argument("--vid-stride", type=int, default=1, help="video frame-rate stride")
+    add_console_options(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
         opt = build_parser().parse_args(argv)
+        start_logging({"quiet": opt.quiet, "verbose": opt.verbose})
         imgsz = _check(opt)
         from yolo_ray.infer.backends import load_backend
         from yolo_ray.infer.detect import DetectOptions, run, single_frames
-        from yolo_ray.infer.sources import Skipped, is_stream_source, list_sources
+        from yolo_ray.infer.sources import VID_FORMATS, Skipped, is_stream_source, list_sources
         from yolo_ray.infer.streams import Streams
         from yolo_ray.train.model_setup import check_img_size
         from yolo_ray.train.session import select_device
@@ -76,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
             view_img=opt.view_img, save_txt=opt.save_txt, save_conf=opt.save_conf, save_crop=opt.save_crop,
             save_img=not opt.nosave and not opt.source.endswith(".txt"), line_thickness=opt.line_thickness,
             hide_labels=opt.hide_labels, hide_conf=opt.hide_conf, vid_stride=opt.vid_stride)
-        run(model, batches, save_dir, options)
+        images_only = files is not None and not any(Path(f).suffix[1:].lower() in VID_FORMATS for f in files)
+        run(model, batches, save_dir, options, total=len(files) if images_only else None)
         if skipped.files:
             print(f"WARNING: {len(skipped.files)} of {len(files)} source files could not be read and were skipped")
     except UserError as e:

@@ -9,14 +9,16 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
 # Import the package beside this script: a Ray job runs a temporary copy of the checkout.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from yolo_ray.cli import OneLineParser, add_training_options  # noqa: E402
+from yolo_ray.cli import OneLineParser, add_console_options, add_training_options, start_logging  # noqa: E402
 from yolo_ray.config import UserError  # noqa: E402
+from yolo_ray.console import LOGGER  # noqa: E402
 from yolo_ray.evolve.strategies import STRATEGIES  # noqa: E402
 
 
@@ -78,12 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
                           "when they fit)")
     ray.add_argument("--placement-timeout", type=float, default=900,
                      help="seconds to wait for one trial's resources (an autoscaler adding GPU nodes) before an error")
+    add_console_options(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
         opt = vars(build_parser().parse_args(argv))
+        start_logging(opt)
         from yolo_ray.evolve.driver import run_evolution
 
         summary = run_evolution(opt)
@@ -96,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     if summary.exit_code:
         print(f"error: {summary.message}" if summary.status != "interrupted" else summary.message, file=sys.stderr)
     else:
-        print(summary.message)
+        LOGGER.log(logging.INFO if summary.ranked else logging.WARNING, summary.message)  # --quiet keeps a warning
     return summary.exit_code
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from yolo_ray.cli import OneLineParser, add_model_options  # noqa: E402
+from yolo_ray.cli import OneLineParser, add_console_options, add_model_options, start_logging  # noqa: E402
 from yolo_ray.config import UserError  # noqa: E402
-from yolo_ray.infer.export import FORMATS, ONNX_OPSET, check_include, export_formats  # noqa: E402
+from yolo_ray.infer.formats import FORMATS, ONNX_OPSET, check_include  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,12 +28,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dynamic", action="store_true", help="ONNX: dynamic batch, height, width (and boxes)")
     p.add_argument("--simplify", action="store_true", help="ONNX: simplify the graph (onnxslim)")
     p.add_argument("--opset", type=int, default=ONNX_OPSET, help="ONNX: opset version")
+    add_console_options(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
         opt = build_parser().parse_args(argv)
+        start_logging({"quiet": opt.quiet, "verbose": opt.verbose})
         imgsz = opt.imgsz * 2 if len(opt.imgsz) == 1 else opt.imgsz
         if len(imgsz) != 2 or min(imgsz) < 1:
             raise UserError(f"--imgsz {opt.imgsz}: give one size or height and width, all positive")
@@ -41,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"--batch-size must be at least 1, got {opt.batch_size}")
         check_include(opt.include)
         from yolo_ray.infer.backends import weights_file
+        from yolo_ray.infer.export import export_formats
         from yolo_ray.train.session import select_device
 
         weights = [weights_file(w) for w in opt.weights]

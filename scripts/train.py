@@ -16,8 +16,12 @@ from typing import Any
 # Import the package beside this script: a Ray job runs a temporary copy of the checkout.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from yolo_ray.cli import OneLineParser, add_training_options, check_range, check_training_numbers  # noqa: E402
+from yolo_ray.cli import (  # noqa: E402
+    OneLineParser, add_console_options, add_training_options, check_range, check_training_numbers, default_model,
+    start_logging,
+)
 from yolo_ray.config import UserError, load_hyp  # noqa: E402
+from yolo_ray.console import LOGGER, TRAIN_LOG, log_file, log_level, shell_command  # noqa: E402
 from yolo_ray.train.launch import check_worker_split, prepare_launch, run_training, uses_ray  # noqa: E402
 from yolo_ray.train.storage import RunUploader, download_run, is_uri, next_run_uri, staging_dir  # noqa: E402
 from yolo_ray.train.rundir import (  # noqa: E402
@@ -59,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "a local cluster for more")
     ray.add_argument("--placement-timeout", type=float, default=900,
                      help="seconds to wait for the workers' resources (an autoscaler adding GPU nodes) before an error")
+    add_console_options(p)
     return p
 
 
@@ -79,8 +84,9 @@ def fresh_run_options(opt: dict[str, Any]) -> dict[str, Any]:
 
     opt["weights"] = _weights_file(opt["weights"])
     opt["cfg"] = _model_cfg(opt["cfg"])
-    if not opt["cfg"] and not opt["weights"]:
-        raise UserError("either --cfg or --weights must be specified (e.g. --cfg yolov5n.yaml)")
+    opt["cfg"], opt["weights"], chosen = default_model(opt["data"], opt["cfg"], opt["weights"])
+    if chosen:
+        LOGGER.info(chosen)
     if not uses_ray(opt):
         select_device(opt["device"])  # this process trains: its device must exist
     opt["imgsz"] = train_image_size(opt["cfg"], opt["weights"], opt["imgsz"])
@@ -133,10 +139,10 @@ def resume_options(resume: str | bool, project: str, epochs: int | None = None) 
     train_on = epochs is not None and epochs > total
     if last_epoch < 0:  # stripped: the end-of-training steps ran and no optimizer state is left
         if not train_on:
-            print(f"{last}: training to {total} epochs is finished, nothing to resume. Results are in "
+            LOGGER.info(f"{last}: training to {total} epochs is finished, nothing to resume. Results are in "
                   f"{save_dir} (results.csv, weights/best.pt); add --epochs N (N > {total}) to train on.")
             return None
-        print(f"{last}: finished {total} epochs; fine-tuning its weights for {epochs - total} more in a new run")
+        LOGGER.info(f"{last}: finished {total} epochs; fine-tuning its weights for {epochs - total} more in a new run")
         opt.update(weights=str(last), cfg=None, epochs=epochs - total, exist_ok=False)
         return fresh_run_options(opt)
     if train_on:
@@ -145,9 +151,10 @@ def resume_options(resume: str | bool, project: str, epochs: int | None = None) 
     opt.update(weights=str(last), cfg=None, resume=str(last), save_dir=str(save_dir))
     start_epoch = last_epoch + 1
     if start_epoch >= opt["epochs"]:  # killed after its last epoch: upstream goes to the end-of-training steps
-        print(f"{last}: all {opt['epochs']} epochs are trained; finishing the run (slim weights, validate best.pt)")
+        LOGGER.info(f"{last}: all {opt['epochs']} epochs are trained; finishing the run "
+                    "(slim weights, validate best.pt)")
     else:
-        print(f"Resuming training from {last} at epoch {start_epoch} of {opt['epochs']}")
+        LOGGER.info(f"Resuming training from {last} at epoch {start_epoch} of {opt['epochs']}")
     return opt
 
 
@@ -156,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         parser = build_parser()
         # epochs=None in the namespace: argparse keeps it unless --epochs is given, which --resume needs to know
         opt = vars(parser.parse_args(argv, namespace=argparse.Namespace(epochs=None)))
+        start_logging(opt)
         if opt["resume"]:  # the run's own options, on the cluster this command names
             address = opt["address"]
             resume, run_uri = _fetch_stored_run(opt["resume"])
@@ -172,12 +180,14 @@ def main(argv: list[str] | None = None) -> int:
         launch = prepare_launch(opt, shared_dir=shared_dir)
         if not opt["save_dir"]:
             claim_run_dir(opt)
-        print(f"Run directory: {opt['save_dir']}", flush=True)
-        results = run_training({k: v for k, v in opt.items() if k not in RUN_DIR_KEYS}, launch)
+        with log_file(Path(opt["save_dir"]) / TRAIN_LOG):
+            LOGGER.info(f"Run directory: {opt['save_dir']}")
+            config = {k: v for k, v in opt.items() if k not in RUN_DIR_KEYS}
+            results = run_training({**config, "log_level": log_level()}, launch)
+            LOGGER.info(_final_message(opt, results))
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(_final_message(opt, results))
     return 0
 
 
@@ -226,16 +236,21 @@ def _model_cfg(cfg: str) -> str | None:
 
 
 def _final_message(opt: dict[str, Any], results: dict[str, Any] | None) -> str:
+    """The final metrics and the commands that use the trained weights (the loop said where results are)."""
     save_dir = Path(opt["save_dir"])
     lines = []
     if results:
         lines.append("Final: " + ", ".join(f"{k}={float(v):.4g}" for k, v in results.items()))
+    if opt.get("storage_uri"):
+        lines.append(f"Local copy of the run: {save_dir}")
     weights = save_dir / "weights" / "best.pt"
     if not weights.is_file():
         weights = save_dir / "weights" / "last.pt"
-    reuse = f"python scripts/train.py --weights {weights} --data {opt['data']}"
-    where = f"{opt['storage_uri']} (local copy {save_dir})" if opt.get("storage_uri") else save_dir
-    lines.append(f"Results saved to {where}; reuse: {reuse}")
+    from yolo_ray.data.synthetic import default_data_yaml  # the built-in data needs no --data
+
+    data = [] if Path(opt["data"]) == default_data_yaml() else ["--data", Path(opt["data"])]
+    lines.append(f"Validate: {shell_command('val.py', '--weights', weights, *data, '--imgsz', opt['imgsz'])}")
+    lines.append(f"Train on: {shell_command('train.py', '--weights', weights, *data, '--imgsz', opt['imgsz'])}")
     return "\n".join(lines)
 
 

@@ -18,7 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from yolo_ray.cli import OneLineParser, add_model_options, check_fraction, make_run_dir  # noqa: E402
+from yolo_ray.cli import (  # noqa: E402
+    OneLineParser, add_console_options, add_model_options, check_fraction, make_run_dir, start_logging,
+)
 from yolo_ray.config import UserError  # noqa: E402
 
 
@@ -45,12 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dnn", action="store_true", help="use OpenCV DNN for ONNX inference")
     p.add_argument("--prune", type=float, default=None, metavar="AMOUNT",
                    help="prune this fraction of each conv layer's weights (L1, as upstream's prune) first")
+    add_console_options(p, verbose=False)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
         opt = build_parser().parse_args(argv)
+        start_logging({"quiet": opt.quiet})  # --verbose is upstream val.py's: mAP by class
         _check(opt)
         from yolo_ray.data.config import load_data_config
         from yolo_ray.train.session import select_device

@@ -21,6 +21,14 @@ def coco128() -> Path:
     return yaml_path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _package_logging():
+    """The package's records reach the console as in the scripts (tests read them with capsys)."""
+    from yolo_ray.console import setup_logging
+
+    setup_logging("info")
+
+
 @pytest.fixture(scope="session")
 def _ray_session():
     """Leaves Ray down at the end of the session, whichever cluster the last test joined."""

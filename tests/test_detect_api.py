@@ -167,6 +167,20 @@ def label_rows(path):
 
 
 @pytest.mark.timeout(300)
+def test_off_a_terminal_detect_logs_progress_lines_and_lines_per_image_with_verbose(run, detect_cli, tmp_path,
+                                                                                    capsys):
+    args = ["--weights", str(run.last), "--source", str(run.val_images[0].parent), "--imgsz", str(IMGSZ),
+            "--nosave", "--project", str(tmp_path / "runs")]
+    n = len(run.val_images)
+    assert detect_cli.main(args) == 0
+    out = capsys.readouterr().out  # not a terminal: the progress, not a line per image
+    assert not re.search(r"^image \d", out, re.M)
+    assert re.search(rf"^detect  {n}/{n} images, [\d.]+ img/s", out, re.M) and "Speed:" in out
+    assert detect_cli.main([*args, "--verbose"]) == 0
+    assert len(re.findall(r"^image \d+/\d+ ", capsys.readouterr().out, re.M)) == n
+
+
+@pytest.mark.timeout(300)
 def test_vid_stride_txt_order_relative_lists_and_nominal_shape_as_upstream(run, detect_cli, tmp_path, capsys,
                                                                           monkeypatch):
     frames = [cv2.imread(str(f)) for f in run.val_images[:5]]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import shlex
 import subprocess
 import sys
 import textwrap
@@ -89,6 +90,29 @@ def test_killed_trial_is_retried_and_nan_trial_replaced(ray_cluster, tmp_path, s
     assert history[list(EVOLVE_RESULT_KEYS)].notna().all().all()  # the NaN trial is not a row
     assert summary.failed == 1
     assert (markers / "retried").read_text() == (markers / "killed").read_text()  # same trial, run again
+
+
+def scoreless_trainable(config: dict, train_config: dict) -> None:
+    from ray import tune
+
+    tune.report({**dict(zip(EVOLVE_RESULT_KEYS, [0, 0, 0, 0, 0.1, 0.1, 0.1])), "fitness": 0.0, COMPLETE_KEY: True})
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_an_evolution_whose_trials_all_score_0_warns_and_suggests_nothing(ray_cluster, tmp_path, stub_data, capsys):
+    from yolo_ray.evolve.driver import run_evolution
+
+    pickle_this_module_by_value()
+    summary = run_evolution({"generations": 3, "project": str(tmp_path / "runs"), "data": str(stub_data),
+                             "seed": 0, "concurrency": 2}, trainable=scoreless_trainable)
+    assert summary.status == "finished" and summary.exit_code == 0 and not summary.ranked
+    assert "WARNING: nothing was ranked: all 3 trials scored the same fitness (0)" in summary.message
+    assert "Usage example" not in summary.message and "hyp_evolve.yaml" in summary.message
+    assert sorted(p.name for p in summary.save_dir.glob("evolve.csv*")) == ["evolve.csv"]  # no lock left
+    log = (summary.save_dir / "evolve.log").read_text()
+    assert "evolve: 3/3 generations done" in log and "WARNING: nothing was ranked" in log
+    assert "evolve: 3/3 generations done" in capsys.readouterr().out
 
 
 @pytest.mark.slow
@@ -181,16 +205,33 @@ def test_cli_usage_errors_are_one_line_and_exit_2(tmp_path, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(360)
 def test_cli_evolves_on_synthetic_data_end_to_end(ray_cluster, tmp_path):
+    from yolo_ray.data import synthetic
+
+    # The built-in dataset's cache, pre-filled with a 16-image version so the test stays short.
+    home = tmp_path / "home"
+    synthetic.make_dataset(home / "datasets" / synthetic.DATASET_VERSION, n_train=16, n_val=8, size=64)
+    env = {**os.environ, "YOLO_RAY_HOME": str(home), "OMP_NUM_THREADS": "1"}
     address = ray_cluster.get_runtime_context().gcs_address
-    cmd = [sys.executable, str(EVOLVE_CLI), "--cfg", "yolov5n.yaml", "--imgsz", "64", "--epochs", "1",
+    cmd = [sys.executable, str(EVOLVE_CLI), "--imgsz", "64", "--epochs", "1",  # from the built-in weights
            "--generations", "2", "--batch-size", "8", "--workers", "0", "--address", address,
-           "--project", str(tmp_path), "--seed", "0"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=230)
+           "--project", str(tmp_path / "runs"), "--seed", "0"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=230, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    history = read_history(tmp_path / "exp" / "evolve.csv")
+    run = tmp_path / "runs" / "exp"
+    history = read_history(run / "evolve.csv")
     assert len(history) == 2
     assert history[list(EVOLVE_RESULT_KEYS)].notna().all().all()
-    assert (tmp_path / "exp" / "hyp_evolve.yaml").is_file()
-    assert "scripts/train.py --hyp" in proc.stdout.strip().splitlines()[-1]
+    assert (run / "hyp_evolve.yaml").is_file() and (run / "evolve.log").is_file()
+    assert not (run / "evolve.csv.lock").exists()
+    console = proc.stdout + proc.stderr  # Ray's own lines stay out of it (they show with --verbose)
+    assert not any(chatter in console for chatter in ("Token authentication", "Wrote the latest", "\x1b["))
+    assert console.count("Results saved to") == 1
+    usage = proc.stdout.strip().splitlines()[-1]
+    assert usage.startswith("Usage example: $ ")
+    train = shlex.split(usage.split("$ ", 1)[1])  # runnable as printed (one epoch here)
+    assert train[2:] == ["--hyp", str(run / "hyp_evolve.yaml"), "--imgsz", "64", "--batch-size", "8"]
+    done = subprocess.run([*train, "--epochs", "1", "--workers", "0", "--noplots", "--project", str(tmp_path / "t")],
+                          capture_output=True, text=True, timeout=200, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]

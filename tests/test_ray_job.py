@@ -118,7 +118,9 @@ def test_submitted_ddp_training_job_succeeds_and_results_outlive_the_job(ray_hea
     assert job.returncode == 0 and "succeeded" in out, out[-5000:]
 
     run = home / "runs" / "train" / "exp"
-    assert f"Results saved to {run}; reuse:" in out  # printed as an absolute path
+    assert f"Results saved to {run}\n" in out  # printed as an absolute path
+    # runnable after the job: the checkout's script, not the job's temporary copy of it
+    assert f"Train on: python scripts/train.py --weights {run}/weights/best.pt --data {data} --imgsz 64" in out
     assert "Final: metrics/precision=" in out  # rank 0's results came back through the TorchTrainer
     assert (run / "ray_train").is_dir()  # Ray Train's storage sits inside the run, not in the temp copy
     assert (run / "weights" / "best.pt").is_file() and (run / "opt.yaml").is_file()

@@ -103,8 +103,8 @@ def test_population_generation_barrier_in_a_real_cluster(ray_cluster, tmp_path, 
         assert max(end for _, end in generation[g]) <= min(start for start, _ in generation[g + 1])
     assert max(len(set(map(tuple, history[hyp_columns].iloc[g * 3:(g + 1) * 3].to_numpy()))) for g in range(2)) > 1
     out = capsys.readouterr().out
-    assert "population search, 0/8 generations in evolve.csv (GA generation 1/3 of 3)" in out
-    assert "8/8 generations done (GA generation 3/3 of 3)" in out and "ETA" in out
+    assert "population search, 0/8 generations in evolve.csv (GA generation 1 of 3, population 3)" in out
+    assert "8/8 generations done (GA generation 3 of 3, population 3)" in out and "ETA" in out
 
 
 DRIVER_SCRIPT = textwrap.dedent("""

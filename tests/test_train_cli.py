@@ -6,6 +6,8 @@ import csv
 import importlib.util
 import os
 import signal
+import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -52,7 +54,7 @@ def read_results(csv_path: Path) -> list[dict[str, float]]:
         (["--cfg", "yolov5n.yaml", "--batch-size", "6", "--ray-workers", "4"], "must be a multiple of --ray-workers 4"),
         (["--cfg", "no_such_model.yaml"], "no_such_model"),
         (["--weights", "{tmp}/yolov5s.pt"], "yolov5s.pt: weights file not found"),
-        (["--data", "{tmp}/missing.yaml"], "either --cfg or --weights"),
+        (["--data", "{tmp}/missing.yaml"], "missing.yaml: file not found"),  # the default model, then the data
         (["--resume"], "no last.pt found to resume"),
         (["--resume", "{tmp}/weights/last.pt"], "--resume checkpoint not found"),
         (["--cfg", "yolov5n.yaml", "--epochs", "0"], "--epochs 0 is out of range (valid: [1, inf))"),
@@ -181,8 +183,11 @@ def test_data_omitted_trains_on_builtin_synthetic_data(tmp_path):
     assert yaml.safe_load((run / "hyp.yaml").read_text())["lr0"] == 0.01  # hyp.scratch-low
     assert [r["epoch"] for r in read_results(run / "results.csv")] == [0]
     assert (run / "weights" / "best.pt").is_file() and (run / "results.png").is_file()
-    last_line = proc.stdout.strip().splitlines()[-1]
-    assert last_line.startswith(f"Results saved to {run}; reuse: python scripts/train.py --weights {run}/weights/best.pt")
+    assert proc.stdout.count("Results saved to") == 1 and f"Results saved to {run}\n" in proc.stdout
+    last_line = proc.stdout.strip().splitlines()[-1]  # the built-in data needs no --data
+    python, *args = shlex.split(last_line.removeprefix("Train on: "))
+    assert args == [str(TRAIN_PY), "--weights", f"{run}/weights/best.pt", "--imgsz", "64"]
+    assert Path(shutil.which(python) or python).absolute() == Path(sys.executable).absolute()
 
 
 def start_training(project: Path, data: Path, *extra: str) -> subprocess.Popen:

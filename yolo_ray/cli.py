@@ -4,12 +4,41 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from yolo_ray.config import INF, UserError, range_problem
 
+DEFAULT_CFG = "yolov5n.yaml"  # the model of a run on user data given neither --cfg nor --weights
+
+
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """--help names every default: '(default: 100)', '(default: none)' unless the help already says it
+    ('default: ...' in words); switches (on/off flags) stay as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.nargs == 0 or action.default is argparse.SUPPRESS or not action.option_strings:
+            return text
+        if "default" in text.lower():
+            return text
+        if action.default is None:
+            default = "none"
+        elif action.default == "":
+            default = "''"
+        elif action.default is False:
+            default = "off"
+        else:
+            default = " ".join(map(str, action.default)) if isinstance(action.default, list) else "%(default)s"
+        return f"{text} (default: {default})"
+
 
 class OneLineParser(argparse.ArgumentParser):
-    """Option errors surface as a UserError, so they print as one `error: ...` line like any other."""
+    """Option errors surface as a UserError, so they print as one `error: ...` line like any other;
+    --help shows every default (DefaultsHelpFormatter)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UserError(message)
@@ -18,7 +47,9 @@ class OneLineParser(argparse.ArgumentParser):
 def add_training_options(group: argparse._ActionsContainer) -> None:
     """Upstream train.py's options that a single run and every evolution trial both take."""
     group.add_argument("--weights", default="", help="initial weights .pt (local file; '' = from scratch)")
-    group.add_argument("--cfg", default="", help="model yaml: shipped name (yolov5s.yaml) or path")
+    group.add_argument("--cfg", default="", help="model yaml: shipped name (yolov5s.yaml) or path. With neither "
+                       "--cfg nor --weights: yolov5n.yaml from scratch on your --data, the built-in weights on the "
+                       "built-in data")
     group.add_argument("--data", default=None, help="dataset yaml (default: the built-in synthetic dataset)")
     group.add_argument("--hyp", default="hyp.scratch-low.yaml", help="hyperparameters yaml (shipped name or path)")
     group.add_argument("--epochs", type=int, default=100, help="total training epochs")
@@ -42,6 +73,37 @@ def add_training_options(group: argparse._ActionsContainer) -> None:
     group.add_argument("--no-amp", dest="amp", action="store_false", help="no mixed precision (bf16/fp16)")
     group.add_argument("--no-channels-last", dest="channels_last", action="store_false",
                        help="keep the default contiguous memory format")
+
+
+def add_console_options(parser: argparse.ArgumentParser, verbose: bool = True) -> None:
+    """--quiet (warnings and errors only) and --verbose (debug records, Ray's own INFO lines), as upstream's
+    YOLOv5_VERBOSE; verbose=False where the script's --verbose already means something else (val.py)."""
+    group = parser.add_argument_group("console")
+    group.add_argument("--quiet", action="store_true", help="print warnings and errors only (as YOLOv5_VERBOSE=False)")
+    if verbose:
+        group.add_argument("--verbose", action="store_true", help="also print debug lines and Ray's own INFO lines")
+
+
+def start_logging(opt: dict[str, Any]) -> None:
+    """Configure logging once for a script from its --quiet/--verbose (taken out of opt)."""
+    from yolo_ray.console import setup_logging, verbosity
+
+    setup_logging(verbosity(opt.pop("quiet", False), opt.pop("verbose", False)))
+
+
+def default_model(data: str | None, cfg: str | None, weights: str | None) -> tuple[str | None, str | None, str]:
+    """(cfg, weights, what was chosen) when neither --cfg nor --weights is given, the same rule for train.py
+    and evolve.py: the built-in data starts from the built-in weights (yolov5n trained on it; a few epochs
+    from scratch learn nothing there), a user's data trains yolov5n.yaml from scratch. Otherwise unchanged, ''."""
+    if cfg or weights:
+        return cfg, weights, ""
+    if not data:
+        from yolo_ray.data.synthetic import builtin_weights
+
+        note = "no --cfg/--weights: on the built-in data, starting from the built-in weights (yolov5n trained on it)"
+        return None, str(builtin_weights()), note
+    note = f"no --cfg/--weights: training {DEFAULT_CFG} from scratch on {data} (choose a model with --weights or --cfg)"
+    return DEFAULT_CFG, None, note
 
 
 def add_model_options(group: argparse._ActionsContainer, project: str | None, weights_help: str,

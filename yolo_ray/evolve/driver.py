@@ -20,13 +20,14 @@ from typing import Any
 import ray
 from ray import tune
 
-from yolo_ray.cli import check_range, check_training_numbers
+from yolo_ray.cli import check_range, check_training_numbers, default_model
 from yolo_ray.config import UserError, load_hyp, load_yaml, save_yaml
+from yolo_ray.console import EVOLVE_LOG, FILE_ONLY, LOGGER, log_file, shell_command
 from yolo_ray.data.labels import is_writable_dir
-from yolo_ray.data.synthetic import builtin_weights
+from yolo_ray.data.synthetic import default_data_yaml
 from yolo_ray.evolve.dashboard import EvolveMetrics
-from yolo_ray.evolve.evolve_csv import count_rows
-from yolo_ray.evolve.progress import EvolveProgress, TrialEvents
+from yolo_ray.evolve.evolve_csv import count_rows, remove_lock
+from yolo_ray.evolve.progress import EvolveProgress, TrialEvents, unranked_warning
 from yolo_ray.evolve.searcher import EvolveSearcher
 from yolo_ray.evolve.space import SearchSpace, resolve_search_space
 from yolo_ray.evolve.stopping import parse_duration
@@ -41,8 +42,6 @@ from yolo_ray.train.rundir import check_project, create_run_dir, resolve_project
 from yolo_ray.train.storage import is_uri
 
 DEFAULT_GENERATIONS = 300
-DEFAULT_CFG = "yolov5n.yaml"  # user data with neither --cfg nor --weights
-
 # TRAIN CONFIG keys an evolution passes on to every trial (resume/nosave/noval/plots are evolve's own).
 TRAIN_OPTION_KEYS = (
     "weights", "cfg", "data", "hyp", "epochs", "batch_size", "imgsz", "rect", "noautoanchor", "cache",
@@ -83,6 +82,7 @@ class EvolveSummary:
     best_fitness: float
     status: str  # "finished", "stopped" (time budget, patience), "interrupted" or "failure cap"
     message: str
+    ranked: bool = True  # False: every trial tied, or the starting hyps came out best (the message warns)
 
     @property
     def exit_code(self) -> int:
@@ -137,10 +137,11 @@ def resolve_options(opt: dict[str, Any]) -> dict[str, Any]:
     check_strategy_options(opt)
     opt["hyp"] = load_hyp(opt["hyp"])
     opt["search_space"] = str(resolve_search_space(opt["search_space"]))
-    if not (opt["data"] or opt["weights"] or opt["cfg"]):
-        opt["weights"] = str(builtin_weights())  # on the built-in data, trials start from a trained model
+    opt["cfg"], opt["weights"], chosen = default_model(opt["data"], opt["cfg"], opt["weights"])
+    if chosen:
+        LOGGER.info(f"evolve: {chosen}")
     opt["weights"] = _absolute_file(opt["weights"], "weights")
-    opt["cfg"] = _model_cfg(opt["cfg"], opt["weights"])
+    opt["cfg"] = _model_cfg(opt["cfg"])
     opt["imgsz"] = train_image_size(opt["cfg"], opt["weights"], opt["imgsz"])
     opt["cwd"] = opt["cwd"] or str(Path.cwd())
     opt["data"] = _data_yaml(opt["data"], opt["hyp"], opt["single_cls"], opt["cwd"])
@@ -181,12 +182,12 @@ def run_evolution(opt: dict[str, Any], trainable: Callable[..., None] | None = N
         if searcher is None:
             opt["save_dir"] = str(_claim_run_dir(opt))
             searcher = _make_searcher(opt, space)
-        print(f"evolve: run directory {opt['save_dir']}", flush=True)
-        if opt["weights"] == str(builtin_weights()):
-            print(f"evolve: built-in data without --weights/--cfg: trials start from {opt['weights']} "
-                  "(yolov5n trained on it)", flush=True)
-        _write_saved_options(Path(opt["save_dir"]), opt)  # after the searcher accepted the run's evolve.csv
-        return _evolve(opt, searcher, placement, trainable)
+        with log_file(Path(opt["save_dir"]) / EVOLVE_LOG):
+            LOGGER.info(f"evolve: run directory {opt['save_dir']}")
+            _write_saved_options(Path(opt["save_dir"]), opt)  # after the searcher accepted the run's evolve.csv
+            summary = _evolve(opt, searcher, placement, trainable)
+            LOGGER.info(summary.message, extra=FILE_ONLY)  # evolve.py prints it (an error: on stderr)
+            return summary
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous_sigterm)
@@ -198,7 +199,7 @@ def _claim_run_dir(opt: dict[str, Any]) -> Path:
     """The new run's folder: project/name, or the staging folder of STORAGE/name for a storage URI."""
     if is_uri(opt["storage_path"]):
         opt["storage_uri"], local = claim_stored_run(opt["storage_path"], opt["name"], opt["exist_ok"])
-        print(f"evolve: keeping the run at {opt['storage_uri']} (after every row)", flush=True)
+        LOGGER.info(f"evolve: keeping the run at {opt['storage_uri']} (after every row)")
         return local
     return create_run_dir(opt["project"], opt["name"], opt["exist_ok"])
 
@@ -214,19 +215,24 @@ def _make_searcher(opt: dict[str, Any], space: SearchSpace) -> EvolveSearcher:
 
 
 def train_command(opt: dict[str, Any], hyp_yaml: Path) -> str:
-    """The scripts/train.py command that trains with the evolved hyps on the same setup."""
-    parts = ["python scripts/train.py", f"--hyp {hyp_yaml}", f"--data {opt['data']}"]
-    if opt["cfg"]:
-        parts.append(f"--cfg {opt['cfg']}")
-    if opt["weights"]:
-        parts.append(f"--weights {opt['weights']}")
-    parts += [f"--imgsz {opt['imgsz']}", f"--batch-size {opt['batch_size']}"]
+    """The scripts/train.py command that trains with the evolved hyps on the same setup, runnable as printed:
+    shell-quoted, durable paths, and no --data/--weights where train.py's default (the same rule) gives them."""
+    builtin = Path(opt["data"]) == default_data_yaml()
+    parts: list[Any] = ["--hyp", hyp_yaml] + ([] if builtin else ["--data", Path(opt["data"])])
+    if default_model(None if builtin else opt["data"], None, None)[:2] != (opt["cfg"], opt["weights"]):
+        parts += ["--cfg", _shipped_or_path(opt["cfg"])] if opt["cfg"] else []
+        parts += ["--weights", Path(opt["weights"])] if opt["weights"] else []
+    parts += ["--imgsz", opt["imgsz"], "--batch-size", opt["batch_size"]]
     for flag in ("single_cls", "noautoanchor", "rect", "multi_scale", "cos_lr"):
         if opt[flag]:
             parts.append("--" + flag.replace("_", "-"))
     if opt["optimizer"] != "SGD":
-        parts.append(f"--optimizer {opt['optimizer']}")
-    return " ".join(parts)
+        parts += ["--optimizer", opt["optimizer"]]
+    return shell_command("train.py", *parts)
+
+
+def _shipped_or_path(cfg: str) -> str | Path:
+    return Path(cfg) if Path(cfg).is_absolute() else cfg
 
 
 def _evolve(opt: dict[str, Any], searcher: EvolveSearcher, placement: Placement,
@@ -241,14 +247,19 @@ def _evolve(opt: dict[str, Any], searcher: EvolveSearcher, placement: Placement,
         progress.concurrency = placement.concurrency
         train_config = _train_config(opt, placement, real_training=trainable is None)
         detail = searcher.strategy.describe()
-        print(f"evolve: {opt['strategy']} search, {searcher.rows}/{opt['generations']} generations in evolve.csv"
-              f"{f' ({detail})' if detail else ''}; trials of {placement.describe()}", flush=True)
+        LOGGER.info(f"evolve: {opt['strategy']} search, {searcher.rows}/{opt['generations']} generations in "
+                    f"evolve.csv{f' ({detail})' if detail else ''}; trials of {placement.describe()}")
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our progress lines replace Tune's status tables
         trial = tune.with_parameters(trainable or evolve_trial, train_config=train_config)
-        _build_tuner(opt, searcher, trial, placement).fit()
+        progress.start()
+        try:
+            _build_tuner(opt, searcher, trial, placement).fit()
+        finally:
+            progress.close()
     progress.refresh(plot=True)
     if uploader is not None:
         uploader.upload()
+    remove_lock(Path(opt["save_dir"]) / "evolve.csv")
     return _summary(opt, searcher)
 
 
@@ -285,16 +296,14 @@ def _build_tuner(opt: dict[str, Any], searcher: EvolveSearcher, trial: Callable,
 def _summary(opt: dict[str, Any], searcher: EvolveSearcher) -> EvolveSummary:
     save_dir = Path(opt["save_dir"])
     n, rows = opt["generations"], searcher.rows
-    if rows >= n:
-        status = "finished"
-        message = (f"Hyperparameter evolution finished {rows} generations (best fitness {searcher.best_fitness:.5g})\n"
-                   f"Results saved to {save_dir}\n"
-                   f"Usage example: $ {train_command(opt, save_dir / 'hyp_evolve.yaml')}")
-    elif searcher.stop_reason:
-        status = "stopped"
-        message = (f"evolution stopped at {rows}/{n} generations: {searcher.stop_reason} "
-                   f"(best fitness {searcher.best_fitness:.5g})\nResults saved to {save_dir}\n"
-                   f"Usage example: $ {train_command(opt, save_dir / 'hyp_evolve.yaml')}")
+    warning = ""
+    if rows >= n or searcher.stop_reason:
+        status = "finished" if rows >= n else "stopped"
+        message = (f"Hyperparameter evolution finished {rows} generations" if rows >= n else
+                   f"evolution stopped at {rows}/{n} generations: {searcher.stop_reason}")
+        message += f" (best fitness {searcher.best_fitness:.5g})\nResults saved to {save_dir}\n"
+        warning = unranked_warning(searcher.history, searcher.base_hyp)
+        message += warning or f"Usage example: $ {train_command(opt, save_dir / 'hyp_evolve.yaml')}"
     elif searcher.failure_cap_reached:
         status = "failure cap"
         message = (f"evolution stopped at {rows}/{n} generations: {searcher.failed} trials failed "
@@ -302,8 +311,9 @@ def _summary(opt: dict[str, Any], searcher: EvolveSearcher) -> EvolveSummary:
     else:
         status = "interrupted"
         message = (f"evolution interrupted at {rows}/{n} generations; continue with: "
-                   f"python scripts/evolve.py --resume {opt['storage_uri'] or save_dir}")
-    return EvolveSummary(save_dir, rows, n, searcher.failed, searcher.stopped, searcher.best_fitness, status, message)
+                   f"{shell_command('evolve.py', '--resume', opt['storage_uri'] or save_dir)}")
+    return EvolveSummary(save_dir, rows, n, searcher.failed, searcher.stopped, searcher.best_fitness, status, message,
+                         ranked=not warning)
 
 
 def _train_config(opt: dict[str, Any], placement: Placement, real_training: bool) -> dict[str, Any]:
@@ -368,9 +378,9 @@ def _absolute_file(path: str | None, what: str) -> str | None:
     return str(resolved)
 
 
-def _model_cfg(cfg: str | None, weights: str | None) -> str | None:
+def _model_cfg(cfg: str | None) -> str | None:
     if not cfg:
-        return None if weights else DEFAULT_CFG
+        return None
     path = Path(cfg).expanduser()
     return str(path.resolve()) if path.is_file() else cfg  # otherwise a shipped name like yolov5s.yaml
 

@@ -18,7 +18,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 import yaml
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from yolo_ray.config import UserError, temp_sibling
 from yolo_ray.metrics import RESULT_KEYS, fitness
@@ -193,6 +193,16 @@ def best_row(history: pd.DataFrame) -> BestRow:
     results = {k: float(row[k]) for k in EVOLVE_RESULT_KEYS}
     hyp = {str(k): float(v) for k, v in row.items() if k not in EVOLVE_RESULT_KEYS}
     return BestRow(i, float(scores[i]), results, hyp)
+
+
+def remove_lock(csv_path: str | Path) -> None:
+    """Remove the lock file append_row leaves beside evolve.csv, unless another writer holds it now."""
+    lock = FileLock(f"{csv_path}.lock", timeout=0)
+    try:
+        with lock:
+            Path(lock.lock_file).unlink(missing_ok=True)
+    except Timeout:
+        pass
 
 
 def _replace_atomically(path: Path, text: str) -> None:

@@ -235,4 +235,4 @@ class PopulationStrategy(Strategy):
         self.queue.append(slot)
 
     def describe(self) -> str:
-        return f"GA generation {min(self.generation + 1, self.total)}/{self.total} of {self.size}"
+        return f"GA generation {min(self.generation + 1, self.total)} of {self.total}, population {self.size}"

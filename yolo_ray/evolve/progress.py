@@ -9,9 +9,17 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import numpy as np
 from ray.tune import Callback
+
+from yolo_ray.console import FILE_ONLY, LOGGER, Progress
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 PLOT_INTERVAL_S = 60.0
 
@@ -36,13 +44,25 @@ class EvolveProgress:
         self.trial_seconds: list[float] = []
         self.t0 = time.time()
         self.last_plot = self.t0
+        self.progress: Progress | None = None  # a bar on a terminal, a line per row elsewhere
+
+    def start(self) -> None:
+        """Trials are about to run: a live bar from here on when the console is a terminal."""
+        self.progress = Progress(self.generations, "evolve", "generation", final_line=False, min_interval_s=0,
+                                 initial=self.start_rows, every=1, own_counts=True)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.close()
+            self.progress = None
 
     @property
     def csv_path(self) -> Path:
         return self.save_dir / "evolve.csv"
 
     def __call__(self, rows: int, best_fitness: float, trial_seconds: float = math.nan) -> None:
-        from yolo_ray.evolve.stopping import eta_seconds, format_duration
+        from yolo_ray.console import format_duration
+        from yolo_ray.evolve.stopping import eta_seconds
 
         if math.isfinite(trial_seconds):
             self.trial_seconds.append(trial_seconds)
@@ -54,8 +74,14 @@ class EvolveProgress:
         left = self.time_left() if self.time_left else None
         rate += f", time budget left {format_duration(left)}" if left is not None else ""
         detail = self.detail() if self.detail else ""
-        print(f"evolve: {rows}/{self.generations} generations done{f' ({detail})' if detail else ''}, "
-              f"best fitness {best_fitness:.5g} ({elapsed:.0f} s{rate})", flush=True)
+        line = (f"evolve: {rows}/{self.generations} generations done{f' ({detail})' if detail else ''}, "
+                f"best fitness {best_fitness:.5g} ({elapsed:.0f} s{rate})")
+        if self.progress is None:
+            LOGGER.info(line)
+        else:
+            self.progress.update(rows - self.progress.done, desc=line)
+            if self.progress.live:
+                LOGGER.info(line, extra=FILE_ONLY)  # the bar shows it; evolve.log keeps every row
         self.refresh(plot=time.time() - self.last_plot >= self.plot_interval_s)
 
     def refresh(self, plot: bool = True) -> None:
@@ -75,8 +101,35 @@ class TrialEvents(Callback):
     """Prints trial retries and failures with the error file to read, one line each."""
 
     def on_trial_recover(self, iteration, trials, trial, **info) -> None:
-        print(f"evolve: trial {trial.trial_id} died ({trial.run_metadata.num_failures} so far); retrying it", flush=True)
+        LOGGER.warning(f"evolve: trial {trial.trial_id} died ({trial.run_metadata.num_failures} so far); retrying it")
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         where = trial.error_file or "no error file"
-        print(f"evolve: trial {trial.trial_id} failed after its retries; see {where}", flush=True)
+        LOGGER.warning(f"evolve: trial {trial.trial_id} failed after its retries; see {where}")
+
+
+def unranked_warning(history: pd.DataFrame, base_hyp: Mapping[str, float]) -> str:
+    """A warning when the evolution ranked nothing, so its best hyps mean nothing; '' when it did.
+
+    Nothing is ranked when every row scored the same fitness (typically 0: too few epochs, or training
+    from scratch), or when the fittest row is the starting hyp itself (no mutation beat it).
+    """
+    from yolo_ray.evolve.evolve_csv import EVOLVE_RESULT_KEYS, best_row
+    from yolo_ray.metrics import fitness
+
+    if history.empty:
+        return ""
+    scores = np.asarray(fitness(history[list(EVOLVE_RESULT_KEYS)].to_numpy(dtype=float)), dtype=float)
+    scores = scores[np.isfinite(scores)]
+    advice = ("train each trial longer (--epochs) or start from pretrained --weights, so that fitness "
+              "(0.1 mAP@0.5 + 0.9 mAP@0.5:0.95) tells the hyps apart")
+    if len(history) > 1 and (not len(scores) or np.ptp(scores) == 0):
+        tied = f"{scores[0]:.5g}" if len(scores) else "nan"
+        return (f"WARNING: nothing was ranked: all {len(history)} trials scored the same fitness ({tied}), so "
+                f"hyp_evolve.yaml is no better than the starting hyps; {advice}")
+    best = best_row(history).hyp
+    keys = [k for k in base_hyp if k in best]
+    if keys and np.allclose([best[k] for k in keys], [base_hyp[k] for k in keys], rtol=1e-4, atol=1e-12):
+        return ("WARNING: the fittest row is the starting hyps themselves: no mutation beat them, so "
+                f"hyp_evolve.yaml holds your --hyp unchanged; evolve more generations, or {advice}")
+    return ""

@@ -12,6 +12,8 @@ from typing import Any
 
 import ray
 
+from yolo_ray.console import LOGGER
+
 # The decoded images may take at most this share of the object store (trials need the rest).
 OBJECT_STORE_SHARE = 0.25
 
@@ -40,10 +42,10 @@ def share_decoded_images(train_config: dict[str, Any], imgsz: int) -> ray.Object
                              if n.get("Alive") and (n["Resources"].get("CPU", 0) or n["Resources"].get("GPU", 0))],
                             available_memory()[0])
     if estimate > budget:
-        print(f"evolve: not sharing decoded images ({estimate / 1e9:.1f} GB would exceed {budget / 1e9:.1f} GB: "
-              f"{OBJECT_STORE_SHARE:.0%} of the smallest node's object store, half the driver's free memory); "
-              "each trial reads its own", flush=True)
+        LOGGER.warning(f"evolve: not sharing decoded images ({estimate / 1e9:.1f} GB would exceed "
+                       f"{budget / 1e9:.1f} GB: {OBJECT_STORE_SHARE:.0%} of the smallest node's object store, half "
+                       "the driver's free memory); each trial reads its own")
         return None
     decoded = {"train": train.decoded_images(), "val": val.decoded_images()}
-    print(f"evolve: shared {train.n} train + {val.n} val decoded images at {imgsz} px with all trials", flush=True)
+    LOGGER.info(f"evolve: shared {train.n} train + {val.n} val decoded images at {imgsz} px with all trials")
     return ray.put(decoded)

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from yolo_ray.config import UserError
+from yolo_ray.console import format_duration
 from yolo_ray.evolve.evolve_csv import EVOLVE_RESULT_KEYS
 from yolo_ray.metrics import fitness
 
@@ -30,15 +31,6 @@ def parse_duration(text: str | float | int) -> float:
     if not seconds > 0:
         raise UserError(f"--time-budget {text!r}: must be more than 0")
     return seconds
-
-
-def format_duration(seconds: float) -> str:
-    """Short human form: 45 s, 12 min, 3.4 h."""
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def rows_since_best(history: pd.DataFrame) -> int:

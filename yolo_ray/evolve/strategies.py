@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from yolo_ray.config import UserError
 from yolo_ray.evolve.space import DEFAULT_SEARCH_SPACE, SearchSpace, load_search_space
-from yolo_ray.evolve.strategy import Strategy
+
+if TYPE_CHECKING:  # evolve.py's --help reads STRATEGIES without pandas
+    import pandas as pd
+
+    from yolo_ray.evolve.strategy import Strategy
 
 STRATEGIES = ("classic", "population", "random", "tpe", "cmaes")
 DEFAULT_STRATEGY = "classic"

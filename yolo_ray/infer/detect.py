@@ -3,6 +3,7 @@ labels, crops, feature maps, a line per image or frame and the speed summary."""
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ import torch
 
 from yolo_ray.boxes import scale_boxes
 from yolo_ray.config import UserError
+from yolo_ray.console import LOGGER, Progress, console_is_terminal
 from yolo_ray.data.augment import letterbox
 from yolo_ray.infer.backends import Backend
 from yolo_ray.infer.outputs import append_labels, detection_summary, draw_detections, save_crop
@@ -126,13 +128,19 @@ def _save_outputs(frame: Frame, det: torch.Tensor, opt: DetectOptions, names: di
             writers.write(frame, annotated, target)
 
 
-def run(model: Backend, batches: Iterable[list[Frame]], save_dir: Path, opt: DetectOptions) -> int:
-    """Detect on every batch of frames; returns the number of frames processed."""
+def run(model: Backend, batches: Iterable[list[Frame]], save_dir: Path, opt: DetectOptions,
+        total: int | None = None) -> int:
+    """Detect on every batch of frames (total: how many, when known); returns the number of frames processed.
+
+    A terminal shows upstream's line per image; a file or pipe gets progress lines with images/s and ETA
+    instead (the lines per image with --verbose), so a log of 10,000 images stays readable.
+    """
     names = model.names
     if opt.save_txt:
         (save_dir / "labels").mkdir(parents=True, exist_ok=True)
     writers, viewer = _VideoWriters(), _Viewer(opt.view_img)
     seen, totals = 0, [0.0, 0.0, 0.0]
+    progress = Progress(total, "detect", "image", bar=False) if total and not console_is_terminal() else None
     try:
         for frames in batches:
             t0 = time.perf_counter()
@@ -151,9 +159,13 @@ def run(model: Backend, batches: Iterable[list[Frame]], save_dir: Path, opt: Det
                 _save_outputs(frame, det, opt, names, save_dir, writers, viewer)
                 counts = detection_summary(det, names) + ", " if len(det) else "(no detections), "
                 line += f"{frame.prefix}{x.shape[2]}x{x.shape[3]} {counts}"
-            print(f"{line}{(t2 - t1) * 1e3:.1f}ms")
+            LOGGER.log(logging.INFO if progress is None else logging.DEBUG, f"{line}{(t2 - t1) * 1e3:.1f}ms")
+            if progress is not None:
+                progress.update(len(frames), images=len(frames))
     finally:
         writers.close()
+        if progress is not None:
+            progress.close()
     if not seen:
         raise UserError("no readable images or videos among the sources")
     per_image = tuple(t / seen * 1e3 for t in totals)

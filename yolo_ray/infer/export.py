@@ -17,14 +17,9 @@ from yolo_ray.config import UserError
 from yolo_ray.infer.predictor import model_from_checkpoint, model_stride
 from yolo_ray.infer.upstream_pickle import foreign_globals, save_upstream_checkpoint
 from yolo_ray.models import load_checkpoint
+# export.py's options, in a module --help can import without torch
+from yolo_ray.infer.formats import FORMATS, NOT_BUILT, ONNX_OPSET, check_include  # noqa: F401
 
-FORMATS = ("yolov5", "torchscript", "onnx", "openvino")
-NOT_BUILT = {"engine": "TensorRT engines are not built here (they need a CUDA GPU and TensorRT)",
-             "coreml": "CoreML models are not built here", "saved_model": "TensorFlow formats are not built here",
-             "pb": "TensorFlow formats are not built here", "tflite": "TensorFlow formats are not built here",
-             "edgetpu": "TensorFlow formats are not built here", "tfjs": "TensorFlow formats are not built here",
-             "paddle": "PaddlePaddle models are not built here"}
-ONNX_OPSET = 12  # upstream's default
 
 
 class ExportHead(nn.Module):
@@ -124,18 +119,6 @@ def export_yolov5(weights: Path, model: nn.Module, file: Path) -> Path:
         file.unlink()
         raise RuntimeError(f"{file}: the pickle would name non-upstream globals {foreign}")
     return file
-
-
-def check_include(include: list[str]) -> list[str]:
-    """The formats to build, lower-cased; a UserError naming an unknown or unbuilt one."""
-    include = [f.lower() for f in include]
-    for f in include:
-        if f in NOT_BUILT:
-            raise UserError(f"--include {f}: {NOT_BUILT[f]} (formats built: {', '.join(FORMATS)})")
-    unknown = [f for f in include if f not in FORMATS]
-    if unknown:
-        raise UserError(f"--include {' '.join(unknown)}: unknown format (choose from {', '.join(FORMATS)})")
-    return include
 
 
 def export_formats(weights: str | Path, include: list[str], imgsz: tuple[int, int] = (640, 640), batch_size: int = 1,

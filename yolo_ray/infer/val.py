@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from yolo_ray.config import UserError
+from yolo_ray.console import Progress
 from yolo_ray.data import create_dataloader
 from yolo_ray.infer.evaluate import BatchOutput, Evaluation, evaluate
 from yolo_ray.infer.outputs import COCO91_IDS, COCO_ANNOTATIONS, append_labels, coco_evaluate, coco_records
@@ -114,9 +115,11 @@ def run(
                                    rect=rect, workers=workers, prefix=f"{split}: ", nc=nc)[0]
     coco = is_coco(data)
     writer = _BatchWriter(save_dir, names, plots, save_txt, save_conf, save_json, COCO91_IDS if coco else None)
-    ev = evaluate(model, loader, nc, compute_loss, conf_thres, iou_thres, max_det, single_cls, half,
+    progress = Progress(len(loader), HEADER, final_line=False)  # a bar under the header on a terminal
+    ev = evaluate(model, progress.iterate(loader), nc, compute_loss, conf_thres, iou_thres, max_det, single_cls, half,
                   confusion=plots, on_batch=writer, augment=augment, hybrid=save_hybrid)
-    print("\n".join(table_lines(ev, names, verbose or (nc < PER_CLASS_MAX_NC and not training))))
+    lines = table_lines(ev, names, verbose or (nc < PER_CLASS_MAX_NC and not training))
+    print("\n".join(lines[1:] if progress.live else lines))
     if not training:
         print(speed_line(ev.times, ev.seen, (batch_size, 3, imgsz, imgsz)))
     if plots:

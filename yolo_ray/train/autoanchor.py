@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from yolo_ray.console import LOGGER
 from yolo_ray.models import check_anchor_order
 
 BPR_THRESHOLD = 0.98  # best possible recall below this triggers a re-fit
@@ -81,7 +82,8 @@ def kmean_anchors(
     rng = rng or np.random.default_rng()
     small = int((wh0 < 3.0).any(1).sum())
     if small and verbose:
-        print(f"AutoAnchor: WARNING: extremely small objects found: {small} of {len(wh0)} labels are < 3 pixels in size")
+        LOGGER.warning(f"AutoAnchor: WARNING: extremely small objects found: {small} of {len(wh0)} labels are "
+                       "< 3 pixels in size")
     wh = wh0[(wh0 >= 2.0).any(1)].astype(np.float32)  # boxes under 2 px both ways carry no shape information
 
     if len(wh) >= n:
@@ -90,7 +92,8 @@ def kmean_anchors(
         k = kmeans(wh / std, n, rng) * std
     else:
         if verbose:
-            print(f"AutoAnchor: WARNING: only {len(wh)} usable labels for {n} anchors, starting from random anchors")
+            LOGGER.warning(f"AutoAnchor: WARNING: only {len(wh)} usable labels for {n} anchors, "
+                           "starting from random anchors")
         k = np.sort(rng.random(n * 2)).reshape(n, 2) * imgsz
     wh_t = torch.tensor(wh if len(wh) else wh0)
 
@@ -110,7 +113,7 @@ def kmean_anchors(
     k = k[np.argsort(k.prod(1))]
     if verbose:
         bpr, aat = best_possible_recall(torch.tensor(k, dtype=torch.float32), wh_t, thr)
-        print(f"AutoAnchor: thr={1 / thr:.2f}: {bpr:.4f} best possible recall, {aat:.2f} anchors past thr")
+        LOGGER.info(f"AutoAnchor: thr={1 / thr:.2f}: {bpr:.4f} best possible recall, {aat:.2f} anchors past thr")
     return k.astype(np.float32)
 
 
@@ -132,24 +135,24 @@ def check_anchors(
     scale = rng.uniform(0.9, 1.1, size=(shapes.shape[0], 1))
     wh = torch.tensor(label_wh(shapes, labels, imgsz, scale))
     if not len(wh):
-        print("AutoAnchor: no labels to fit anchors to, keeping the model's anchors")
+        LOGGER.info("AutoAnchor: no labels to fit anchors to, keeping the model's anchors")
         return False
     stride = detect.stride.to(detect.anchors.device).view(-1, 1, 1)
     anchors_px = detect.anchors.clone() * stride
     bpr, aat = best_possible_recall(anchors_px.cpu().view(-1, 2).float(), wh, thr)
     prefix = f"AutoAnchor: {aat:.2f} anchors/target, {bpr:.3f} Best Possible Recall (BPR). "
     if bpr > BPR_THRESHOLD:
-        print(prefix + "Current anchors are a good fit to dataset")
+        LOGGER.info(prefix + "Current anchors are a good fit to dataset")
         return False
-    print(prefix + "Anchors are a poor fit to dataset, attempting to improve...")
+    LOGGER.info(prefix + "Anchors are a poor fit to dataset, attempting to improve...")
     na = detect.anchors.numel() // 2
     new = kmean_anchors(label_wh(shapes, labels, imgsz), na, imgsz, thr, rng=rng)
     new_bpr, _ = best_possible_recall(torch.tensor(new), wh, thr)
     if not new_bpr > bpr:  # also keeps the anchors when either BPR is NaN (upstream compares the same way)
-        print("AutoAnchor: Original anchors better than new anchors, proceeding with original anchors")
+        LOGGER.info("AutoAnchor: Original anchors better than new anchors, proceeding with original anchors")
         return False
     detect.anchors[:] = torch.tensor(new, device=detect.anchors.device).type_as(detect.anchors).view_as(detect.anchors)
     check_anchor_order(detect)  # compares pixel-space sizes, so before dividing by stride
     detect.anchors /= stride
-    print("AutoAnchor: Done (optional: update model *.yaml to use these anchors in the future)")
+    LOGGER.info("AutoAnchor: Done (optional: update model *.yaml to use these anchors in the future)")
     return True

@@ -50,8 +50,11 @@ def connect(address: str | None, log_to_driver: bool = True, visible_gpus: str |
         check_reachable(target)
     if target == "local" and visible_gpus:
         os.environ["CUDA_VISIBLE_DEVICES"] = visible_gpus
+    from yolo_ray.console import quiet_ray
+
     try:
-        ray.init(address=target, log_to_driver=log_to_driver, runtime_env=package_runtime_env(target))
+        ray.init(address=target, log_to_driver=log_to_driver, runtime_env=package_runtime_env(target),
+                 logging_level=quiet_ray())
     except ConnectionError as e:
         raise UserError(f"--address {address or os.environ.get('RAY_ADDRESS')}: no Ray cluster there ({e})") from None
     return True

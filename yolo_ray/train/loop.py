@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from yolo_ray.config import UserError, load_hyp
+from yolo_ray.console import LOGGER, TRAIN_LOG, EpochProgress, log_file, setup_logging
 from yolo_ray.data import create_dataloader, labels_to_class_weights, labels_to_image_weights, load_data_config
 from yolo_ray.data.synthetic import locate_data_yaml
 from yolo_ray.loss import ComputeLoss
@@ -40,7 +41,7 @@ from yolo_ray.train.optim import (
 from yolo_ray.train.precision import Precision
 from yolo_ray.train.restart import epochs_to_train, finished_results, starting_checkpoint
 from yolo_ray.train.session import (
-    EpochProgress, broadcast_from_main, claim_device, local_main_first, report, resolve_shared, worker_context,
+    broadcast_from_main, claim_device, local_main_first, report, resolve_shared, worker_context,
 )
 from yolo_ray.train.storage import attach_storage, staging_dir
 from yolo_ray.train.validate import validate
@@ -52,15 +53,21 @@ DEFAULTS: dict[str, Any] = {
     "optimizer": "SGD", "sync_bn": False, "cos_lr": False, "workers": 8, "label_smoothing": 0.0, "patience": 100,
     "freeze": [0], "save_period": -1, "seed": 0, "evolve": False, "report_every_epoch": False,
     "amp": True, "channels_last": True, "decoded": None, "deterministic": False, "gpu_memory_fraction": None,
-    "run_id": None, "cwd": None, "storage_uri": None, "attempt": 0,
+    "run_id": None, "cwd": None, "storage_uri": None, "attempt": 0, "log_level": "info",
 }
 EMA_ATTRS = ("yaml", "nc", "hyp", "names", "stride", "class_weights")
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float] | None:
     """Train as config says (TRAIN CONFIG keys); rank 0 returns the final results, other ranks None."""
-    opt = {**DEFAULTS, **config}
+    with contextlib.ExitStack() as run_log:
+        return _train({**DEFAULTS, **config}, run_log)
+
+
+def _train(opt: dict[str, Any], run_log: contextlib.ExitStack) -> dict[str, float] | None:
     ctx = worker_context(opt["device"])
+    if ctx.mode != "plain":  # a Ray worker process: its records reach the driver through its stdout
+        setup_logging(opt["log_level"])
     device = ctx.device
     claim_device(ctx, opt["gpu_memory_fraction"],
                  benchmark=not (opt["deterministic"] or opt["rect"] or opt["multi_scale"]))
@@ -76,6 +83,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float] | None:
     results_csv = save_dir / "results.csv"
     if ctx.is_main:
         (save_dir if evolve else weights_dir).mkdir(parents=True, exist_ok=True)
+        if not evolve:  # a trial's lines stay in Ray's logs; the evolution has its own
+            run_log.enter_context(log_file(save_dir / TRAIN_LOG))
     uploader = attach_storage(ctx, opt["storage_uri"], save_dir)
     init_seeds(process_seed(int(opt["seed"]), ctx.rank, ctx.distributed), deterministic=bool(opt["deterministic"]))
     opt["resume"], resume_ckpt = starting_checkpoint(ctx, opt["resume"], last, opt["run_id"])
@@ -94,7 +103,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float] | None:
     model = create_model(opt["cfg"], weights, resume_ckpt, nc, hyp).to(device)
     frozen = freeze_layers(model, list(opt["freeze"]))
     if frozen and ctx.is_main:
-        print(f"freezing {len(frozen)} parameter tensors")
+        LOGGER.info(f"freezing {len(frozen)} parameter tensors")
     gs = max(int(model.stride.max()), 32)
     imgsz = check_img_size(int(opt["imgsz"]), gs, floor=gs * 2)
     epochs, batch_size = int(opt["epochs"]), int(opt["batch_size"])
@@ -168,7 +177,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float] | None:
         if opt["sync_bn"] and device.type == "cuda":
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         elif opt["sync_bn"] and ctx.is_main:
-            print("WARNING: --sync-bn needs CUDA (as upstream); training with per-rank BatchNorm")
+            LOGGER.warning("WARNING: --sync-bn needs CUDA (as upstream); training with per-rank BatchNorm")
         model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
     bare = de_parallel(model)
     compute_loss = ComputeLoss(bare, hyp)
@@ -184,7 +193,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float] | None:
     if ctx.is_main and (opt["resume"] or opt["attempt"]):  # rows a failed attempt wrote after its last save
         truncate_results(results_csv, start_epoch - 1)
     if ctx.is_main:
-        print(f"Image sizes {imgsz} train, {imgsz} val; {nb} batches/epoch of {per_rank_batch} per rank x "
+        LOGGER.info(f"Image sizes {imgsz} train, {imgsz} val; {nb} batches/epoch of {per_rank_batch} per rank x "
               f"{ctx.world_size}; {precision}; logging results to {save_dir}\nStarting training for {epochs} epochs...")
     t0 = time.time()
     epoch = start_epoch - 1
@@ -243,7 +252,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float] | None:
             progress.close()
             ema.update_attr(bare, include=EMA_ATTRS)
             if validated:
-                results, maps = _validate(ema.ema, val_loader, nc, compute_loss, single_cls, precision)
+                results, maps = _validate(ema.ema, val_loader, nc, compute_loss, single_cls, precision, not evolve)
             fi = float(fitness(np.array(results).reshape(1, -1))[0])
         fi = broadcast_from_main(fi, ctx)
         stop = stopper(epoch=epoch, fitness=fi)  # same inputs on every rank: all stop together
@@ -269,7 +278,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float] | None:
     # ---- after training (rank 0): slim checkpoints, re-check best.pt, plots, final results
     if not ctx.is_main:
         return None
-    print(f"\n{epoch - start_epoch + 1} epochs completed in {(time.time() - t0) / 3600:.3f} hours.")
+    LOGGER.info(f"\n{epoch - start_epoch + 1} epochs completed in {(time.time() - t0) / 3600:.3f} hours.")
     # Each step can be done again: until last.pt is stripped (with the results, the step before the
     # upload) a restart after a failure here comes back to this point, not to epoch 0.
     if best.exists():
@@ -286,7 +295,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float] | None:
         strip_optimizer(last, final_results=final)
     if uploader is not None:
         uploader.upload()
-    print(f"Results saved to {opt['storage_uri'] or save_dir}")
+    LOGGER.info(f"Results saved to {opt['storage_uri'] or save_dir}")
     return final
 
 
@@ -301,9 +310,9 @@ def _random_rescale(imgs: torch.Tensor, imgsz: int, gs: int) -> torch.Tensor:
 
 
 def _validate(model: nn.Module, loader, nc: int, compute_loss: ComputeLoss, single_cls: bool,
-              precision: Precision) -> tuple[tuple[float, ...], np.ndarray]:
+              precision: Precision, show: bool) -> tuple[tuple[float, ...], np.ndarray]:
     # fp16 weights on CUDA as upstream (half=amp); fp32 on CPU, where bf16 boxes would cost mAP@.95 accuracy
-    return validate(model, loader, nc, compute_loss, single_cls=single_cls,
+    return validate(model, loader, nc, compute_loss, show, single_cls=single_cls,
                     half=precision.dtype == torch.float16, memory_format=precision.memory_format)
 
 

@@ -9,7 +9,6 @@ import contextlib
 import math
 import os
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -182,54 +181,6 @@ def report(ctx: WorkerContext, metrics: dict[str, Any]) -> None:
         import ray.tune
 
         ray.tune.report(metrics)
-
-
-class EpochProgress:
-    """Rank 0's progress for one epoch: a tqdm bar on a terminal, else a line every ~10% (readable logs).
-
-    Reading the running losses syncs with the device, so it happens only when something is shown.
-    """
-
-    HEADER = ("%11s" * 7) % ("Epoch", "GPU_mem", "box_loss", "obj_loss", "cls_loss", "Instances", "Size")
-
-    def __init__(self, epoch: int, epochs: int, nb: int):
-        self.epoch_label = f"{epoch}/{epochs - 1}"
-        self.nb = nb
-        self.images = 0
-        self.seconds = 0.0
-        self.t0 = time.perf_counter()
-        self.tty = sys.stdout.isatty()
-        self.every = 10 if self.tty else max(1, nb // 10)
-        print(self.HEADER, flush=True)
-        self.bar = None
-        if self.tty:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=nb, bar_format="{l_bar}{bar:10}{r_bar}")
-
-    def _line(self, mloss: torch.Tensor, instances: int, size: int) -> str:
-        mem = f"{torch.cuda.memory_reserved() / 1e9 if torch.cuda.is_available() else 0:.3g}G"
-        return ("%11s" * 2 + "%11.4g" * 5) % (self.epoch_label, mem, *mloss.tolist(), instances, size)
-
-    def update(self, i: int, mloss: torch.Tensor, images: int, instances: int, size: int) -> None:
-        self.images += images
-        if self.bar is not None:
-            self.bar.update(1)
-        if (i + 1) % self.every and i + 1 != self.nb:
-            return
-        line = self._line(mloss, instances, size)
-        if self.bar is not None:
-            self.bar.set_description(line)
-        else:
-            print(f"{line}  {i + 1}/{self.nb}", flush=True)
-
-    def close(self) -> None:
-        """End of the epoch's training part: print its throughput (benchmarks read .seconds/.images)."""
-        self.seconds = time.perf_counter() - self.t0
-        if self.bar is not None:
-            self.bar.close()
-        print(f"{self.epoch_label}: trained {self.images} images in {self.seconds:.1f} s "
-              f"({self.images / max(self.seconds, 1e-9):.1f} img/s on this rank)", flush=True)
 
 
 def resolve_shared(value: Any) -> Any:
