@@ -9,7 +9,8 @@ First the noise: the base hyp trained with --noise-seeds seeds (fitness mean ± 
 strategy runs --trials trainings with each of --seeds seeds (a run's --seed drives its search and its
 trainings): best fitness after n trials (mean ± std over seeds), trials until the best reaches the
 base hyp's mean fitness, wall time. A best-of-n is the maximum of n noisy trainings, so it sits above
-the base mean even when the search learns nothing: random search is the reference to beat. Prints a markdown table and writes
+the base mean even when the search learns nothing: random search is the reference to beat.
+Prints a markdown table and writes
 search_quality.png (best-so-far fitness against trials, mean and ±std band per strategy) and
 search_quality.json under --out. One local Ray cluster for everything.
 """

@@ -2,7 +2,7 @@
 
     python benchmarks/bench_train.py                        # img/s and s/epoch on coco128 (yolov5n, 320, bs 16)
     python benchmarks/bench_train.py --no-amp --no-channels-last   # the fp32 NCHW baseline
-    python benchmarks/bench_train.py --startup              # process start -> first optimizer step, direct and TorchTrainer
+    python benchmarks/bench_train.py --startup   # process start -> first optimizer step, direct and TorchTrainer
 
 Throughput counts the training part of each epoch (data loading included, validation excluded); the
 first epoch also pays for worker start-up, so run --epochs 2 or more and read the last line. On a

@@ -191,7 +191,8 @@ def test_data_omitted_trains_on_builtin_synthetic_data(tmp_path):
 
 
 def start_training(project: Path, data: Path, *extra: str) -> subprocess.Popen:
-    cmd = [sys.executable, str(TRAIN_PY), *TINY_RUN, "--data", str(data), "--project", str(project), "--noplots", *extra]
+    cmd = [sys.executable, str(TRAIN_PY), *TINY_RUN, "--data", str(data), "--project", str(project), "--noplots",
+           *extra]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=train_env())
 
 

@@ -215,7 +215,8 @@ def test_checkpoint_round_trip(tmp_path):
     fresh = tiny_net()
     fresh_opt = build_optimizer(fresh, "SGD", 0.01, 0.9, 5e-4)
     fresh_opt.load_state_dict(load_training_checkpoint(path)["optimizer"])
-    assert torch.equal(fresh_opt.state_dict()["state"][0]["momentum_buffer"], opt.state_dict()["state"][0]["momentum_buffer"])
+    momentum = [o.state_dict()["state"][0]["momentum_buffer"] for o in (fresh_opt, opt)]
+    assert torch.equal(*momentum)
 
     strip_optimizer(path)
     stripped = torch.load(path, weights_only=True)

@@ -117,7 +117,8 @@ def append_row(
         extra = [k for k in hyp if k not in hyp_keys]
         if missing or extra:
             raise UserError(
-                f"{path}: the hyp does not match the file's columns (missing {missing or 'none'}, extra {extra or 'none'})"
+                f"{path}: the hyp does not match the file's columns "
+                f"(missing {missing or 'none'}, extra {extra or 'none'})"
             )
         text += format_row([*values, *(hyp[k] for k in hyp_keys)]) + "\n"
         fd = os.open(path, mode, 0o644)

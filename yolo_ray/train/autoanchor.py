@@ -105,7 +105,8 @@ def kmean_anchors(
     for _ in range(generations):
         v = np.ones(k.shape)
         while (v == 1).all():  # a generation must change something
-            v = ((rng.random(k.shape) < mutation_prob) * rng.random() * rng.standard_normal(k.shape) * sigma + 1).clip(0.3, 3.0)
+            mutate = (rng.random(k.shape) < mutation_prob) * rng.random() * rng.standard_normal(k.shape)
+            v = (mutate * sigma + 1).clip(0.3, 3.0)
         candidate = (k * v).clip(min=2.0)
         fg = fitness(candidate)
         if fg > f:
