@@ -97,8 +97,8 @@ def single_frames(files: list[str], skipped: Skipped, vid_stride: int) -> Iterat
 
 def _input_batch(model: Backend, frames: list[Frame], imgsz: tuple[int, int]) -> torch.Tensor:
     """Upstream's loaders: letterboxed to imgsz (to the stride grid only for PyTorch and same-shape frames)."""
-    shapes = {letterbox(f.image, imgsz, stride=model.stride, auto=True)[0].shape for f in frames}
-    auto = model.pt and len(shapes) == 1
+    auto = model.pt and (len(frames) == 1 or len(
+        {letterbox(f.image, imgsz, stride=model.stride, auto=True)[0].shape for f in frames}) == 1)
     ims = np.stack([letterbox(f.image, imgsz, stride=model.stride, auto=auto)[0] for f in frames])
     ims = np.ascontiguousarray(ims[..., ::-1].transpose(0, 3, 1, 2))  # BGR to RGB, BHWC to BCHW
     x = torch.from_numpy(ims).to(model.device)
