@@ -16,6 +16,7 @@ from yolo_ray.boxes import scale_boxes
 from yolo_ray.config import UserError
 from yolo_ray.data.augment import letterbox
 from yolo_ray.infer.backends import Backend
+from yolo_ray.infer.predictor import nms_input
 from yolo_ray.infer.outputs import append_labels, detection_summary, draw_detections, save_crop
 from yolo_ray.infer.sources import Frame, Skipped, iterate_frames
 from yolo_ray.metrics import non_max_suppression
@@ -141,7 +142,7 @@ def run(model: Backend, batches: Iterable[list[Frame]], save_dir: Path, opt: Det
             visualize = increment_path(save_dir / Path(frames[0].name).stem, mkdir=True) if opt.visualize else None
             raw = model(x, augment=opt.augment, visualize=visualize)
             t2 = time.perf_counter()
-            preds = non_max_suppression(raw.float(), opt.conf_thres, opt.iou_thres, opt.classes, opt.agnostic_nms,
+            preds = non_max_suppression(nms_input(raw), opt.conf_thres, opt.iou_thres, opt.classes, opt.agnostic_nms,
                                         max_det=opt.max_det)
             totals = [a + b for a, b in zip(totals, (t1 - t0, t2 - t1, time.perf_counter() - t2))]
             line = ""
