@@ -269,3 +269,26 @@ def test_api_tensor_crops_render_repr_and_augment_as_upstream(run, model, tmp_pa
 
     augmented = model(rgb, size=IMGSZ, augment=True)
     assert augmented.xyxy[0].shape[1] == 6 and not torch.equal(augmented.xyxy[0], model(rgb, size=IMGSZ).xyxy[0])
+
+
+@pytest.mark.timeout(120)
+def test_visualize_saves_every_layer_but_detect_and_returns_the_predictions(run, tmp_path, monkeypatch):
+    from yolo_ray.infer import visualize
+    from yolo_ray.infer.backends import load_backend
+
+    backend = load_backend(run.last)
+    saved = []
+    monkeypatch.setattr(visualize, "save_feature_maps", lambda x, kind, i, folder: saved.append((i, kind, x.shape)))
+    x = torch.rand(1, 3, IMGSZ, IMGSZ)
+    with torch.no_grad():
+        got = backend(x, visualize=tmp_path / "maps")
+        expected = backend(x)
+    assert torch.equal(got, expected)
+    layers = list(backend.model.model)
+    assert [i for i, _, _ in saved] == list(range(len(layers) - 1))  # every layer but Detect, in order
+    assert saved[0][1].endswith(".Conv") and saved[0][2] == (1, 16, IMGSZ // 2, IMGSZ // 2)
+
+    monkeypatch.undo()
+    visualize.save_feature_maps(torch.rand(1, 4, 6, 6), saved[0][1], 0, tmp_path)  # upstream's file names
+    assert (tmp_path / "stage0_Conv_features.png").stat().st_size > 1000
+    assert np.load(tmp_path / "stage0_Conv_features.npy").shape == (4, 6, 6)

@@ -18,6 +18,7 @@ from yolo_ray.config import UserError
 from yolo_ray.console import LOGGER, Progress, console_is_terminal
 from yolo_ray.data.augment import letterbox
 from yolo_ray.infer.backends import Backend
+from yolo_ray.infer.predictor import nms_input
 from yolo_ray.infer.outputs import append_labels, detection_summary, draw_detections, save_crop
 from yolo_ray.infer.sources import Frame, Skipped, iterate_frames
 from yolo_ray.metrics import non_max_suppression
@@ -99,8 +100,8 @@ def single_frames(files: list[str], skipped: Skipped, vid_stride: int) -> Iterat
 
 def _input_batch(model: Backend, frames: list[Frame], imgsz: tuple[int, int]) -> torch.Tensor:
     """Upstream's loaders: letterboxed to imgsz (to the stride grid only for PyTorch and same-shape frames)."""
-    shapes = {letterbox(f.image, imgsz, stride=model.stride, auto=True)[0].shape for f in frames}
-    auto = model.pt and len(shapes) == 1
+    auto = model.pt and (len(frames) == 1 or len(
+        {letterbox(f.image, imgsz, stride=model.stride, auto=True)[0].shape for f in frames}) == 1)
     ims = np.stack([letterbox(f.image, imgsz, stride=model.stride, auto=auto)[0] for f in frames])
     ims = np.ascontiguousarray(ims[..., ::-1].transpose(0, 3, 1, 2))  # BGR to RGB, BHWC to BCHW
     x = torch.from_numpy(ims).to(model.device)
@@ -149,7 +150,7 @@ def run(model: Backend, batches: Iterable[list[Frame]], save_dir: Path, opt: Det
             visualize = increment_path(save_dir / Path(frames[0].name).stem, mkdir=True) if opt.visualize else None
             raw = model(x, augment=opt.augment, visualize=visualize)
             t2 = time.perf_counter()
-            preds = non_max_suppression(raw.float(), opt.conf_thres, opt.iou_thres, opt.classes, opt.agnostic_nms,
+            preds = non_max_suppression(nms_input(raw), opt.conf_thres, opt.iou_thres, opt.classes, opt.agnostic_nms,
                                         max_det=opt.max_det)
             totals = [a + b for a, b in zip(totals, (t1 - t0, t2 - t1, time.perf_counter() - t2))]
             line = ""

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from yolo_ray.boxes import scale_boxes, xywh2xyxy
+from yolo_ray.infer.predictor import nms_input
 from yolo_ray.metrics import APResult, ConfusionMatrix, ap_per_class, match_predictions, non_max_suppression
 
 IOU_THRESHOLDS = torch.linspace(0.5, 0.95, 10)  # mAP@0.5:0.95
@@ -88,8 +89,8 @@ def evaluate(
     Boxes are matched in each image's original pixel space (labels and predictions both scaled back
     through the letterbox). model: a DetectionModel (or Ensemble) giving (predictions, maps), or a
     Backend giving predictions. half: fp16 weights and inputs (on any device, as upstream's val.py);
-    autocast_dtype: run the forward pass under autocast instead (e.g. bf16 on CPU); predictions are cast
-    to fp32 before NMS either way. augment: test-time augmentation (a Backend of PyTorch weights);
+    autocast_dtype: run the forward pass under autocast instead (e.g. bf16 on CPU). augment: test-time
+    augmentation (a Backend of PyTorch weights);
     hybrid: the labels join the predictions before NMS (upstream's --save-hybrid autolabelling).
     The model is left in float32, in the train/eval mode it came in.
     """
@@ -122,7 +123,7 @@ def evaluate(
         targets[:, 2:] *= torch.tensor((width, height, width, height), device=device)
         hybrid_labels = [targets[targets[:, 0] == i, 1:] for i in range(len(imgs))] if hybrid else ()
         with timers[2]:
-            preds = non_max_suppression(preds.float(), conf_thres, iou_thres, labels=hybrid_labels, multi_label=True,
+            preds = non_max_suppression(nms_input(preds), conf_thres, iou_thres, labels=hybrid_labels, multi_label=True,
                                         agnostic=single_cls, max_det=max_det)
         native = []
         for si, pred in enumerate(preds):

@@ -118,11 +118,17 @@ def predict(model: nn.Module, ims: list[np.ndarray], size: int | tuple[int, int]
     with torch.autocast("cuda", enabled=amp and cuda):
         raw = model(x, augment=augment)
     t2 = _sync(cuda)
-    preds = non_max_suppression(raw.float(), conf_thres, iou_thres, classes, agnostic, multi_label, max_det=max_det)
+    preds = non_max_suppression(nms_input(raw), conf_thres, iou_thres, classes, agnostic, multi_label, max_det=max_det)
     for pred, im in zip(preds, ims):
         scale_boxes(shape1, pred[:, :4], im.shape[:2])
     t3 = _sync(cuda)
     return preds, (t1 - t0, t2 - t1, t3 - t2), tuple(x.shape)
+
+
+def nms_input(preds: torch.Tensor) -> torch.Tensor:
+    """fp16 predictions go to NMS as they are (scores and corners computed in fp16, as upstream's); others
+    (bf16 from CPU autocast) as fp32."""
+    return preds if preds.dtype == torch.float16 else preds.float()
 
 
 def _sync(cuda: bool) -> float:

@@ -118,7 +118,8 @@ class Streams:
                     if latest is None:
                         return
                     image, seen[i] = latest
-                    frames.append(Frame(source, image, f"{i}: ", "stream", count, self.fps[i]))
+                    # saved stream videos are written at 30 FPS, as upstream's
+                    frames.append(Frame(source, image, f"{i}: ", "stream", count, 30.0))
                 yield frames
                 count += 1
         finally:
