@@ -85,6 +85,20 @@ def test_bad_rows_exclude_the_image_and_duplicates_are_removed(tmp_path):
 
 
 @pytest.mark.timeout(10)
+def test_a_byte_order_mark_is_named_as_the_reason_the_images_are_dropped(tmp_path):
+    """Upstream drops such files too (the BOM glues onto the first class id); the error says why."""
+    for name in ("a", "b"):
+        im = make_image(tmp_path / "images" / f"{name}.png")
+        lb = make_label(im, "0 0.5 0.5 0.2 0.2\n")
+        with open(lb, "rb") as f:
+            text = f.read()
+        with open(lb, "wb") as f:
+            f.write(b"\xef\xbb\xbf" + text)
+    with pytest.raises(UserError, match=r"No usable images .*byte-order mark"):
+        LoadImagesAndLabels(str(tmp_path / "images"), img_size=64, nc=1, verbose=False)
+
+
+@pytest.mark.timeout(10)
 def test_scan_counts_in_one_warning_line(tmp_path, caplog):
     one_bad_row = make_image(tmp_path / "images" / "one_bad_row.png")
     make_label(one_bad_row, "0 0.5 0.5 0.2 0.2\n7 0.5 0.5 9 9\n")

@@ -157,8 +157,8 @@ def evolve_cli():
 @pytest.mark.parametrize("argv, expected", [
     (["--strategy", "annealing"], "argument --strategy: invalid choice: 'annealing'"),
     (["--strategy", "population", "--population", "1"], "--population 1: a population needs at least 2"),
-    (["--strategy", "population", "--search-space", "yolov5"], "is a [gain, low, high] triple, but --strategy popu"),
-    (["--strategy", "random", "--search-space", "yolov5_population"], "is a population [enabled, low, high] triple"),
+    (["--strategy", "population", "--search-space", "yolov5"], "more: [gain, low, high] triples, but --strategy"),
+    (["--strategy", "random", "--search-space", "yolov5_population"], "population [enabled, low, high] triples"),
     (["--strategy", "population", "--early-stop"], "--early-stop cannot be used with --strategy population"),
     (["--time-budget", "8 hours"], "--time-budget '8 hours': expected a number and a unit"),
     (["--patience", "0"], "--patience 0: must be at least 1"),

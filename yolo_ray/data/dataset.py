@@ -89,8 +89,9 @@ class LoadImagesAndLabels(torch.utils.data.Dataset):
         kept = [i for i, f in enumerate(self.im_files) if f in entries]
         if not kept:
             sources = ", ".join(map(str, path)) if isinstance(path, (list, tuple)) else path
+            first_problem = f"; e.g. {scan['msgs'][0]}" if scan["msgs"] else ""
             raise UserError(f"{prefix}No usable images in {sources}, can not start training "
-                            f"({len(self.im_files)} images: {count_summary(scan['counts'])})")
+                            f"({len(self.im_files)} images: {count_summary(scan['counts'])}{first_problem})")
         self.im_files = [self.im_files[i] for i in kept]
         self.label_files = [self.label_files[i] for i in kept]
         self.labels = [entries[f][0].copy() for f in self.im_files]

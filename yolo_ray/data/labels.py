@@ -159,14 +159,16 @@ def verify_image_label(im_file: str, lb_file: str) -> LabelCheck:
         check.missing, check.labels = 1, np.zeros((0, 5), dtype=np.float32)
         return check
     check.found = 1
-    rows = [line.split() for line in Path(lb_file).read_text(errors="replace").splitlines() if line.strip()]
-    parsed = [_parse_row(r) for r in rows]
+    text = Path(lb_file).read_text(errors="replace")
+    parsed = [_parse_row(line.split()) for line in text.splitlines() if line.strip()]
     good = [p for p in parsed if p is not None]
     check.bad_rows = len(parsed) - len(good)
     if check.bad_rows:
+        # As upstream, a BOM makes the first row unreadable; saying so spares a user a hunt for an invisible byte.
+        bom = " (it starts with a UTF-8 byte-order mark: save it as plain UTF-8)" if text.startswith("\ufeff") else ""
         check.corrupt = 1
         check.msg = (f"{im_file}: ignoring corrupt image/label: {lb_file} has {check.bad_rows} malformed or "
-                     "out-of-range rows")
+                     f"out-of-range rows{bom}")
         return check
     labels = np.array([[c, *box] for c, _, box in good], dtype=np.float32).reshape(-1, 5)
     has_polygons = any(poly is not None for _, poly, _ in good)

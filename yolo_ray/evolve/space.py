@@ -44,6 +44,7 @@ def load_search_space(name_or_path: str | Path = DEFAULT_SEARCH_SPACE, enabled_f
     first = "enabled" if enabled_flags else "gain"
     space: SearchSpace = {}
     problems: list[str] = []
+    other_format: list[str] = []
     for key, entry in raw.items():
         key = str(key)
         if key not in EVOLVABLE_KEYS:
@@ -53,7 +54,7 @@ def load_search_space(name_or_path: str | Path = DEFAULT_SEARCH_SPACE, enabled_f
             problems.append(f"{key}: expected [{first}, low, high], got {entry!r}")
             continue
         if isinstance(entry[0], bool) != enabled_flags:
-            problems.append(_format_mismatch(key, entry, enabled_flags))
+            other_format.append(key)
             continue
         try:
             low, high = (to_float(x) for x in entry[1:])
@@ -71,6 +72,8 @@ def load_search_space(name_or_path: str | Path = DEFAULT_SEARCH_SPACE, enabled_f
             problems.append(f"limit {limit_problem}")  # every trial's hyp must be a valid one
         else:
             space[key] = (gain, low, high)
+    if other_format:
+        problems.insert(0, _format_mismatch(other_format, enabled_flags))
     if not problems and not any(gain > 0 for gain, _, _ in space.values()):
         what = "is enabled" if enabled_flags else "has a gain > 0"
         problems.append(f"no key {what}, so nothing would ever change")
@@ -79,9 +82,11 @@ def load_search_space(name_or_path: str | Path = DEFAULT_SEARCH_SPACE, enabled_f
     return space
 
 
-def _format_mismatch(key: str, entry: list, enabled_flags: bool) -> str:
+def _format_mismatch(keys: list[str], enabled_flags: bool) -> str:
+    """One sentence for every key written in the other strategy's format (a whole file usually is)."""
+    shown = ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
     if enabled_flags:
-        return (f"{key}: {entry!r} is a [gain, low, high] triple, but --strategy population takes "
-                "[true|false, low, high] (e.g. the shipped yolov5_population)")
-    return (f"{key}: {entry!r} is a population [enabled, low, high] triple; use it with --strategy population, "
+        return (f"{shown}: [gain, low, high] triples, but --strategy population takes [true|false, low, high] "
+                "(e.g. the shipped yolov5_population)")
+    return (f"{shown}: population [enabled, low, high] triples; use them with --strategy population, "
             "or give [gain, low, high]")
