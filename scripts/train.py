@@ -71,10 +71,11 @@ def fresh_run_options(opt: dict[str, Any]) -> dict[str, Any]:
         if opt[option] is not None:
             check_range(option.replace("_", "-"), opt[option], 0)
     check_worker_split(opt["batch_size"], opt["ray_workers"], opt["image_weights"])
+    from yolo_ray.models.official import weights_option
     from yolo_ray.train.model_setup import train_image_size  # torch: only once the cheap checks passed
     from yolo_ray.train.session import select_device
 
-    opt["weights"] = _weights_file(opt["weights"])
+    opt["weights"] = weights_option(opt["weights"])
     opt["cfg"] = _model_cfg(opt["cfg"])
     if not opt["cfg"] and not opt["weights"]:
         raise UserError("either --cfg or --weights must be specified (e.g. --cfg yolov5n.yaml)")
@@ -199,16 +200,6 @@ def _data_yaml(data: str | None, hyp: dict[str, float], single_cls: bool, cwd: s
     # fail now, with the file named, rather than inside a worker after the run folder exists
     check_training_data(load_data_config(path, cwd), hyp, single_cls)
     return path
-
-
-def _weights_file(weights: str) -> str | None:
-    if not weights:
-        return None
-    path = Path(weights).expanduser().resolve()
-    if not path.is_file():
-        raise UserError(f"{path}: weights file not found (nothing is downloaded; pass a local .pt, "
-                        "or --weights '' --cfg yolov5s.yaml to train from scratch)")
-    return str(path)
 
 
 def _model_cfg(cfg: str) -> str | None:

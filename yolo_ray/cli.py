@@ -17,7 +17,9 @@ class OneLineParser(argparse.ArgumentParser):
 
 def add_training_options(group: argparse._ActionsContainer) -> None:
     """Upstream train.py's options that a single run and every evolution trial both take."""
-    group.add_argument("--weights", default="", help="initial weights .pt (local file; '' = from scratch)")
+    group.add_argument("--weights", default="",
+                       help="initial weights: a .pt path or an official name (yolov5s.pt, downloaded once); "
+                            "'' = from scratch")
     group.add_argument("--cfg", default="", help="model yaml: shipped name (yolov5s.yaml) or path")
     group.add_argument("--data", default=None, help="dataset yaml (default: the built-in synthetic dataset)")
     group.add_argument("--hyp", default="hyp.scratch-low.yaml", help="hyperparameters yaml (shipped name or path)")

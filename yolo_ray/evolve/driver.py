@@ -32,6 +32,7 @@ from yolo_ray.evolve.space import SearchSpace, resolve_search_space
 from yolo_ray.evolve.stopping import parse_duration
 from yolo_ray.evolve.strategies import check_strategy_options, load_strategy_space
 from yolo_ray.evolve.trial import evolve_trial, placement_config, trial_resources
+from yolo_ray.models.official import weights_option
 from yolo_ray.train.cluster import connect, verify_nodes_see
 from yolo_ray.train.launch import check_worker_split
 from yolo_ray.train.model_setup import train_image_size
@@ -130,7 +131,7 @@ def resolve_options(opt: dict[str, Any]) -> dict[str, Any]:
     opt["search_space"] = str(resolve_search_space(opt["search_space"]))
     if not (opt["data"] or opt["weights"] or opt["cfg"]):
         opt["weights"] = str(builtin_weights())  # on the built-in data, trials start from a trained model
-    opt["weights"] = _absolute_file(opt["weights"], "weights")
+    opt["weights"] = weights_option(opt["weights"])
     opt["cfg"] = _model_cfg(opt["cfg"], opt["weights"])
     opt["imgsz"] = train_image_size(opt["cfg"], opt["weights"], opt["imgsz"])
     opt["cwd"] = opt["cwd"] or str(Path.cwd())
@@ -320,15 +321,6 @@ def _check_numbers(opt: dict[str, Any]) -> None:
     check_range("max-retries", opt["max_retries"], 0)
     if opt["parent"] not in ("single", "weighted"):
         raise UserError(f"--parent must be single or weighted, got {opt['parent']!r}")
-
-
-def _absolute_file(path: str | None, what: str) -> str | None:
-    if not path:
-        return None
-    resolved = Path(path).expanduser().resolve()
-    if not resolved.is_file():
-        raise UserError(f"{resolved}: {what} file not found")
-    return str(resolved)
 
 
 def _model_cfg(cfg: str | None, weights: str | None) -> str | None:

@@ -21,6 +21,7 @@ from yolo_ray.config import UserError
 from yolo_ray.infer.detections import Detections
 from yolo_ray.infer.predictor import class_names, model_from_checkpoint, model_stride, predict
 from yolo_ray.models import build_model, load_weights, transfer_weights
+from yolo_ray.models.official import official_name
 
 
 class AutoShape(nn.Module):
@@ -106,15 +107,16 @@ def load(model: str | Path = "yolov5s", classes: int | None = None, channels: in
          autoshape: bool = True, device: str | torch.device | None = None, fuse: bool = True) -> nn.Module:
     """A model for inference, as torch.hub.load('ultralytics/yolov5', ...).
 
-    model: a .pt checkpoint (ours or upstream's), or a model yaml / shipped name ("yolov5s") for a fresh
-    model. classes / channels: build for that many (the checkpoint's architecture, or the yaml's); the
-    weights of `model` (a .pt) or of `weights` (a local .pt) are transferred where shapes match.
+    model: a .pt checkpoint (ours or upstream's); an official name ("yolov5s" or "yolov5s.pt": upstream's
+    pretrained weights, downloaded once into the cache, or one clear error when that cannot be done); or a
+    model yaml ("yolov5s.yaml"; a bare name too when `weights` is given) for a fresh model. classes /
+    channels: build for that many (the checkpoint's architecture, or the yaml's); the weights of `model`
+    (a .pt) or of `weights` (a .pt or an official name) are transferred where shapes match.
     autoshape: wrap in AutoShape (images in, Detections out); else the bare model. Fused by default.
     """
     device = torch.device(device) if device is not None else default_device()
-    source = Path(model)
-    if source.suffix == ".pt":
-        net = model_from_checkpoint(source)
+    if Path(model).suffix == ".pt" or (official_name(model) and not weights):
+        net = model_from_checkpoint(model)
         if (classes and classes != net.nc) or channels != net.yaml.get("ch", 3):
             state = net.state_dict()
             net = build_model({**net.yaml, "ch": channels}, nc=classes or net.nc)

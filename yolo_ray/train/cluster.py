@@ -93,7 +93,8 @@ def verify_nodes_see(shared_dir: str | Path | None, inputs: list[str | None]) ->
     """Check from every other node that can run workers that shared_dir is this very folder and inputs exist.
 
     shared_dir is where rank 0 will write the run: a marker written here must be visible there (how
-    Ray Train checks its own storage). A single-node cluster needs no check.
+    Ray Train checks its own storage). A single-node cluster needs no check. Inputs that are names, not
+    absolute paths (official weights, shipped dataset yamls), are fetched by each node itself.
     """
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -103,7 +104,7 @@ def verify_nodes_see(shared_dir: str | Path | None, inputs: list[str | None]) ->
               and (n["Resources"].get("CPU", 0) > 0 or n["Resources"].get("GPU", 0) > 0)]
     if not others:
         return
-    paths = [str(p) for p in inputs if p]
+    paths = [str(p) for p in inputs if p and Path(p).is_absolute()]
     marker = None
     if shared_dir is not None:
         shared_dir = Path(shared_dir)
