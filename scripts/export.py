@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"--batch-size must be at least 1, got {opt.batch_size}")
         if opt.opset < 17:
             raise UserError(f"--opset {opt.opset}: at least 17 is needed")
-        from yolo_ray.models.official import official_name
+        from yolo_ray.official import official_name
 
         for w in opt.weights:
             if not Path(w).is_file() and official_name(w) is None:  # official ones export into this folder

@@ -71,7 +71,7 @@ def fresh_run_options(opt: dict[str, Any]) -> dict[str, Any]:
         if opt[option] is not None:
             check_range(option.replace("_", "-"), opt[option], 0)
     check_worker_split(opt["batch_size"], opt["ray_workers"], opt["image_weights"])
-    from yolo_ray.models.official import weights_option
+    from yolo_ray.official import weights_option
     from yolo_ray.train.model_setup import train_image_size  # torch: only once the cheap checks passed
     from yolo_ray.train.session import select_device
 
@@ -84,7 +84,7 @@ def fresh_run_options(opt: dict[str, Any]) -> dict[str, Any]:
     opt["imgsz"] = train_image_size(opt["cfg"], opt["weights"], opt["imgsz"])
     opt["hyp"] = load_hyp(opt["hyp"])
     opt["cwd"] = opt.get("cwd") or str(Path.cwd())  # a relative data `path:` may mean this; workers run elsewhere
-    opt["data"] = str(_data_yaml(opt["data"], opt["hyp"], opt["single_cls"], opt["cwd"]))
+    opt["data"] = _data_yaml(opt["data"], opt["hyp"], opt["single_cls"], opt["cwd"])
     if opt["name"] == "cfg" and opt["cfg"]:
         opt["name"] = Path(opt["cfg"]).stem
     storage = opt.pop("storage_path", None)
@@ -189,17 +189,18 @@ def _fetch_stored_run(resume: str | bool) -> str | bool:
     return str(local / "weights" / "last.pt")
 
 
-def _data_yaml(data: str | None, hyp: dict[str, float], single_cls: bool, cwd: str) -> Path:
+def _data_yaml(data: str | None, hyp: dict[str, float], single_cls: bool, cwd: str) -> str:
     from yolo_ray.data import check_training_data, load_data_config
+    from yolo_ray.data.fetch import data_option
 
     if data is None:
         from yolo_ray.data.synthetic import default_data_yaml
 
-        return default_data_yaml()  # generated and known to be good
-    path = Path(data).expanduser().resolve()
-    # fail now, with the file named, rather than inside a worker after the run folder exists
-    check_training_data(load_data_config(path, cwd), hyp, single_cls)
-    return path
+        return str(default_data_yaml())  # generated and known to be good
+    data = data_option(data)  # a shipped name (coco128.yaml) stays a name: each node finds its own copy
+    # fail now, with the file named, rather than inside a worker after the run folder exists (downloads it here)
+    check_training_data(load_data_config(data, cwd), hyp, single_cls)
+    return data
 
 
 def _model_cfg(cfg: str) -> str | None:

@@ -13,7 +13,6 @@ import hashlib
 import http.client
 import logging
 import os
-import shutil
 import tarfile
 import time
 import urllib.error
@@ -88,7 +87,7 @@ def _transfer_with_retries(url: str, partial: Path, dest: Path, what: str) -> No
         except _Retryable as e:
             if attempt + 1 == ATTEMPTS:
                 raise UserError(_cannot(what, url, e, dest)) from None
-            LOGGER.warning(f"{what}: download interrupted ({e}); retrying")
+            LOGGER.info(f"{what}: download interrupted ({e}); retrying")
             time.sleep(0.5 * 2**attempt)
 
 
@@ -163,7 +162,7 @@ def extract(archive: str | Path, into: str | Path) -> None:
         with zipfile.ZipFile(archive) as z:
             members = [m for m in z.namelist() if _wanted(m)]
             _check_members(archive, members)
-            for m in members:
+            for m in tqdm(members, desc=f"Unzipping {archive.name}", unit="file", mininterval=1.0):
                 z.extract(m, into)
     elif tarfile.is_tarfile(archive):
         with tarfile.open(archive) as t:
@@ -177,6 +176,18 @@ def extract(archive: str | Path, into: str | Path) -> None:
         raise UserError(f"{archive}: neither a zip nor a tar archive")
 
 
+def archive_top_folders(archive: str | Path) -> set[str]:
+    """The first path components of an archive's members (coco128.zip: {"coco128"})."""
+    archive = Path(archive)
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as z:
+            names = z.namelist()
+    else:
+        with tarfile.open(archive) as t:
+            names = t.getnames()
+    return {PurePosixPath(n).parts[0] for n in names if _wanted(n) and PurePosixPath(n).parts}
+
+
 def _wanted(name: str) -> bool:
     return "__MACOSX" not in name and not name.endswith(".DS_Store")
 
@@ -186,12 +197,3 @@ def _check_members(archive: Path, names: list[str]) -> None:
         parts = PurePosixPath(name.replace("\\", "/")).parts
         if name.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):
             raise UserError(f"{archive}: member {name!r} would unpack outside the target folder; refusing it")
-
-
-def replace_dir(staged: Path, final: Path) -> None:
-    """Move a completely built folder into place (one rename on the same filesystem)."""
-    if final.exists():
-        raise UserError(f"{final}: exists but is incomplete (the dataset's files are missing); remove it and "
-                        "run again to download it afresh")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(str(staged), str(final))

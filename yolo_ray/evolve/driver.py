@@ -32,7 +32,7 @@ from yolo_ray.evolve.space import SearchSpace, resolve_search_space
 from yolo_ray.evolve.stopping import parse_duration
 from yolo_ray.evolve.strategies import check_strategy_options, load_strategy_space
 from yolo_ray.evolve.trial import evolve_trial, placement_config, trial_resources
-from yolo_ray.models.official import weights_option
+from yolo_ray.official import weights_option
 from yolo_ray.train.cluster import connect, verify_nodes_see
 from yolo_ray.train.launch import check_worker_split
 from yolo_ray.train.model_setup import train_image_size
@@ -336,10 +336,11 @@ def _data_yaml(data: str | None, hyp: dict[str, float], single_cls: bool, cwd: s
 
         return str(default_data_yaml())  # generated and known to be good
     from yolo_ray.data import check_training_data, load_data_config
+    from yolo_ray.data.fetch import data_option
 
-    path = Path(data).expanduser().resolve()
-    check_training_data(load_data_config(path, cwd), hyp, single_cls)  # fail here, naming the file, not in every trial
-    return str(path)
+    data = data_option(data)  # a shipped name (coco128.yaml) stays a name: each node finds its own copy
+    check_training_data(load_data_config(data, cwd), hyp, single_cls)  # fail here, naming the file, not in every trial
+    return data
 
 
 def _is_evolution(path: Path) -> bool:

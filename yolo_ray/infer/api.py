@@ -21,7 +21,7 @@ from yolo_ray.config import UserError
 from yolo_ray.infer.detections import Detections
 from yolo_ray.infer.predictor import class_names, model_from_checkpoint, model_stride, predict
 from yolo_ray.models import build_model, load_weights, transfer_weights
-from yolo_ray.models.official import official_name
+from yolo_ray.official import official_name
 
 
 class AutoShape(nn.Module):
