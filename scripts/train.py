@@ -74,6 +74,7 @@ def fresh_run_options(opt: dict[str, Any]) -> dict[str, Any]:
     from yolo_ray.official import weights_option
     from yolo_ray.train.model_setup import train_image_size  # torch: only once the cheap checks passed
     from yolo_ray.train.session import select_device
+    from yolo_ray.train.trackers import tracker_settings
 
     opt["weights"] = weights_option(opt["weights"])
     opt["cfg"] = _model_cfg(opt["cfg"])
@@ -83,6 +84,7 @@ def fresh_run_options(opt: dict[str, Any]) -> dict[str, Any]:
         select_device(opt["device"])  # this process trains: its device must exist
     opt["imgsz"] = train_image_size(opt["cfg"], opt["weights"], opt["imgsz"])
     opt["hyp"] = load_hyp(opt["hyp"])
+    opt["trackers"] = tracker_settings(opt["trackers"])
     opt["cwd"] = opt.get("cwd") or str(Path.cwd())  # a relative data `path:` may mean this; workers run elsewhere
     opt["data"] = _data_yaml(opt["data"], opt["hyp"], opt["single_cls"], opt["cwd"])
     if opt["name"] == "cfg" and opt["cfg"]:

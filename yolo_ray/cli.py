@@ -44,6 +44,11 @@ def add_training_options(group: argparse._ActionsContainer) -> None:
     group.add_argument("--no-amp", dest="amp", action="store_false", help="no mixed precision (bf16/fp16)")
     group.add_argument("--no-channels-last", dest="channels_last", action="store_false",
                        help="keep the default contiguous memory format")
+    group.add_argument("--no-tensorboard", dest="tensorboard", action="store_false",
+                       help="write no TensorBoard events (default: every run and evolution writes them)")
+    group.add_argument("--trackers", nargs="+", choices=["mlflow", "wandb"], default=[],
+                       help="also log to MLflow ($MLFLOW_TRACKING_URI, default ./mlflow.db) and/or Weights & Biases "
+                            "(WANDB_MODE=offline needs no account)")
 
 
 def add_model_options(group: argparse._ActionsContainer, project: str | None, weights_help: str) -> None:

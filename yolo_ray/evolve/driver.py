@@ -31,6 +31,7 @@ from yolo_ray.evolve.searcher import EvolveSearcher
 from yolo_ray.evolve.space import SearchSpace, resolve_search_space
 from yolo_ray.evolve.stopping import parse_duration
 from yolo_ray.evolve.strategies import check_strategy_options, load_strategy_space
+from yolo_ray.evolve.trackers import tune_callbacks
 from yolo_ray.evolve.trial import evolve_trial, placement_config, trial_resources
 from yolo_ray.official import weights_option
 from yolo_ray.train.cluster import connect, verify_nodes_see
@@ -38,6 +39,7 @@ from yolo_ray.train.launch import check_worker_split
 from yolo_ray.train.model_setup import train_image_size
 from yolo_ray.train.placement import Placement, cluster_nodes, plan_placement
 from yolo_ray.train.rundir import check_project, create_run_dir, resolve_project
+from yolo_ray.train.trackers import tracker_settings
 
 DEFAULT_GENERATIONS = 300
 DEFAULT_CFG = "yolov5n.yaml"  # user data with neither --cfg nor --weights
@@ -66,6 +68,7 @@ DEFAULTS: dict[str, Any] = {
     "project": "runs/evolve", "name": "exp", "exist_ok": False,
     "share_images": True,  # decode once in the driver for all trials (off: each trial decodes its own)
     "cwd": None,  # where a relative data `path:` may be relative to (trials run in their own folders)
+    "tensorboard": True, "trackers": None,
 }
 
 
@@ -128,6 +131,7 @@ def resolve_options(opt: dict[str, Any]) -> dict[str, Any]:
     _check_numbers(opt)
     check_strategy_options(opt)
     opt["hyp"] = load_hyp(opt["hyp"])
+    opt["trackers"] = tracker_settings(opt["trackers"])
     opt["search_space"] = str(resolve_search_space(opt["search_space"]))
     if not (opt["data"] or opt["weights"] or opt["cfg"]):
         opt["weights"] = str(builtin_weights())  # on the built-in data, trials start from a trained model
@@ -242,7 +246,8 @@ def _build_tuner(opt: dict[str, Any], searcher: EvolveSearcher, trial: Callable,
             # A fresh experiment per invocation: resuming restarts from evolve.csv, not Tune's state.
             name=f"tune-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=opt["storage_path"] or opt["save_dir"],
             failure_config=tune.FailureConfig(max_failures=int(opt["max_retries"])),
-            callbacks=[TrialEvents(), EvolveMetrics(Path(opt["save_dir"]).name, searcher)], verbose=0,
+            callbacks=[TrialEvents(), EvolveMetrics(Path(opt["save_dir"]).name, searcher), *tune_callbacks(opt)],
+            verbose=0,
         ),
     )
 

@@ -42,6 +42,7 @@ from yolo_ray.train.session import (
     EpochProgress, broadcast_from_main, claim_device, local_main_first, report, resolve_shared, worker_context,
 )
 from yolo_ray.train.storage import attach_storage
+from yolo_ray.train.trackers import RunTrackers
 from yolo_ray.train.validate import validate
 
 DEFAULTS: dict[str, Any] = {
@@ -51,7 +52,7 @@ DEFAULTS: dict[str, Any] = {
     "optimizer": "SGD", "sync_bn": False, "cos_lr": False, "workers": 8, "label_smoothing": 0.0, "patience": 100,
     "freeze": [0], "save_period": -1, "seed": 0, "evolve": False, "report_every_epoch": False,
     "amp": True, "channels_last": True, "decoded": None, "deterministic": False, "gpu_memory_fraction": None,
-    "run_id": None, "cwd": None, "storage_uri": None,
+    "run_id": None, "cwd": None, "storage_uri": None, "tensorboard": True, "trackers": None,
 }
 EMA_ATTRS = ("yaml", "nc", "hyp", "names", "stride", "class_weights")
 
@@ -79,6 +80,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float] | None:
 
     # ---- data config, model, hyperparameters
     hyp = load_hyp(opt["hyp"])  # our own copy: train() scales some values
+    trackers = RunTrackers(save_dir, opt, hyp) if ctx.is_main and not evolve else None
     data = load_data_config(locate_data_yaml(opt["data"]), opt["cwd"])
     single_cls = bool(opt["single_cls"])
     nc = 1 if single_cls else data["nc"]
@@ -247,6 +249,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float] | None:
         row = [*mloss.tolist(), *results, *lr]
         if ctx.is_main:
             append_results_row(results_csv, epoch, row)
+            if trackers is not None:
+                trackers.log_epoch(epoch, row)
             if not nosave or (final_epoch and not evolve):
                 ckpt = build_checkpoint(epoch, best_fitness, bare, ema.ema, ema.updates, optimizer, opt)
                 save_checkpoint(ckpt, last)
@@ -274,6 +278,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float] | None:
         results = final_validation(best, data, val_loader, single_cls, save_dir, plots, compute_loss, device)
     if plots:
         _plot_results(results_csv)
+    if trackers is not None:
+        trackers.finish(epoch)
     if uploader is not None:
         uploader.upload()
     print(f"Results saved to {opt['storage_uri'] or save_dir}")
