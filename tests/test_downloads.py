@@ -159,13 +159,10 @@ def test_offline_the_api_raises_one_line_naming_url_and_destination(tmp_path, mo
     assert f"put the file at {tmp_path / 'home' / 'weights' / 'yolov5s.pt'}" in message
 
 
-@pytest.mark.parametrize("script", ["train", "detect"])
-def test_offline_scripts_print_one_error_line_and_create_nothing(script, tmp_path):
+def test_offline_train_prints_one_error_line_and_creates_nothing(tmp_path):
     env = {**os.environ, "YOLO_RAY_HOME": str(tmp_path / "home"), "YOLO_RAY_ASSETS_URL": closed_port_url(),
            "OMP_NUM_THREADS": "1"}
-    (tmp_path / "img.jpg").write_bytes(b"")
-    extra = ["--source", "img.jpg"] if script == "detect" else ["--epochs", "1"]
-    done = subprocess.run([sys.executable, str(REPO / "scripts" / f"{script}.py"), "--weights", "yolov5s.pt", *extra],
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "train.py"), "--weights", "yolov5s.pt"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
     assert done.returncode == 2, done.stderr[-2000:]
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
