@@ -72,6 +72,7 @@ def test_tensorboard_scalars_equal_results_csv_under_upstreams_tags(trained):
     pictures = [f.stem for f in run.glob("*.png") if f.stem != "labels"] + [f.stem for f in run.glob("train_batch*")]
     assert {"results", "train_batch0", "confusion_matrix"} <= set(pictures)
     assert set(events.Tags()["images"]) == set(pictures)
+    assert events.Images("results")[-1].encoded_image_string == (run / "results.png").read_bytes()
 
 
 def test_mlflow_run_holds_the_hyps_and_every_epochs_metrics(trained):

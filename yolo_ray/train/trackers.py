@@ -88,10 +88,8 @@ class RunTrackers:
         images = [self.save_dir / name for name in END_IMAGES] + sorted(self.save_dir.glob("train_batch*.jpg"))
         images = [f for f in images if f.is_file()]
         if self.tb is not None:
-            import cv2
-
             for f in images:
-                self.tb.add_image(f.stem, cv2.imread(str(f))[..., ::-1], epoch, dataformats="HWC")
+                self.tb._get_file_writer().add_summary(_image_summary(f), epoch)
             self.tb.close()
         if self.mlflow is not None:
             self.mlflow.set_terminated(self.mlflow_run)
@@ -123,3 +121,15 @@ def _start_wandb(mode: str | None, save_dir: Path, params: dict[str, Any]):
     name = "YOLOv5" if project.parts[-2:] == ("runs", "train") else project.name
     return wandb.init(project=name, name=save_dir.name, dir=str(save_dir), config=params, mode=mode,
                       reinit="finish_previous")
+
+
+def _image_summary(file: Path):
+    """A TensorBoard image holding the file's own PNG/JPEG bytes: re-encoding a photo mosaic as PNG (what
+    add_image does) costs seconds per image, and TensorBoard shows either format."""
+    from PIL import Image
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    with Image.open(file) as im:
+        width, height = im.size
+    image = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=file.read_bytes())
+    return Summary(value=[Summary.Value(tag=file.stem, image=image)])
