@@ -46,8 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     evolve.add_argument("--early-stop", action="store_true",
                         help="stop hopeless trials early (ASHA on per-epoch fitness; validates every epoch)")
     evolve.add_argument("--resume", nargs="?", const=True, default=False,
-                        help="continue a run directory until its evolve.csv holds --generations rows "
-                             "(default: the newest under --project)")
+                        help="continue a run directory (or a stored run, STORAGE_URI/name) until its evolve.csv "
+                             "holds --generations rows (default: the newest under --project)")
     evolve.add_argument("--max-failed-trials", type=int, default=None,
                         help="end the run after this many failed trials (default max(10, generations/10))")
     evolve.add_argument("--max-retries", type=int, default=2, help="retries of a trial whose process died")
@@ -69,7 +69,15 @@ def build_parser() -> argparse.ArgumentParser:
     ray.add_argument("--address", default=None, help="Ray cluster ('auto' joins the running one; "
                                                      "default: a new local cluster)")
     ray.add_argument("--storage-path", default=None,
-                     help="where Ray Tune keeps experiment state: shared path or URI (default: the run dir)")
+                     help="a URI (s3://, gs://, file://): keep the run at STORAGE/name, evolve.csv and results "
+                          "uploaded after every row, Tune's state beside them; a path: where Tune keeps its state "
+                          "(default: the run dir)")
+    ray.add_argument("--bucket", default=None, help="upstream's spelling: --storage-path gs://BUCKET")
+    ray.add_argument("--no-share-images", dest="share_images", action="store_false",
+                     help="each trial decodes its own images (default: decoded once, shared through the object store "
+                          "when they fit)")
+    ray.add_argument("--placement-timeout", type=float, default=900,
+                     help="seconds to wait for one trial's resources (an autoscaler adding GPU nodes) before an error")
     return p
 
 

@@ -1,7 +1,8 @@
-"""Export trained weights beside themselves: yolov5 (a .pt upstream YOLOv5 loads), onnx, torchscript.
+"""Export trained weights beside themselves: yolov5 (a .pt upstream YOLOv5 loads), torchscript, onnx, openvino.
 
     python scripts/export.py --weights runs/train/exp/weights/best.pt --include yolov5 onnx torchscript
-    python scripts/export.py --weights best.pt --include onnx --dynamic --imgsz 320
+    python scripts/export.py --weights best.pt --include onnx --dynamic --simplify --imgsz 320
+    python scripts/export.py --weights best.pt --include openvino                  # best_openvino_model/
 """
 
 from __future__ import annotations
@@ -14,17 +15,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from yolo_ray.cli import OneLineParser, add_model_options  # noqa: E402
 from yolo_ray.config import UserError  # noqa: E402
-from yolo_ray.infer.export import FORMATS, export_formats  # noqa: E402
+from yolo_ray.infer.export import FORMATS, ONNX_OPSET, check_include, export_formats  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(description="Export YOLOv5 (v7.0-compatible) weights.")
-    add_model_options(p, None, "model.pt path(s), each exported beside itself")
+    add_model_options(p, None, "model.pt path(s), each exported beside itself", device_default="cpu",
+                      half_help="FP16 half-precision export (CUDA devices only)")
     p.add_argument("--include", nargs="+", default=["torchscript"], help=f"formats: {', '.join(FORMATS)}")
     p.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, default=[640, 640], help="image (h, w)")
     p.add_argument("--batch-size", type=int, default=1, help="batch size")
-    p.add_argument("--dynamic", action="store_true", help="ONNX: dynamic batch axis")
-    p.add_argument("--opset", type=int, default=17, help="ONNX: opset version (at least 17)")
+    p.add_argument("--dynamic", action="store_true", help="ONNX: dynamic batch, height, width (and boxes)")
+    p.add_argument("--simplify", action="store_true", help="ONNX: simplify the graph (onnxslim)")
+    p.add_argument("--opset", type=int, default=ONNX_OPSET, help="ONNX: opset version")
     return p
 
 
@@ -36,18 +39,19 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"--imgsz {opt.imgsz}: give one size or height and width, all positive")
         if opt.batch_size < 1:
             raise UserError(f"--batch-size must be at least 1, got {opt.batch_size}")
-        if opt.opset < 17:
-            raise UserError(f"--opset {opt.opset}: at least 17 is needed")
-        from yolo_ray.official import official_name
-
-        for w in opt.weights:
-            if not Path(w).is_file() and official_name(w) is None:  # official ones export into this folder
-                raise UserError(f"{w}: weights file not found")
+        check_include(opt.include)
+        from yolo_ray.infer.backends import weights_file
         from yolo_ray.train.session import select_device
 
+        weights = [weights_file(w) for w in opt.weights]
         device = select_device(opt.device)
-        for w in opt.weights:
-            export_formats(w, opt.include, tuple(imgsz), opt.batch_size, opt.dynamic, opt.opset, device)
+        if opt.half and device.type == "cpu":
+            raise UserError("--half only compatible with GPU export, i.e. use --device 0")
+        if opt.half and opt.dynamic:
+            raise UserError("--half not compatible with --dynamic, i.e. use either --half or --dynamic but not both")
+        for w in weights:
+            export_formats(w, opt.include, tuple(imgsz), opt.batch_size, opt.dynamic, opt.opset, device,
+                           half=opt.half, simplify=opt.simplify)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     ray.add_argument("--address", default=None,
                      help="Ray cluster to join ('auto' = the running one); default: no Ray for 1 worker, "
                           "a local cluster for more")
+    ray.add_argument("--placement-timeout", type=float, default=900,
+                     help="seconds to wait for the workers' resources (an autoscaler adding GPU nodes) before an error")
     return p
 
 
@@ -67,6 +69,7 @@ def fresh_run_options(opt: dict[str, Any]) -> dict[str, Any]:
     """
     check_training_numbers(opt)
     check_range("patience", opt["patience"], 0)
+    check_range("placement-timeout", opt["placement_timeout"], 0, low_open=True)
     for option in ("cpus_per_worker", "gpus_per_worker"):
         if opt[option] is not None:
             check_range(option.replace("_", "-"), opt[option], 0)
@@ -158,10 +161,13 @@ def main(argv: list[str] | None = None) -> int:
         opt = vars(parser.parse_args(argv, namespace=argparse.Namespace(epochs=None)))
         if opt["resume"]:  # the run's own options, on the cluster this command names
             address = opt["address"]
-            opt = resume_options(_fetch_stored_run(opt["resume"]), opt["project"], opt["epochs"])
+            resume, run_uri = _fetch_stored_run(opt["resume"])
+            opt = resume_options(resume, opt["project"], opt["epochs"])
             if opt is None:
                 return 0
             opt["address"] = address
+            if run_uri and opt["resume"]:  # each node's rank downloads the run from there, not from our copy
+                opt["storage_uri"] = run_uri
         else:
             opt["epochs"] = parser.get_default("epochs") if opt["epochs"] is None else opt["epochs"]
             opt = fresh_run_options(opt)
@@ -178,17 +184,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _fetch_stored_run(resume: str | bool) -> str | bool:
-    """--resume STORAGE_URI/name (or .../weights/last.pt): the run is copied here and resumed from its copy."""
+def _fetch_stored_run(resume: str | bool) -> tuple[str | bool, str | None]:
+    """(what to resume, its storage URI): --resume STORAGE_URI/name (or .../weights/last.pt) is copied
+    here to read its options, and resumed from the copy each node makes of the URI."""
     if not is_uri(resume):
-        return resume
+        return resume, None
     run_uri = str(resume).rstrip("/")
     if run_uri.endswith(".pt"):
         run_uri = run_uri.rsplit("/", 2)[0]
     local = staging_dir(run_uri)
     if not download_run(run_uri, local):
         raise UserError(f"{run_uri}: no stored run there to resume")
-    return str(local / "weights" / "last.pt")
+    return str(local / "weights" / "last.pt"), run_uri
 
 
 def _data_yaml(data: str | None, hyp: dict[str, float], single_cls: bool, cwd: str) -> str:

@@ -80,3 +80,25 @@ def last_results_row(save_dir: Path) -> dict[str, float]:
     lines = (save_dir / "results.csv").read_text().splitlines()
     keys = [k.strip() for k in lines[0].split(",")]
     return dict(zip(keys, (float(v) for v in lines[-1].split(","))))
+
+
+@contextlib.contextmanager
+def serve_folder(folder: Path):
+    """An HTTP server on 127.0.0.1 (a free port) serving `folder` from a thread; yields its base URL."""
+    import functools
+    import http.server
+    import threading
+
+    class QuietHandler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=30)

@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 
 import yolo_ray
-from infer_helpers import IMGSZ, load_script, trained_run
+from yolo_ray.infer.outputs import crop_box
+from infer_helpers import IMGSZ, load_script, serve_folder, trained_run
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 CONF = 0.003  # the short run is barely trained: its confidences sit just above the 0.001 val threshold
@@ -57,8 +58,9 @@ def test_detect_folder_with_video_and_unreadable_image(run, detect_cli, model, t
     out = capsys.readouterr().out
     save_dir = tmp_path / "runs" / "exp"
 
-    assert re.search(rf"image 3/4 {re.escape(str(source / images[0].name))}: {IMGSZ}x{IMGSZ} .*\d+\.\dms", out)
-    assert re.search(rf"video 2/4 \(3/3\) {re.escape(str(source / 'clip.mp4'))}: ", out)
+    # images first, then videos, as upstream's LoadImages
+    assert re.search(rf"image 2/4 {re.escape(str(source / images[0].name))}: {IMGSZ}x{IMGSZ} .*\d+\.\dms", out)
+    assert re.search(rf"video 4/4 \(3/3\) {re.escape(str(source / 'clip.mp4'))}: ", out)
     assert f"WARNING: {source / 'broken.jpg'}: not a readable image, skipped" in out
     assert "1 of 4 source files could not be read" in out
     assert re.search(rf"Speed: .* per image at shape \(1, 3, {IMGSZ}, {IMGSZ}\)", out)
@@ -129,11 +131,11 @@ def test_api_settings_fresh_models_and_devices(run, tmp_path):
     assert m.to("cpu") is m and m.cpu() is m
 
     fresh = yolo_ray.load("yolov5n", classes=10, channels=4, weights=run.last, device="cpu", fuse=False)
-    assert fresh.nc == 10 and fresh.model.model[0].conv.weight.shape[1] == 4
+    assert fresh.nc == 10 and fresh.model.model.model[0].conv.weight.shape[1] == 4  # upstream's nesting
     source = yolo_ray.load(run.last, device="cpu", fuse=False, autoshape=False)
     same = source.model[1].conv.weight  # shapes match: transferred
-    assert torch.equal(fresh.model.model[1].conv.weight, same)
-    raw, _ = fresh(torch.zeros(1, 4, IMGSZ, IMGSZ))  # tensors go to the model as they are
+    assert torch.equal(fresh.model.model.model[1].conv.weight, same)
+    raw = fresh(torch.zeros(1, 4, IMGSZ, IMGSZ))  # tensors go to the model as they are: predictions back
     assert raw.shape[-1] == 5 + 10
 
 
@@ -157,4 +159,99 @@ def test_all_sources_unreadable_is_an_error(run, detect_cli, tmp_path, capsys):
     (tmp_path / "a.jpg").write_bytes(b"x")
     assert detect_cli.main(["--weights", str(run.last), "--source", str(tmp_path / "*.jpg"),
                             "--project", str(tmp_path / "runs")]) == 2
-    assert "no readable images or videos among 1 source files" in capsys.readouterr().err
+    assert "no readable images or videos among the sources" in capsys.readouterr().err
+
+
+def label_rows(path):
+    return [list(map(float, line.split())) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.timeout(300)
+def test_vid_stride_txt_order_relative_lists_and_nominal_shape_as_upstream(run, detect_cli, tmp_path, capsys,
+                                                                          monkeypatch):
+    frames = [cv2.imread(str(f)) for f in run.val_images[:5]]
+    write_video(tmp_path / "clip.mp4", frames)
+    args = ["--weights", str(run.last), "--source", str(tmp_path / "clip.mp4"), "--imgsz", str(IMGSZ), "128",
+            "--conf-thres", str(CONF), "--vid-stride", "2", "--save-txt", "--save-conf", "--save-crop",
+            "--project", str(tmp_path / "runs")]
+    assert detect_cli.main(args) == 0
+    out = capsys.readouterr().out
+    # frames 2 and 4 of 5 (upstream grabs vid_stride frames, then reads), counted (k/2) with no overrun
+    assert re.findall(r"video 1/1 \((\d)/(\d)\)", out) == [("1", "2"), ("2", "2")]
+    assert re.search(rf"Speed: .* at shape \(1, 3, {IMGSZ}, 128\)", out)  # the nominal shape, as upstream
+    save_dir = tmp_path / "runs" / "exp"
+    strided = label_rows(save_dir / "labels" / "clip_1.txt")
+    assert [r[5] for r in strided] == sorted(r[5] for r in strided)  # lowest confidence first, as upstream
+
+    # the second labelled frame is the video's 4th: the same boxes as that frame on its own
+    monkeypatch.chdir(tmp_path)
+    cap = cv2.VideoCapture(str(tmp_path / "clip.mp4"))
+    for _ in range(4):
+        ok, frame4 = cap.read()
+    cap.release()
+    cv2.imwrite(str(tmp_path / "frame4.png"), frame4)
+    (tmp_path / "list.txt").write_text("frame4.png\n")  # relative to the working directory, as upstream
+    args[args.index("--source") + 1] = "list.txt"
+    assert detect_cli.main(args) == 0
+    capsys.readouterr()
+    alone = sorted(label_rows(tmp_path / "runs" / "exp2" / "labels" / "frame4.txt"))
+    assert alone == sorted(label_rows(save_dir / "labels" / "clip_2.txt"))
+    assert not (tmp_path / "runs" / "exp2" / "frame4.png").exists()  # a .txt source saves no images, as upstream
+
+
+@pytest.mark.timeout(300)
+def test_http_video_stream_and_streams_file(run, detect_cli, tmp_path, capsys):
+    served = tmp_path / "served"
+    served.mkdir()
+    write_video(served / "clip.mp4", [cv2.imread(str(f)) for f in run.val_images[:4]])
+    (served / "live").write_bytes((served / "clip.mp4").read_bytes())  # no media suffix: read as a stream
+    common = ["--weights", str(run.last), "--imgsz", str(IMGSZ), "--conf-thres", str(CONF), "--save-txt",
+              "--project", str(tmp_path / "runs")]
+    with serve_folder(served) as url:
+        assert detect_cli.main([*common, "--source", f"{url}/clip.mp4"]) == 0  # a video URL: every frame
+        out = capsys.readouterr().out
+        assert re.findall(r"video 1/1 \((\d)/4\)", out) == ["1", "2", "3", "4"]
+        (tmp_path / "cams.streams").write_text(f"{url}/live\n")
+        assert detect_cli.main([*common, "--source", str(tmp_path / "cams.streams")]) == 0
+        out = capsys.readouterr().out
+    assert f"1/1: {url}/live...  Success (4 frames {IMGSZ}x{IMGSZ} at 5.00 FPS)" in out
+    lines = re.findall(rf"^0: {IMGSZ}x{IMGSZ} .*ms$", out, re.M)
+    assert 1 <= len(lines) <= 4  # the newest frame each step, none twice
+    stream_dir = tmp_path / "runs" / "exp2"
+    video = cv2.VideoCapture(str(stream_dir / "live.mp4"))
+    assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == len(lines)
+    video.release()
+    assert (stream_dir / "labels" / "live_0.txt").is_file()
+
+
+@pytest.mark.timeout(120)
+def test_an_unopenable_webcam_or_stream_is_one_error_line(run, detect_cli, tmp_path, capsys):
+    for source in ("9", "rtsp://127.0.0.1:1/none"):
+        args = ["--weights", str(run.last), "--source", source, "--project", str(tmp_path / "runs")]
+        assert detect_cli.main(args) == 2
+        err = capsys.readouterr().err
+        assert err == f"error: --source {source}: cannot be opened (webcam index, stream URL or video)\n"
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.timeout(300)
+def test_api_tensor_crops_render_repr_and_augment_as_upstream(run, model, tmp_path):
+    path = run.val_images[0]
+    rgb = np.ascontiguousarray(cv2.imread(str(path))[..., ::-1])
+    x = torch.from_numpy(rgb.transpose(2, 0, 1).copy()).float()[None] / 255
+    raw = model(x)
+    assert isinstance(raw, torch.Tensor) and raw.shape == (1, 3 * (12 * 12 + 6 * 6 + 3 * 3), 9)
+
+    results = model(rgb, size=IMGSZ)
+    assert repr(results).startswith("YOLOv5 <class 'yolo_ray.infer.detections.Detections'> instance\nimage 1/1")
+    crops = results.crop(save=False)
+    assert len(crops) == len(results.xyxy[0]) > 0
+    first = crops[0]
+    assert isinstance(first["conf"], torch.Tensor) and isinstance(first["cls"], torch.Tensor)
+    assert first["conf"] == results.xyxy[0][-1, 4]  # lowest confidence first, as upstream
+    assert np.array_equal(first["im"], crop_box(first["box"], rgb)[..., ::-1])  # BGR, ready for cv2.imwrite
+    annotated = results.render()
+    assert results.ims is annotated and not np.array_equal(annotated[0], rgb)
+
+    augmented = model(rgb, size=IMGSZ, augment=True)
+    assert augmented.xyxy[0].shape[1] == 6 and not torch.equal(augmented.xyxy[0], model(rgb, size=IMGSZ).xyxy[0])

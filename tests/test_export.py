@@ -88,14 +88,70 @@ def test_onnx_and_torchscript_match_pytorch_on_real_images(exported):
     assert ts_diff <= TOLERANCE
 
 
+@pytest.mark.timeout(300)
+def test_dynamic_onnx_runs_other_sizes_and_batches_as_pytorch(exported):
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is in the 'export' and 'test' extras")
+    run, weights = exported
+    x = real_batch(run, 2)
+    x = torch.nn.functional.interpolate(x, size=(160, 128), mode="bilinear")  # not the exported 96 x 96
+    with torch.no_grad():
+        expected = load_models(weights)(x)[0].numpy()
+    session = ort.InferenceSession(str(weights.with_suffix(".onnx")), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"images": x.numpy()})[0]
+    assert got.shape == expected.shape == (2, 3 * (20 * 16 + 10 * 8 + 5 * 4), 9)  # boxes axis dynamic too
+    assert float(np.abs(got - expected).max()) <= TOLERANCE
+    assert [o.opset_import[0].version for o in [__import__("onnx").load(str(weights.with_suffix(".onnx")))]] == [12]
+
+
+@pytest.mark.timeout(300)
+def test_simplify_opset_and_openvino_match_pytorch(exported, tmp_path, capsys):
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is in the 'export' and 'test' extras")
+    pytest.importorskip("onnxslim", reason="onnxslim is in the 'export' and 'test' extras")
+    pytest.importorskip("openvino", reason="openvino is in the 'openvino' and 'test' extras")
+    import onnx
+
+    run, source = exported
+    weights = tmp_path / "w.pt"
+    shutil.copy(source, weights)
+    args = ["--weights", str(weights), "--include", "onnx", "openvino", "--imgsz", str(IMGSZ), "--simplify",
+            "--opset", "17"]
+    assert load_script("export").main(args) == 0
+    assert "slimming with onnxslim" in capsys.readouterr().out
+    slim = onnx.load(str(weights.with_suffix(".onnx")))
+    plain = onnx.load(str(source.with_suffix(".onnx")))
+    assert slim.opset_import[0].version == 17 and len(slim.graph.node) < len(plain.graph.node)
+    assert {p.key for p in slim.metadata_props} == {"stride", "names"}
+
+    x = real_batch(run, 1)
+    with torch.no_grad():
+        expected = load_models(weights)(x)[0].numpy()
+    session = ort.InferenceSession(str(weights.with_suffix(".onnx")), providers=["CPUExecutionProvider"])
+    assert float(np.abs(session.run(None, {"images": x.numpy()})[0] - expected).max()) <= TOLERANCE
+
+    folder = tmp_path / "w_openvino_model"
+    assert {p.name for p in folder.iterdir()} == {"w.xml", "w.bin", "w.yaml"}
+    from yolo_ray.infer.backends import load_backend
+
+    backend = load_backend(folder)
+    assert backend.fmt == "openvino" and backend.names[0] == "circle" and backend.stride == 32
+    openvino_diff = float(np.abs(backend(x).numpy() - expected).max())
+    print(f"OpenVINO max abs difference: {openvino_diff:.2e}")
+    assert openvino_diff <= TOLERANCE
+
+
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("args, expected", [
-    (["--include", "tflite"], "--include tflite: unknown format"),
-    (["--opset", "12"], "--opset 12: at least 17"),
+    (["--include", "tflite"], "--include tflite: TensorFlow formats are not built here"),
+    (["--include", "engine"], "--include engine: TensorRT engines are not built here"),
+    (["--include", "pdf"], "--include pdf: unknown format"),
+    (["--half"], "--half only compatible with GPU export, i.e. use --device 0"),
+    (["--opset", "7", "--include", "onnx"], "--opset 7: the ONNX exporter refused it"),
 ])
 def test_bad_options_print_one_error_line_and_exit_2(exported, tmp_path, capsys, args, expected):
     _, weights = exported
-    assert load_script("export").main(["--weights", str(weights), *args]) == 2
+    copy = tmp_path / "w.pt"
+    shutil.copy(weights, copy)
+    assert load_script("export").main(["--weights", str(copy), "--imgsz", str(IMGSZ), *args]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: ") and expected in err, err
 

@@ -261,3 +261,49 @@ def _wait_for_alive_nodes(n: int, starting: subprocess.Popen, timeout: float = 2
         if time.time() > deadline:
             raise TimeoutError(f"fewer than {n} Ray nodes alive after {timeout} s")
         time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def slow_val_data(tmp_path_factory) -> Path:
+    """More validation images than tiny_data, so that the final validation lasts long enough to be hit."""
+    from yolo_ray.data.synthetic import make_dataset
+
+    return make_dataset(tmp_path_factory.mktemp("slowval") / "data", seed=4, n_train=16, n_val=64, size=96)
+
+
+def run_and_kill_rank0_when(cluster, args: list[str], trigger: str, timeout: float = 400) -> tuple[int, str]:
+    """Run scripts/train.py; SIGKILL the process of DDP rank 0 once `trigger` shows in the output (once)."""
+    proc = subprocess.Popen([sys.executable, str(TRAIN_CLI), "--address", cluster.address, *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, env=cli_env())
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    try:
+        deadline = time.time() + timeout
+        while trigger not in "".join(lines):
+            assert proc.poll() is None and time.time() < deadline, "".join(lines)[-3000:]
+            time.sleep(0.05)
+        pid = int(re.findall(r"DDP rank 0/\d+ on Ray node \w+, \S+, pid (\d+)", "".join(lines))[-1])
+        os.kill(pid, signal.SIGKILL)
+        proc.wait(timeout=timeout)
+        reader.join(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, "".join(lines)
+
+
+@pytest.mark.timeout(600)
+def test_rank0_killed_during_the_final_validation_finishes_without_retraining(cluster, tmp_path, slow_val_data):
+    project = tmp_path / "runs"
+    code, out = run_and_kill_rank0_when(cluster, ddp_args(slow_val_data, project, 1, "--noplots"), "Validating ")
+    assert code == 0, out[-3000:]
+    assert "at the end-of-training steps" in out  # the restart went to the end, not to epoch 0
+    run = project / "exp"
+    epochs = [int(line.split(",")[0]) for line in (run / "results.csv").read_text().splitlines()[1:]]
+    assert epochs == [0]  # one row per epoch, none trained twice
+    from yolo_ray.train.checkpoint import load_training_checkpoint
+
+    last, best = (load_training_checkpoint(run / "weights" / n) for n in ("last.pt", "best.pt"))
+    assert last["epoch"] == best["epoch"] == -1 and last["optimizer"] is None  # end steps done
+    assert "metrics/mAP_0.5" in last["final_results"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from yolo_ray.config import UserError
-from yolo_ray.train.placement import TRIAL_CPU_SLIVER, Node, plan_placement
+from yolo_ray.train.placement import TRIAL_CPU_SLIVER, Node, NodeType, plan_placement
 
 GPU_NODES = [Node(16, 8, "a"), Node(16, 8, "b")]  # two 8-GPU nodes with 2 CPUs per GPU
 CPU_NODES = [Node(4, 0, "a"), Node(2, 0, "b")]
@@ -87,3 +87,41 @@ def test_explicit_concurrency_is_kept_and_checked():
     assert plan_placement(CPU_NODES, concurrency=2).concurrency == 2
     with pytest.raises(UserError, match="--concurrency must be at least 1"):
         plan_placement(CPU_NODES, concurrency=0)
+
+
+AUTOSCALING = [NodeType("gpu_node", 8, 2, max_count=3)]
+
+
+def test_gpu_worker_group_at_zero_still_plans_gpu_trials_from_the_autoscalers_node_types():
+    from yolo_ray.train.placement import missing_now, with_node_types
+
+    nodes = with_node_types([Node(4, 0, "head")], AUTOSCALING)  # a cloud cluster at rest: CPU head only
+    p = plan_placement(nodes, workers=2)
+    assert (p.workers, p.gpus_per_worker, p.cpus_per_worker) == (2, 1.0, 4.0)  # never silently CPU
+    assert p.concurrency == 3 and p.one_node  # three nodes of 2 GPUs: one 2-GPU trial on each
+    assert missing_now(nodes, p) == "2 GPU(s)"  # the run waits for the autoscaler
+    assert missing_now(with_node_types([Node(4, 0, "head"), Node(8, 2, "10.0.0.5")], AUTOSCALING), p) is None
+
+
+def test_live_nodes_of_a_node_type_count_once():
+    from yolo_ray.train.placement import with_node_types
+
+    nodes = with_node_types([Node(4, 0, "head"), Node(8, 2, "10.0.0.5")], AUTOSCALING)
+    assert sum(n.gpus for n in nodes) == 6  # max 3 gpu nodes, one of them already up
+
+
+def test_request_no_node_type_can_ever_hold_is_one_error_naming_the_autoscaler():
+    from yolo_ray.train.placement import with_node_types
+
+    nodes = with_node_types([Node(4, 0, "head")], AUTOSCALING)
+    with pytest.raises(UserError, match="no node or node type .* hold one worker of 16 CPU \\+ 1 GPU .*autoscaler: "
+                                        "up to 3 more gpu_node"):
+        plan_placement(nodes, workers=1, gpus=1, cpus=16)
+    with pytest.raises(UserError, match="8 workers of 4 CPU \\+ 1 GPU each do not fit"):
+        plan_placement(nodes, workers=8)
+
+
+def test_ddp_workers_spread_over_nodes_only_when_no_node_holds_them_all():
+    assert plan_placement(GPU_NODES, workers=8).one_node
+    assert not plan_placement(GPU_NODES, workers=16).one_node
+    assert not plan_placement(GPU_NODES, workers=1).one_node  # one worker: nothing to keep together

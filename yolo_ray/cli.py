@@ -51,11 +51,12 @@ def add_training_options(group: argparse._ActionsContainer) -> None:
                             "(WANDB_MODE=offline needs no account)")
 
 
-def add_model_options(group: argparse._ActionsContainer, project: str | None, weights_help: str) -> None:
+def add_model_options(group: argparse._ActionsContainer, project: str | None, weights_help: str,
+                      device_default: str = "", half_help: str = "use FP16 half-precision inference") -> None:
     """What val.py, detect.py and export.py share: weights, device, and the run folder (unless project is None)."""
     group.add_argument("--weights", nargs="+", required=True, help=weights_help)
-    group.add_argument("--device", default="", help="'' (auto), cpu, or cuda device like 0")
-    group.add_argument("--half", action="store_true", help="use FP16 half-precision inference (CUDA only)")
+    group.add_argument("--device", default=device_default, help="'' (auto), cpu, or cuda device like 0")
+    group.add_argument("--half", action="store_true", help=half_help)
     if project is None:
         return
     group.add_argument("--project", default=project, help="save to project/name")

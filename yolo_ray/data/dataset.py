@@ -18,7 +18,7 @@ from tqdm import tqdm
 from yolo_ray.boxes import xywhn2xyxy, xyn2xy, xyxy2xywhn
 from yolo_ray.config import UserError, load_hyp, temp_sibling
 from yolo_ray.data.augment import FILL, augment_hsv, copy_paste, letterbox, mixup, random_perspective
-from yolo_ray.data.labels import (NUM_THREADS, box_polygon, count_summary, find_class_row, img2label_paths,
+from yolo_ray.data.labels import (LOGGER, NUM_THREADS, box_polygon, count_summary, find_class_row, img2label_paths,
                                    list_image_files,
                                   scan_labels, writable_sibling)
 
@@ -62,6 +62,40 @@ def decode_image(path: str, imgsz: int, augment: bool, npy_file: str | None = No
     return im, (h0, w0), im.shape[:2]
 
 
+def available_memory() -> tuple[int, int]:
+    """(available, total) bytes of this machine's memory, as the kernel estimates what can be allocated."""
+    info = {}
+    with open("/proc/meminfo") as f:
+        for line in f:
+            name, value = line.split(":", 1)
+            info[name] = int(value.split()[0]) * 1024
+    return info.get("MemAvailable", info.get("MemFree", 0)), info.get("MemTotal", 0)
+
+
+def ram_cache_fits(im_files: list[str], img_size: int, copies: int = 1, prefix: str = "",
+                   safety_margin: float = 0.1, sample: int = 30) -> bool:
+    """Whether `copies` decoded copies of the images fit in this machine's available memory (upstream's
+    check_cache_ram, counting the DDP ranks of this node: each caches the whole set).
+
+    The size is estimated from up to `sample` images spread over the set, resized as the cache holds them.
+    """
+    if not im_files:
+        return True
+    picks = im_files[:: max(1, len(im_files) // sample)][:sample]
+    sampled = 0.0
+    for f in picks:
+        im = cv2.imread(f)
+        if im is not None:
+            sampled += im.nbytes * (img_size / max(im.shape[:2])) ** 2
+    need = sampled / len(picks) * len(im_files) * copies
+    available, total = available_memory()
+    fits = need * (1 + safety_margin) < available
+    gb = 1 << 30
+    LOGGER.info(f"{prefix}{need / gb:.1f}GB RAM required for {copies} cached copies, {available / gb:.1f}/"
+                f"{total / gb:.1f}GB available, {'caching images' if fits else 'not caching images'}")
+    return fits
+
+
 class LoadImagesAndLabels(torch.utils.data.Dataset):
     """Images + YOLO labels; items are (image uint8 CHW RGB tensor, labels (n, 6) [0, cls, xc, yc, w, h]
     normalised, path, shapes) where shapes = ((h0, w0), ((h/h0, w/w0), (padw, padh))) or None for mosaics."""
@@ -70,7 +104,7 @@ class LoadImagesAndLabels(torch.utils.data.Dataset):
                  hyp: dict | None = None, rect: bool = False, image_weights: bool = False,
                  cache_images: str | None = None, single_cls: bool = False, stride: int = 32, pad: float = 0.0,
                  prefix: str = "", decoded: DecodedImages | None = None, nc: int | None = None,
-                 verbose: bool = True):
+                 verbose: bool = True, ram_copies: int = 1):
         self.img_size = img_size
         self.augment = augment
         self.hyp = load_hyp(hyp) if augment else hyp
@@ -118,7 +152,7 @@ class LoadImagesAndLabels(torch.utils.data.Dataset):
         self._decoded_index: list[int] | None = None
         if decoded is not None:
             self.use_decoded(decoded)
-        elif cache_images == "ram":
+        elif cache_images == "ram" and ram_cache_fits(self.im_files, img_size, ram_copies, prefix):
             self.use_decoded(self.decoded_images(store=True))
         elif cache_images == "disk":
             self._write_npy(prefix)

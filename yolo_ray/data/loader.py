@@ -101,7 +101,7 @@ def create_dataloader(path: str | list[str], imgsz: int, batch_size: int, stride
                       rect: bool = False, rank: int = -1, world_size: int = 1, workers: int = 8,
                       image_weights: bool = False, shuffle: bool = False, seed: int = 0,
                       decoded: DecodedImages | None = None, prefix: str = "", nc: int | None = None,
-                      pin_memory: bool = False) -> tuple[DataLoader, LoadImagesAndLabels]:
+                      pin_memory: bool = False, ram_copies: int = 1) -> tuple[DataLoader, LoadImagesAndLabels]:
     """The (loader, dataset) pair of one rank; batch_size is per rank. See LoadImagesAndLabels for items.
 
     Workers persist across epochs, except with image_weights: the training loop rewrites
@@ -116,7 +116,7 @@ def create_dataloader(path: str | list[str], imgsz: int, batch_size: int, stride
     dataset = LoadImagesAndLabels(path, imgsz, batch_size, augment=augment, hyp=hyp, rect=rect,
                                   image_weights=image_weights, cache_images=cache, single_cls=single_cls,
                                   stride=int(stride), pad=pad, prefix=prefix, decoded=decoded, nc=nc,
-                                  verbose=rank in (-1, 0))
+                                  verbose=rank in (-1, 0), ram_copies=ram_copies)
     batch_size = min(batch_size, len(dataset))
     nw = min(os.cpu_count() or 1, batch_size if batch_size > 1 else 0, workers)
     generator = torch.Generator()

@@ -22,7 +22,7 @@ class EvolveMetrics(Callback):
         from ray.util.metrics import Gauge
 
         self.searcher = searcher
-        self.running = 0
+        self._running_ids: set[str] = set()
         tags = {"run": run_name}
         self.gauges = {}
         for name, description in (
@@ -43,14 +43,25 @@ class EvolveMetrics(Callback):
         for name, value in values.items():
             self.gauges[name].set(float(value))
 
+    # Running trials by id: Tune calls on_trial_recover then on_trial_start again for a retried trial,
+    # so counting starts and ends would drift up by one per retry.
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
-        self.running += 1
+        self._running_ids.add(trial.trial_id)
         self.publish()
+
+    def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+        self._ended(trial)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        self.running = max(0, self.running - 1)
-        self.publish()
+        self._ended(trial)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        self.running = max(0, self.running - 1)
+        self._ended(trial)
+
+    def _ended(self, trial: Any) -> None:
+        self._running_ids.discard(trial.trial_id)
         self.publish()
+
+    @property
+    def running(self) -> int:
+        return len(self._running_ids)

@@ -23,22 +23,24 @@ from ray import tune
 from yolo_ray.cli import check_range, check_training_numbers
 from yolo_ray.config import UserError, load_hyp, load_yaml, save_yaml
 from yolo_ray.data.labels import is_writable_dir
-from yolo_ray.data.synthetic import builtin_weights, data_every_node_needs
+from yolo_ray.data.synthetic import builtin_weights
 from yolo_ray.evolve.dashboard import EvolveMetrics
 from yolo_ray.evolve.evolve_csv import count_rows
 from yolo_ray.evolve.progress import EvolveProgress, TrialEvents
 from yolo_ray.evolve.searcher import EvolveSearcher
 from yolo_ray.evolve.space import SearchSpace, resolve_search_space
 from yolo_ray.evolve.stopping import parse_duration
+from yolo_ray.evolve.stored import claim_stored_run, fetch_stored_evolution, row_uploader, storage_option
 from yolo_ray.evolve.strategies import check_strategy_options, load_strategy_space
 from yolo_ray.evolve.trackers import tune_callbacks
 from yolo_ray.evolve.trial import evolve_trial, placement_config, trial_resources
 from yolo_ray.official import weights_option
-from yolo_ray.train.cluster import connect, verify_nodes_see
+from yolo_ray.train.cluster import connect, files_every_node_needs, verify_nodes_see, wait_for_resources
 from yolo_ray.train.launch import check_worker_split
 from yolo_ray.train.model_setup import train_image_size
 from yolo_ray.train.placement import Placement, cluster_nodes, plan_placement
 from yolo_ray.train.rundir import check_project, create_run_dir, resolve_project
+from yolo_ray.train.storage import is_uri
 from yolo_ray.train.trackers import tracker_settings
 
 DEFAULT_GENERATIONS = 300
@@ -53,7 +55,8 @@ TRAIN_OPTION_KEYS = (
 # Where and how this invocation runs: taken from the current command even when resuming.
 RUNTIME_KEYS = (
     "address", "concurrency", "cpus_per_trial", "gpus_per_trial", "storage_path", "max_retries",
-    "max_failed_trials", "resume", "exist_ok", "share_images", "time_budget", "patience",
+    "max_failed_trials", "resume", "exist_ok", "share_images", "time_budget", "patience", "bucket", "storage_uri",
+    "placement_timeout",
 )
 
 DEFAULTS: dict[str, Any] = {
@@ -64,7 +67,9 @@ DEFAULTS: dict[str, Any] = {
     "generations": None, "search_space": None, "parent": "single", "early_stop": False,
     "strategy": "classic", "population": 50, "time_budget": None, "patience": None,
     "ray_workers": 1, "concurrency": None, "cpus_per_trial": None, "gpus_per_trial": None, "address": None,
-    "storage_path": None, "max_retries": 2, "max_failed_trials": None, "resume": False,
+    "storage_path": None, "bucket": None, "storage_uri": None, "placement_timeout": 900.0, "max_retries": 2,
+    "max_failed_trials": None,
+    "resume": False,
     "project": "runs/evolve", "name": "exp", "exist_ok": False,
     "share_images": True,  # decode once in the driver for all trials (off: each trial decodes its own)
     "cwd": None,  # where a relative data `path:` may be relative to (trials run in their own folders)
@@ -118,7 +123,11 @@ def resolve_options(opt: dict[str, Any]) -> dict[str, Any]:
     has no save_dir yet: claim_run_dir makes it once the cluster has been checked too.
     """
     opt = {**DEFAULTS, **opt}
+    opt["storage_path"] = storage_option(opt["storage_path"], opt["bucket"])
     save_dir = None
+    if is_uri(opt["resume"]):  # a stored evolution: continued from this machine's copy, uploaded as it goes
+        opt["storage_uri"] = str(opt["resume"]).rstrip("/")
+        opt["resume"] = str(fetch_stored_evolution(opt["storage_uri"]))
     if opt["resume"]:
         save_dir = find_resume_dir(opt["resume"], opt["project"])
         if not is_writable_dir(save_dir):
@@ -165,13 +174,17 @@ def run_evolution(opt: dict[str, Any], trainable: Callable[..., None] | None = N
     in_main_thread = threading.current_thread() is threading.main_thread()  # signals can only be set there
     previous_sigterm = signal.signal(signal.SIGTERM, _sigterm_as_sigint) if in_main_thread else None
     try:
-        placement = plan_placement(cluster_nodes(), workers=int(opt["ray_workers"]), gpus=opt["gpus_per_trial"],
+        nodes = cluster_nodes()
+        placement = plan_placement(nodes, workers=int(opt["ray_workers"]), gpus=opt["gpus_per_trial"],
                                    cpus=opt["cpus_per_trial"], device=opt["device"], concurrency=opt["concurrency"],
                                    trial_process=True)
-        if trainable is None:  # trials read data and weights on whichever node they land
-            verify_nodes_see(None, [opt["weights"], data_every_node_needs(opt["data"])])
+        check_worker_split(opt["batch_size"], placement.workers, opt["image_weights"])  # --gpus-per-trial 2: 2 ranks
+        if trainable is None:  # trials read data, weights and cfg on whichever node they land
+            verify_nodes_see(None, files_every_node_needs({k: opt[k] for k in ("weights", "data", "cfg")}), placement)
+        # the first trial's resources: an autoscaling cluster may be at zero GPU nodes
+        wait_for_resources(placement, nodes, float(opt["placement_timeout"]), "a trial")
         if searcher is None:
-            opt["save_dir"] = str(create_run_dir(opt["project"], opt["name"], opt["exist_ok"]))
+            opt["save_dir"] = str(_claim_run_dir(opt))
             searcher = _make_searcher(opt, space)
         print(f"evolve: run directory {opt['save_dir']}", flush=True)
         if opt["weights"] == str(builtin_weights()):
@@ -184,6 +197,15 @@ def run_evolution(opt: dict[str, Any], trainable: Callable[..., None] | None = N
             signal.signal(signal.SIGTERM, previous_sigterm)
         if started_ray:
             ray.shutdown()  # also frees this job's placement groups before the process goes
+
+
+def _claim_run_dir(opt: dict[str, Any]) -> Path:
+    """The new run's folder: project/name, or the staging folder of STORAGE/name for a storage URI."""
+    if is_uri(opt["storage_path"]):
+        opt["storage_uri"], local = claim_stored_run(opt["storage_path"], opt["name"], opt["exist_ok"])
+        print(f"evolve: keeping the run at {opt['storage_uri']} (after every row)", flush=True)
+        return local
+    return create_run_dir(opt["project"], opt["name"], opt["exist_ok"])
 
 
 def _make_searcher(opt: dict[str, Any], space: SearchSpace) -> EvolveSearcher:
@@ -216,7 +238,10 @@ def _evolve(opt: dict[str, Any], searcher: EvolveSearcher, placement: Placement,
             trainable: Callable[..., None] | None) -> EvolveSummary:
     progress = EvolveProgress(opt["save_dir"], opt["generations"], searcher.rows,
                               detail=lambda: searcher.strategy.describe(), time_left=searcher.stop_rule.time_left)
-    searcher.on_row = progress
+    uploader = row_uploader(opt["save_dir"], opt["storage_uri"])
+    searcher.on_row = progress if uploader is None else _then(progress, uploader.upload)
+    if uploader is not None:
+        uploader.upload()
     if searcher.rows < opt["generations"]:
         progress.concurrency = placement.concurrency
         train_config = _train_config(opt, placement, real_training=trainable is None)
@@ -227,7 +252,17 @@ def _evolve(opt: dict[str, Any], searcher: EvolveSearcher, placement: Placement,
         trial = tune.with_parameters(trainable or evolve_trial, train_config=train_config)
         _build_tuner(opt, searcher, trial, placement).fit()
     progress.refresh(plot=True)
+    if uploader is not None:
+        uploader.upload()
     return _summary(opt, searcher)
+
+
+def _then(first: Callable[..., None], second: Callable[[], None]) -> Callable[..., None]:
+    def both(*args: Any, **kwargs: Any) -> None:
+        first(*args, **kwargs)
+        second()
+
+    return both
 
 
 def _build_tuner(opt: dict[str, Any], searcher: EvolveSearcher, trial: Callable, placement: Placement) -> tune.Tuner:
@@ -244,7 +279,8 @@ def _build_tuner(opt: dict[str, Any], searcher: EvolveSearcher, trial: Callable,
         ),
         run_config=tune.RunConfig(
             # A fresh experiment per invocation: resuming restarts from evolve.csv, not Tune's state.
-            name=f"tune-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=opt["storage_path"] or opt["save_dir"],
+            name=f"tune-{time.strftime('%Y%m%d-%H%M%S')}",
+            storage_path=opt["storage_uri"] or opt["storage_path"] or opt["save_dir"],
             failure_config=tune.FailureConfig(max_failures=int(opt["max_retries"])),
             callbacks=[TrialEvents(), EvolveMetrics(Path(opt["save_dir"]).name, searcher), *tune_callbacks(opt)],
             verbose=0,
@@ -272,7 +308,7 @@ def _summary(opt: dict[str, Any], searcher: EvolveSearcher) -> EvolveSummary:
     else:
         status = "interrupted"
         message = (f"evolution interrupted at {rows}/{n} generations; continue with: "
-                   f"python scripts/evolve.py --resume {save_dir}")
+                   f"python scripts/evolve.py --resume {opt['storage_uri'] or save_dir}")
     return EvolveSummary(save_dir, rows, n, searcher.failed, searcher.stopped, searcher.best_fitness, status, message)
 
 
@@ -324,6 +360,7 @@ def _check_numbers(opt: dict[str, Any]) -> None:
     if opt["max_failed_trials"] is not None:
         check_range("max-failed-trials", opt["max_failed_trials"], 1)
     check_range("max-retries", opt["max_retries"], 0)
+    check_range("placement-timeout", opt["placement_timeout"], 0, low_open=True)
     if opt["parent"] not in ("single", "weighted"):
         raise UserError(f"--parent must be single or weighted, got {opt['parent']!r}")
 

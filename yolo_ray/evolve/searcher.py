@@ -33,6 +33,8 @@ LOGGER = logging.getLogger(__name__)
 # A trial's last report carries this key only when its training ran to the end. Tune marks trials
 # stopped by a scheduler (ASHA) `done` as well, so `done` cannot tell a finished generation apart.
 COMPLETE_KEY = "trial_complete"
+# A trial that hit an error a retry would only repeat (bad input, CUDA OOM) reports it under this key.
+ERROR_KEY = "yolo_ray_error"
 
 # Attributes that make up the searcher's state; everything else is rebuilt or runtime-only.
 _STATE_KEYS = (
@@ -46,6 +48,8 @@ def result_problem(result: Mapping[str, Any] | None) -> str | None:
     """Why a finished trial's result cannot be an evolve.csv row, or None when it can."""
     if not result:
         return "no result reported"
+    if result.get(ERROR_KEY):
+        return str(result[ERROR_KEY])
     missing = [k for k in EVOLVE_RESULT_KEYS if k not in result]
     if missing:
         return f"result lacks {', '.join(missing)}"

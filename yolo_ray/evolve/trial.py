@@ -14,8 +14,8 @@ from typing import Any
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from yolo_ray.evolve.searcher import COMPLETE_KEY
-from yolo_ray.train.launch import make_torch_trainer
+from yolo_ray.evolve.searcher import COMPLETE_KEY, ERROR_KEY
+from yolo_ray.train.launch import deterministic_error, make_torch_trainer
 from yolo_ray.train.loop import train_loop_per_worker
 from yolo_ray.train.placement import TRIAL_CPU_SLIVER, Placement
 
@@ -39,16 +39,24 @@ def evolve_trial(config: dict[str, Any], train_config: dict[str, Any]) -> None:
     to the end, the trial reports the final results again marked COMPLETE_KEY, which is what makes
     the searcher write a row. A NaN/inf loss is not raised: the trial ends normally with its
     non-finite results and the searcher counts it failed, because FailureConfig would otherwise
-    retrain the same doomed hyp max_failures times.
+    retrain the same doomed hyp max_failures times. An error a retry would only repeat (bad input, CUDA
+    out of memory at this batch size) is reported the same way, with its one line, rather than raised.
     """
     context = tune.get_context()
     train = {k: v for k, v in train_config.items() if k != "placement"}
     train.update(hyp=dict(config["hyp"]), evolve=True, save_dir=context.get_trial_dir())
     placement = Placement(**train_config["placement"])
-    if placement.workers == 1:
-        results = train_loop_per_worker(train)  # the loop fetches shared decoded images itself
-    else:
-        trainer = make_torch_trainer(train, placement, callbacks=(TuneReportCallback(),),
-                                     name=context.get_trial_name())
-        results = trainer.fit().return_value  # Train V2 hands back rank 0's return value
+    try:
+        if placement.workers == 1:
+            results = train_loop_per_worker(train)  # the loop fetches shared decoded images itself
+        else:
+            trainer = make_torch_trainer(train, placement, callbacks=(TuneReportCallback(),),
+                                         name=context.get_trial_name())
+            results = trainer.fit().return_value  # Train V2 hands back rank 0's return value
+    except Exception as e:  # Tune would retry it --max-retries times: only what a retry can fix is raised
+        final = deterministic_error(e)
+        if final is None:
+            raise
+        tune.report({ERROR_KEY: str(final), COMPLETE_KEY: True})
+        return
     tune.report({**(results or {}), COMPLETE_KEY: True})

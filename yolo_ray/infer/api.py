@@ -18,10 +18,13 @@ from PIL import Image, ImageOps
 from torch import nn
 
 from yolo_ray.config import UserError
+from yolo_ray.infer.backends import Backend, load_backend, weights_file
 from yolo_ray.infer.detections import Detections
-from yolo_ray.infer.predictor import class_names, model_from_checkpoint, model_stride, predict
+from yolo_ray.infer.predictor import class_names, model_from_checkpoint, predict
 from yolo_ray.models import build_model, load_weights, transfer_weights
 from yolo_ray.official import official_name
+
+EXPORT_SUFFIXES = (".onnx", ".torchscript", ".xml")
 
 
 class AutoShape(nn.Module):
@@ -38,20 +41,20 @@ class AutoShape(nn.Module):
     max_det = 1000  # detections per image
     amp = False  # CUDA automatic mixed precision
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: Backend):
         super().__init__()
         self.model = model.eval()
         self.names: dict[int, str] = model.names
         self.nc: int = model.nc
-        self.stride = model_stride(model)
+        self.stride: int = model.stride
 
     @torch.no_grad()
-    def forward(self, ims: Any, size: int | tuple[int, int] = 640) -> Detections | tuple:
+    def forward(self, ims: Any, size: int | tuple[int, int] = 640, augment: bool = False) -> Detections | torch.Tensor:
         """ims: a path, a numpy HWC RGB uint8 array, a PIL image, or a list of those; a BCHW float tensor
-        in [0, 1] is passed to the model as is (its raw output comes back)."""
+        in [0, 1] goes to the model as is and its predictions (batch, boxes, 5 + nc) come back, before NMS.
+        augment: test-time augmentation (flips and scales, as upstream)."""
         if isinstance(ims, torch.Tensor):
-            p = next(self.model.parameters())
-            return self.model(ims.to(p.device).type_as(p))
+            return self.model(ims.to(self.model.device).float(), augment=augment)
         items = ims if isinstance(ims, (list, tuple)) else [ims]
         if not items:
             raise UserError("no images given")
@@ -61,7 +64,7 @@ class AutoShape(nn.Module):
             arrays.append(array)
             files.append(name)
         preds, times, shape = predict(self.model, arrays, size, self.conf, self.iou, self.classes, self.agnostic,
-                                      self.multi_label, self.max_det, amp=self.amp)
+                                      self.multi_label, self.max_det, amp=self.amp, augment=augment)
         return Detections(arrays, preds, files, times, self.names, shape)
 
 
@@ -103,20 +106,27 @@ def default_device() -> torch.device:
     return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
 
 
-def load(model: str | Path = "yolov5s", classes: int | None = None, channels: int = 3, weights: str | Path | None = None,
-         autoshape: bool = True, device: str | torch.device | None = None, fuse: bool = True) -> nn.Module:
+def load(model: str | Path = "yolov5s", classes: int | None = None, channels: int = 3,
+         weights: str | Path | None = None, autoshape: bool = True, device: str | torch.device | None = None,
+         fuse: bool = True) -> nn.Module:
     """A model for inference, as torch.hub.load('ultralytics/yolov5', ...).
 
-    model: a .pt checkpoint (ours or upstream's); an official name ("yolov5s" or "yolov5s.pt": upstream's
-    pretrained weights, downloaded once into the cache, or one clear error when that cannot be done); or a
-    model yaml ("yolov5s.yaml"; a bare name too when `weights` is given) for a fresh model. classes /
-    channels: build for that many (the checkpoint's architecture, or the yaml's); the weights of `model`
-    (a .pt) or of `weights` (a .pt or an official name) are transferred where shapes match.
-    autoshape: wrap in AutoShape (images in, Detections out); else the bare model. Fused by default.
+    model: a .pt checkpoint (ours or upstream's), an export (.onnx, .torchscript, *_openvino_model), an
+    official name ("yolov5s" or "yolov5s.pt": upstream's pretrained weights, downloaded once into the cache,
+    or one clear error when that cannot be done), or a model yaml ("yolov5s.yaml"; a bare name too when
+    `weights` is given) for a fresh model. classes / channels: build for that many (the checkpoint's
+    architecture, or the yaml's); the weights of `model` (a .pt) or of `weights` (a .pt or an official
+    name) are transferred where shapes match. autoshape: wrap in AutoShape (images in, Detections out);
+    else the bare PyTorch model. Fused by default.
     """
     device = torch.device(device) if device is not None else default_device()
-    if Path(model).suffix == ".pt" or (official_name(model) and not weights):
-        net = model_from_checkpoint(model)
+    source = Path(model)
+    if source.suffix in EXPORT_SUFFIXES or source.name.endswith("_openvino_model"):
+        if not autoshape:
+            raise UserError(f"{model}: autoshape=False gives a PyTorch model; exports load with autoshape=True")
+        return AutoShape(load_backend(source, device))
+    if source.suffix == ".pt" or (official_name(model) and not weights):
+        net = model_from_checkpoint(weights_file(source))
         if (classes and classes != net.nc) or channels != net.yaml.get("ch", 3):
             state = net.state_dict()
             net = build_model({**net.yaml, "ch": channels}, nc=classes or net.nc)
@@ -131,4 +141,4 @@ def load(model: str | Path = "yolov5s", classes: int | None = None, channels: in
     if fuse:
         net.fuse()
     net = net.to(device)
-    return AutoShape(net) if autoshape else net
+    return AutoShape(Backend.from_torch(net)) if autoshape else net

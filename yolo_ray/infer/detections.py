@@ -5,10 +5,10 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pandas as pd
 import torch
+from PIL import Image, ImageShow
 
 from yolo_ray.boxes import xyxy2xywh
 from yolo_ray.infer.outputs import crop_box, detection_summary, draw_detections, save_crop
@@ -51,34 +51,60 @@ class Detections:
         speed = "Speed: %.1fms pre-process, %.1fms inference, %.1fms NMS per image" % self.t
         return "\n".join(lines) + f"\n{speed} at shape {self.s}"
 
+    def __repr__(self) -> str:
+        return f"YOLOv5 {self.__class__} instance\n{self}"
+
     def print(self) -> None:
         print(self)
 
-    def render(self, labels: bool = True) -> list[np.ndarray]:
-        """Copies of the images (RGB) with their boxes drawn."""
+    def _annotated(self, labels: bool) -> list[np.ndarray]:
         return [draw_detections(im.copy(), pred, self.names, hide_labels=not labels, bgr=False)
                 for im, pred in zip(self.ims, self.pred)]
+
+    def render(self, labels: bool = True) -> list[np.ndarray]:
+        """The images (RGB) with their boxes drawn; they replace `ims`, as upstream's render."""
+        self.ims = self._annotated(labels)
+        return self.ims
+
+    def show(self, labels: bool = True) -> None:
+        """Open each annotated image in the system's image viewer (or the notebook)."""
+        for im, f in zip(self._annotated(labels), self.files):
+            image = Image.fromarray(im)
+            try:
+                from IPython import get_ipython
+                from IPython.display import display
+
+                if get_ipython() is not None and "IPKernelApp" in get_ipython().config:
+                    display(image)
+                    continue
+            except ImportError:
+                pass
+            if not ImageShow.show(image, title=f):
+                print("WARNING: showing images is not supported in this environment (no image viewer)")
+                return
 
     def save(self, labels: bool = True, save_dir: str | Path = "runs/detect/exp", exist_ok: bool = False) -> Path:
         """Write the annotated images into save_dir (incremented: exp, exp2, ...); returns the folder."""
         save_dir = increment_path(save_dir, exist_ok=exist_ok, mkdir=True)
-        for im, f in zip(self.render(labels), self.files):
-            cv2.imwrite(str(save_dir / f), im[..., ::-1])
+        for im, f in zip(self._annotated(labels), self.files):
+            Image.fromarray(im).save(save_dir / f)  # PIL's default JPEG quality, as upstream
         print(f"Saved {self.n} image{'s' * (self.n > 1)} to {save_dir}")
         return save_dir
 
     def crop(self, save: bool = True, save_dir: str | Path = "runs/detect/exp", exist_ok: bool = False) -> list[dict]:
-        """One dict per detection: box, conf, cls, label and the cropped image (RGB); saved under
+        """One dict per detection, lowest confidence first as upstream: box (4 tensors), conf and cls
+        (tensors), label and the cropped image (BGR, ready for cv2.imwrite); saved under
         save_dir/crops/<class name>/ when save."""
         folder = increment_path(save_dir, exist_ok=exist_ok, mkdir=True) if save else None
         crops = []
         for im, pred, f in zip(self.ims, self.pred, self.files):
-            for *box, conf, cls in reversed(pred.tolist()):
+            bgr = np.ascontiguousarray(im[..., ::-1])
+            for *box, conf, cls in reversed(pred):
                 name = self.names.get(int(cls), str(int(cls)))
-                crop = crop_box(box, im)
                 if folder is not None:
-                    save_crop(box, np.ascontiguousarray(im[..., ::-1]), folder / "crops" / name / f)
-                crops.append({"box": box, "conf": conf, "cls": int(cls), "label": f"{name} {conf:.2f}", "im": crop})
+                    save_crop(box, bgr, folder / "crops" / name / f)
+                crops.append({"box": box, "conf": conf, "cls": cls, "label": f"{name} {conf:.2f}",
+                              "im": crop_box(box, bgr)})
         if folder is not None:
             print(f"Saved results to {folder}")
         return crops

@@ -60,6 +60,11 @@ class _Timer:
         self.total += time.perf_counter() - self.start
 
 
+def _device(model: nn.Module) -> torch.device:
+    """A Backend knows its device (an ONNX one has no parameters); a torch model's is its parameters'."""
+    return model.device if isinstance(getattr(model, "device", None), torch.device) else next(model.parameters()).device
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -75,16 +80,20 @@ def evaluate(
     memory_format: torch.memory_format = torch.contiguous_format,
     confusion: bool = False,
     on_batch: Callable[[BatchOutput], None] | None = None,
+    augment: bool = False,
+    hybrid: bool = False,
 ) -> Evaluation:
     """Score `model` on `loader` batches (imgs uint8, targets, paths, shapes) as upstream's val.run.
 
     Boxes are matched in each image's original pixel space (labels and predictions both scaled back
-    through the letterbox). half: fp16 weights on CUDA, as upstream; autocast_dtype: run the forward
-    pass under autocast instead (e.g. bf16 on CPU); predictions are cast to fp32 before NMS either way.
+    through the letterbox). model: a DetectionModel (or Ensemble) giving (predictions, maps), or a
+    Backend giving predictions. half: fp16 weights and inputs (on any device, as upstream's val.py);
+    autocast_dtype: run the forward pass under autocast instead (e.g. bf16 on CPU); predictions are cast
+    to fp32 before NMS either way. augment: test-time augmentation (a Backend of PyTorch weights);
+    hybrid: the labels join the predictions before NMS (upstream's --save-hybrid autolabelling).
     The model is left in float32, in the train/eval mode it came in.
     """
-    device = next(model.parameters()).device
-    half = half and device.type == "cuda"
+    device = _device(model)
     was_training = model.training
     model.half() if half else model.float()
     model.eval()
@@ -106,14 +115,15 @@ def evaluate(
         shape = tuple(imgs.shape)
         _, _, height, width = imgs.shape
         with timers[1], amp:
-            preds, train_out = model(imgs)
+            out = model(imgs, augment=True) if augment else model(imgs)
+        preds, train_out = out if isinstance(out, tuple) else (out, None)
         if compute_loss is not None:
             loss += compute_loss([x.float() for x in train_out], targets)[1]
         targets[:, 2:] *= torch.tensor((width, height, width, height), device=device)
+        hybrid_labels = [targets[targets[:, 0] == i, 1:] for i in range(len(imgs))] if hybrid else ()
         with timers[2]:
-            preds = non_max_suppression(
-                preds.float(), conf_thres, iou_thres, multi_label=True, agnostic=single_cls, max_det=max_det
-            )
+            preds = non_max_suppression(preds.float(), conf_thres, iou_thres, labels=hybrid_labels, multi_label=True,
+                                        agnostic=single_cls, max_det=max_det)
         native = []
         for si, pred in enumerate(preds):
             seen += 1

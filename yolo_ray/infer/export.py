@@ -1,13 +1,16 @@
-"""export.py's formats, files written beside the weights: yolov5 (upstream-loadable .pt), onnx, torchscript."""
+"""export.py's formats, files written beside the weights: yolov5 (upstream-loadable .pt), torchscript, onnx
+and openvino, with upstream's names, metadata and options (--half on CUDA, --dynamic, --simplify, --opset)."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from torch import nn
 
 from yolo_ray.config import UserError
@@ -15,8 +18,13 @@ from yolo_ray.infer.predictor import model_from_checkpoint, model_stride
 from yolo_ray.infer.upstream_pickle import foreign_globals, save_upstream_checkpoint
 from yolo_ray.models import load_checkpoint
 
-FORMATS = ("yolov5", "onnx", "torchscript")
-ONNX_OPSET = 17
+FORMATS = ("yolov5", "torchscript", "onnx", "openvino")
+NOT_BUILT = {"engine": "TensorRT engines are not built here (they need a CUDA GPU and TensorRT)",
+             "coreml": "CoreML models are not built here", "saved_model": "TensorFlow formats are not built here",
+             "pb": "TensorFlow formats are not built here", "tflite": "TensorFlow formats are not built here",
+             "edgetpu": "TensorFlow formats are not built here", "tfjs": "TensorFlow formats are not built here",
+             "paddle": "PaddlePaddle models are not built here"}
+ONNX_OPSET = 12  # upstream's default
 
 
 class ExportHead(nn.Module):
@@ -30,8 +38,8 @@ class ExportHead(nn.Module):
         return self.model(x)[0]
 
 
-def _metadata(model: nn.Module, shape: tuple[int, ...]) -> dict[str, Any]:
-    return {"shape": list(shape), "stride": model_stride(model), "names": model.names}
+def _metadata(model: nn.Module) -> dict[str, Any]:
+    return {"stride": model_stride(model), "names": model.names}
 
 
 def export_torchscript(model: nn.Module, im: torch.Tensor, file: Path) -> Path:
@@ -39,30 +47,72 @@ def export_torchscript(model: nn.Module, im: torch.Tensor, file: Path) -> Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer and deprecation notices about code paths we do not take
         traced = torch.jit.trace(ExportHead(model), im, strict=False)
-    traced.save(str(file), _extra_files={"config.txt": json.dumps(_metadata(model, tuple(im.shape)))})
+    config = {"shape": list(im.shape), **_metadata(model)}
+    traced.save(str(file), _extra_files={"config.txt": json.dumps(config)})
     return file
 
 
-def export_onnx(model: nn.Module, im: torch.Tensor, file: Path, dynamic: bool = False,
-                opset: int = ONNX_OPSET) -> Path:
-    """ONNX (input 'images', output 'output0'), stride and names in the metadata, as upstream."""
+def _add_metadata(proto: Any, model: nn.Module) -> None:
+    for key, value in _metadata(model).items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, str(value)
+
+
+def export_onnx(model: nn.Module, im: torch.Tensor, file: Path, dynamic: bool = False, opset: int = ONNX_OPSET,
+                simplify: bool = False) -> Path:
+    """ONNX (input 'images', output 'output0'), stride and names in the metadata, as upstream. dynamic:
+    batch, height and width of the input and batch and boxes of the output are free."""
     try:
         import onnx
     except ImportError:
         raise UserError("--include onnx needs the onnx package: pip install 'yolo_ray[export]'") from None
-    axes = {"images": {0: "batch"}, "output0": {0: "batch"}} if dynamic else None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        # dynamo=False: the TorchScript-based exporter, which needs no onnxscript install
-        torch.onnx.export(ExportHead(model), (im,), str(file), opset_version=opset, input_names=["images"],
-                          output_names=["output0"], dynamic_axes=axes, dynamo=False)
+    axes = {"images": {0: "batch", 2: "height", 3: "width"}, "output0": {0: "batch", 1: "anchors"}} if dynamic else None
+    detect = model.model[-1]
+    detect.dynamic = dynamic  # grids computed from the input's size inside the graph
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # dynamo=False: the TorchScript-based exporter, which needs no onnxscript install
+            torch.onnx.export(ExportHead(model), (im,), str(file), opset_version=opset, do_constant_folding=True,
+                              input_names=["images"], output_names=["output0"], dynamic_axes=axes, dynamo=False)
+    except (RuntimeError, torch.onnx.errors.OnnxExporterError) as e:
+        raise UserError(f"--opset {opset}: the ONNX exporter refused it ({str(e).splitlines()[0][:160]})") from None
+    finally:
+        detect.dynamic = False
     proto = onnx.load(str(file))
     onnx.checker.check_model(proto)
-    for key, value in _metadata(model, tuple(im.shape)).items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, str(value)
+    if simplify:
+        proto = _simplify(proto)
+    _add_metadata(proto, model)
     onnx.save(proto, str(file))
     return file
+
+
+def _simplify(proto: Any) -> Any:
+    try:
+        import onnxslim
+    except ImportError:
+        raise UserError("--simplify needs the onnxslim package: pip install 'yolo_ray[export]'") from None
+    print(f"ONNX: slimming with onnxslim {onnxslim.__version__}...")
+    del proto.metadata_props[:]  # added back after slimming
+    return onnxslim.slim(proto)
+
+
+def export_openvino(onnx_file: Path, model: nn.Module, half: bool) -> Path:
+    """upstream's <stem>_openvino_model/ folder: <stem>.xml and .bin converted from the ONNX export, with
+    <stem>.yaml holding stride and names. FP32 weights unless half."""
+    try:
+        import openvino
+    except ImportError:
+        raise UserError("--include openvino needs the openvino package: pip install 'yolo_ray[openvino]'") from None
+    folder = onnx_file.with_name(f"{onnx_file.stem}_openvino_model")
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir()
+    converted = openvino.convert_model(str(onnx_file))
+    openvino.save_model(converted, str(folder / f"{onnx_file.stem}.xml"), compress_to_fp16=half)
+    (folder / f"{onnx_file.stem}.yaml").write_text(yaml.safe_dump(_metadata(model), sort_keys=False))
+    return folder
 
 
 def export_yolov5(weights: Path, model: nn.Module, file: Path) -> Path:
@@ -76,29 +126,52 @@ def export_yolov5(weights: Path, model: nn.Module, file: Path) -> Path:
     return file
 
 
-def export_formats(weights: str | Path, include: list[str], imgsz: tuple[int, int] = (640, 640), batch_size: int = 1,
-                   dynamic: bool = False, opset: int = ONNX_OPSET, device: torch.device | str = "cpu") -> list[Path]:
-    """Write each format of `include` beside the weights; returns the files."""
+def check_include(include: list[str]) -> list[str]:
+    """The formats to build, lower-cased; a UserError naming an unknown or unbuilt one."""
+    include = [f.lower() for f in include]
+    for f in include:
+        if f in NOT_BUILT:
+            raise UserError(f"--include {f}: {NOT_BUILT[f]} (formats built: {', '.join(FORMATS)})")
     unknown = [f for f in include if f not in FORMATS]
     if unknown:
         raise UserError(f"--include {' '.join(unknown)}: unknown format (choose from {', '.join(FORMATS)})")
+    return include
+
+
+def export_formats(weights: str | Path, include: list[str], imgsz: tuple[int, int] = (640, 640), batch_size: int = 1,
+                   dynamic: bool = False, opset: int = ONNX_OPSET, device: torch.device | str = "cpu",
+                   half: bool = False, simplify: bool = False) -> list[Path]:
+    """Write each format of `include` beside the weights; returns the files (an OpenVINO folder for openvino)."""
+    include = check_include(include)
     weights = Path(weights)
     model = model_from_checkpoint(weights).to(device)  # unfused: the yolov5 file keeps BatchNorm, as upstream's
     files = []
     if "yolov5" in include:
         files.append(export_yolov5(weights, model, weights.with_name(f"{weights.stem}-yolov5.pt")))
-    runtime = [f for f in include if f != "yolov5"]
-    if runtime:
-        fused = model.fuse()  # after the yolov5 copy was taken: the graph formats are for inference
-        stride = model_stride(fused)
-        if any(s % stride for s in imgsz):
-            raise UserError(f"--imgsz {list(imgsz)} must be multiples of the model's max stride {stride}")
-        im = torch.zeros(batch_size, fused.yaml.get("ch", 3), *imgsz, device=device)
-        fused(im)  # one forward builds the grids the trace then records
-        if "torchscript" in runtime:
-            files.append(export_torchscript(fused, im, weights.with_suffix(".torchscript")))
-        if "onnx" in runtime:
-            files.append(export_onnx(fused, im, weights.with_suffix(".onnx"), dynamic, opset))
+    if set(include) - {"yolov5"}:
+        files += _export_graphs(model.fuse(), weights, include, imgsz, batch_size, dynamic, opset, half, simplify)
     for f in files:
-        print(f"export: saved {f} ({f.stat().st_size / 1e6:.1f} MB)")
+        size = sum(p.stat().st_size for p in f.rglob("*")) if f.is_dir() else f.stat().st_size
+        print(f"export: saved {f} ({size / 1e6:.1f} MB)")
+    return files
+
+
+def _export_graphs(fused: nn.Module, weights: Path, include: list[str], imgsz: tuple[int, int], batch_size: int,
+                   dynamic: bool, opset: int, half: bool, simplify: bool) -> list[Path]:
+    stride = model_stride(fused)
+    if any(s % stride for s in imgsz):
+        raise UserError(f"--imgsz {list(imgsz)} must be multiples of the model's max stride {stride}")
+    device = next(fused.parameters()).device
+    im = torch.zeros(batch_size, fused.yaml.get("ch", 3), *imgsz, device=device)
+    fused(im)  # one forward builds the grids the trace then records
+    if half:
+        im, fused = im.half(), fused.half()
+    files = []
+    if "torchscript" in include:
+        files.append(export_torchscript(fused, im, weights.with_suffix(".torchscript")))
+    if "onnx" in include or "openvino" in include:  # OpenVINO is converted from the ONNX file, as upstream
+        onnx_file = export_onnx(fused, im, weights.with_suffix(".onnx"), dynamic, opset, simplify)
+        files.append(onnx_file)
+        if "openvino" in include:
+            files.append(export_openvino(onnx_file, fused, half))
     return files

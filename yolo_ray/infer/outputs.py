@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
+from PIL import Image
 
 from yolo_ray.boxes import clip_boxes, xywh2xyxy, xyxy2xywh
 from yolo_ray.data.plots import class_color, draw_box_label
@@ -42,7 +42,7 @@ def append_labels(path: Path, det: torch.Tensor, shape: tuple[int, int], save_co
 
 def crop_box(xyxy: torch.Tensor | list, im: np.ndarray, gain: float = CROP_GAIN, pad: int = CROP_PAD) -> np.ndarray:
     """The image region of one box, enlarged by gain and pad pixels, clipped to the image."""
-    b = xyxy2xywh(torch.as_tensor(xyxy, dtype=torch.float32).view(-1, 4))
+    b = xyxy2xywh(torch.tensor([float(v) for v in xyxy], dtype=torch.float32).view(-1, 4))
     b[:, 2:] = b[:, 2:] * gain + pad
     box = xywh2xyxy(b).long()
     clip_boxes(box, im.shape[:2])
@@ -60,9 +60,10 @@ def unique_path(path: Path) -> Path:
 
 
 def save_crop(xyxy: torch.Tensor | list, im: np.ndarray, file: Path) -> Path:
+    """The box's crop of im (BGR) as a JPEG (quality 95, no chroma subsampling, as upstream's save_one_box)."""
     file.parent.mkdir(parents=True, exist_ok=True)
     file = unique_path(file.with_suffix(".jpg"))
-    cv2.imwrite(str(file), crop_box(xyxy, im))
+    Image.fromarray(np.ascontiguousarray(crop_box(xyxy, im)[..., ::-1])).save(file, quality=95, subsampling=0)
     return file
 
 

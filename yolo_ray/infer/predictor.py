@@ -82,7 +82,8 @@ def load_models(weights: Sequence[str | Path] | str | Path, device: torch.device
 
 def model_stride(model: nn.Module) -> int:
     """The largest stride, at least 32: image sizes are rounded to multiples of it."""
-    return max(int(model.stride.max()), 32)
+    stride = model.stride
+    return max(int(stride.max()) if isinstance(stride, torch.Tensor) else int(stride), 32)
 
 
 def inference_shape(shapes: list[tuple[int, ...]], size: int | tuple[int, int], stride: int) -> list[int]:
@@ -98,24 +99,24 @@ def inference_shape(shapes: list[tuple[int, ...]], size: int | tuple[int, int], 
 @torch.no_grad()
 def predict(model: nn.Module, ims: list[np.ndarray], size: int | tuple[int, int] = 640, conf_thres: float = 0.25,
             iou_thres: float = 0.45, classes: list[int] | None = None, agnostic: bool = False,
-            multi_label: bool = False, max_det: int = 1000, half: bool = False, amp: bool = False
+            multi_label: bool = False, max_det: int = 1000, amp: bool = False, augment: bool = False
             ) -> tuple[list[torch.Tensor], tuple[float, float, float], tuple[int, ...]]:
     """Detections per image (k, 6) [x1, y1, x2, y2, conf, cls] in that image's pixels, upstream AutoShape's way.
 
-    ims: HWC uint8 RGB arrays, letterboxed together to one stride-multiple shape. half: fp16 weights
-    (CUDA); amp: autocast the forward pass (CUDA). Also returns (pre-process, inference, NMS) seconds
-    and the input shape.
+    model: a Backend (yolo_ray.infer.backends). ims: HWC uint8 RGB arrays, letterboxed together to one
+    stride-multiple shape (a fixed-shape export's own shape). amp: autocast the forward pass (CUDA);
+    augment: test-time augmentation. Also returns (pre-process, inference, NMS) seconds and the input shape.
     """
-    p = next(model.parameters())
-    cuda = p.device.type == "cuda"
+    cuda = model.device.type == "cuda"
     t0 = time.perf_counter()
-    shape1 = inference_shape([im.shape for im in ims], size, model_stride(model))
+    fixed = model.input_shape
+    shape1 = list(fixed[2:]) if fixed else inference_shape([im.shape for im in ims], size, model_stride(model))
     batch = np.stack([letterbox(im, shape1, auto=False)[0] for im in ims])
-    x = torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 3, 1, 2))).to(p.device)
-    x = (x.half() if half and cuda else x.float()) / 255
+    x = torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 3, 1, 2))).to(model.device)
+    x = (x.half() if model.fp16 else x.float()) / 255
     t1 = _sync(cuda)
     with torch.autocast("cuda", enabled=amp and cuda):
-        raw = model(x)[0]
+        raw = model(x, augment=augment)
     t2 = _sync(cuda)
     preds = non_max_suppression(raw.float(), conf_thres, iou_thres, classes, agnostic, multi_label, max_det=max_det)
     for pred, im in zip(preds, ims):

@@ -18,7 +18,7 @@ from yolo_ray.infer.outputs import COCO91_IDS, COCO_ANNOTATIONS, append_labels, 
 from yolo_ray.infer.plots import plot_evaluation, plot_val_batch
 from yolo_ray.infer.predictor import load_models, model_stride
 
-TASKS = ("train", "val", "test", "speed")
+TASKS = ("train", "val", "test", "speed", "study")
 HEADER = ("%22s" + "%11s" * 6) % ("Class", "Images", "Instances", "P", "R", "mAP50", "mAP50-95")
 ROW = "%22s" + "%11i" * 2 + "%11.3g" * 4
 PER_CLASS_MAX_NC = 50  # standalone val.py lists every class below this many, as upstream
@@ -90,26 +90,32 @@ def run(
     compute_loss: Callable | None = None,
     training: bool = False,
     weights_name: str = "model",
+    augment: bool = False,
+    save_hybrid: bool = False,
 ) -> Evaluation:
-    """Validate and report; with training=True (end of a run) the speed line and save message are left out."""
+    """Validate and report; with training=True (end of a run) the speed line and save message are left out.
+
+    model: a DetectionModel (training) or a Backend (val.py: any weights format; non-PyTorch ones run
+    batch 1 square images, as upstream). save_hybrid: labels join the predictions before NMS and the txt
+    files hold both (upstream's autolabelling; its mAP is not the model's)."""
     names = model.names
-    nc = 1 if single_cls else int(data["nc"])
-    if model.nc != nc and not single_cls:
-        raise UserError(f"{weights_name} has {model.nc} classes but --data {data.get('yaml_file', '')} "
-                        f"has {nc}: pass the --data the model was trained on")
+    nc = check_model_data(model, data, task, single_cls, weights_name)
+    save_txt |= save_hybrid
     if save_txt:
         (save_dir / "labels").mkdir(parents=True, exist_ok=True)
     if loader is None:
+        pt = getattr(model, "pt", True)
+        if not pt:
+            batch_size = 1
+            print(f"Forcing --batch-size 1 square inference (1,3,{imgsz},{imgsz}) for non-PyTorch models")
         split = task if task in ("train", "val", "test") else "val"
-        if split not in data:
-            raise UserError(f"{data.get('yaml_file', '--data')}: has no '{split}' split for --task {task}")
-        pad, rect = (0.0, False) if task == "speed" else (0.5, True)
+        pad, rect = (0.0, False) if task == "speed" else (0.5, pt)
         loader = create_dataloader(data[split], imgsz, batch_size, model_stride(model), single_cls, pad=pad,
                                    rect=rect, workers=workers, prefix=f"{split}: ", nc=nc)[0]
     coco = is_coco(data)
     writer = _BatchWriter(save_dir, names, plots, save_txt, save_conf, save_json, COCO91_IDS if coco else None)
     ev = evaluate(model, loader, nc, compute_loss, conf_thres, iou_thres, max_det, single_cls, half,
-                  confusion=plots, on_batch=writer)
+                  confusion=plots, on_batch=writer, augment=augment, hybrid=save_hybrid)
     print("\n".join(table_lines(ev, names, verbose or (nc < PER_CLASS_MAX_NC and not training))))
     if not training:
         print(speed_line(ev.times, ev.seen, (batch_size, 3, imgsz, imgsz)))
@@ -118,9 +124,23 @@ def run(
     if save_json:
         ev = _save_and_score_json(ev, writer.records, data, save_dir, weights_name, loader, coco)
     if not training:
-        saved = f"\n{len(list(save_dir.glob('labels/*.txt')))} labels saved to {save_dir / 'labels'}" if save_txt else ""
+        count = len(list(save_dir.glob("labels/*.txt")))
+        saved = f"\n{count} labels saved to {save_dir / 'labels'}" if save_txt else ""
         print(f"Results saved to {save_dir}{saved}")
     return ev
+
+
+def check_model_data(model: nn.Module, data: dict[str, Any], task: str, single_cls: bool,
+                     weights_name: str = "model") -> int:
+    """The class count to validate with; a UserError when the model's classes or the split do not fit."""
+    nc = 1 if single_cls else int(data["nc"])
+    if model.nc != nc and not single_cls:
+        raise UserError(f"{weights_name} has {model.nc} classes but --data {data.get('yaml_file', '')} "
+                        f"has {nc}: pass the --data the model was trained on")
+    split = task if task in ("train", "val", "test") else "val"
+    if split not in data:
+        raise UserError(f"{data.get('yaml_file', '--data')}: has no '{split}' split for --task {task}")
+    return nc
 
 
 def _save_and_score_json(ev: Evaluation, records: list[dict], data: dict[str, Any], save_dir: Path,

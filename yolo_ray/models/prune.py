@@ -1,4 +1,4 @@
-"""Pruning: zero the smallest conv weights of a model (global unstructured L1), made permanent."""
+"""Pruning as upstream's torch_utils.prune: each Conv2d loses its own smallest-magnitude fraction of weights."""
 
 from __future__ import annotations
 
@@ -18,16 +18,17 @@ def sparsity(model: nn.Module) -> float:
 
 
 def prune(model: nn.Module, amount: float = 0.3) -> float:
-    """Zero the `amount` fraction of all Conv2d weights with the smallest magnitude, ranked across every
-    layer at once, and remove the pruning masks so the zeros are plain weights. Returns the sparsity."""
+    """Zero the `amount` fraction of smallest-magnitude weights in every Conv2d, layer by layer (L1
+    unstructured), and remove the pruning masks so the zeros are plain weights. Prints upstream's line
+    ('Model pruned to 0.298 global sparsity': the share of zeros among all parameters) and returns it."""
     if not 0 <= amount < 1:
         raise UserError(f"prune amount must be in [0, 1), got {amount}")
-    targets = [(m, "weight") for m in model.modules() if isinstance(m, nn.Conv2d)]
-    if not targets:
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
         raise UserError("prune: the model has no Conv2d layers")
-    torch_prune.global_unstructured(targets, pruning_method=torch_prune.L1Unstructured, amount=amount)
-    for module, name in targets:
-        torch_prune.remove(module, name)
+    for conv in convs:
+        torch_prune.l1_unstructured(conv, name="weight", amount=amount)
+        torch_prune.remove(conv, "weight")
     reached = sparsity(model)
     print(f"Model pruned to {reached:.3g} global sparsity")
     return reached

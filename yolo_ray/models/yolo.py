@@ -37,6 +37,8 @@ def make_divisible(x: float, divisor: int) -> int:
 class Detect(nn.Module):
     """The output layer: one 1x1 conv per level predicting na anchors x (xywh, obj, nc classes)."""
 
+    dynamic = False  # rebuild the grids on every call, so an exported graph computes them from its input size
+
     def __init__(self, nc: int = 80, anchors: list = (), ch: list[int] = ()):
         super().__init__()
         self.nc = nc
@@ -66,7 +68,7 @@ class Detect(nn.Module):
     def _grid(self, i: int, nx: int, ny: int) -> torch.Tensor:
         """Cell corner coordinates (1, na, ny, nx, 2) in the anchors' dtype, cached per level and size."""
         grid, like = self.grid[i], self.anchors
-        if grid.shape[2:4] != (ny, nx) or grid.device != like.device or grid.dtype != like.dtype:
+        if self.dynamic or grid.shape[2:4] != (ny, nx) or grid.device != like.device or grid.dtype != like.dtype:
             ys = torch.arange(ny, device=like.device, dtype=like.dtype)
             xs = torch.arange(nx, device=like.device, dtype=like.dtype)
             yv, xv = torch.meshgrid(ys, xs, indexing="ij")

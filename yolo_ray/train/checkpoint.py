@@ -37,10 +37,13 @@ def build_checkpoint(
     ema_updates: int,
     optimizer: torch.optim.Optimizer,
     opt: dict[str, Any],
+    training_done: bool = False,
 ) -> dict[str, Any]:
     """Upstream's v7.0 last.pt layout with state dicts instead of pickled modules.
 
     `model` must be the bare model (not DDP); its yaml and names ride along so the file stands alone.
+    training_done: no epoch follows (the last one, or early stopping): a restart or resume from this
+    file goes straight to the end-of-training steps.
     """
     return {
         "epoch": epoch,
@@ -53,6 +56,7 @@ def build_checkpoint(
         "yaml": getattr(model, "yaml", None),
         "names": getattr(model, "names", None),
         "date": datetime.now().isoformat(),
+        "training_done": bool(training_done),
     }
 
 
@@ -73,19 +77,31 @@ def plain_options(opt: dict[str, Any]) -> dict[str, Any]:
 
 
 def restart_checkpoint(last: Path, run_id: str | None) -> str | None:
-    """last.pt when an earlier attempt of this same run (run_id) saved it with its optimizer, else None.
+    """last.pt when an earlier attempt of this same run (run_id) saved it, else None.
 
     Ray Train restarts the train function from the start after a worker or node failure; this is how
-    it picks up at the epoch after the last save rather than at epoch 0. The run_id check keeps a
-    fresh run with --exist-ok from taking over an old run's last.pt.
+    it picks up at the epoch after the last save rather than at epoch 0, or, when the failure came
+    after the last epoch, at the end-of-training steps (a last.pt stripped by them holds the final
+    results: only the upload is left). The run_id check keeps a fresh run with --exist-ok from taking
+    over an old run's last.pt; a file that cannot be read (torn by a kill mid-write elsewhere) is none.
     """
     if not run_id or not Path(last).is_file():
         return None
-    ckpt = load_training_checkpoint(last)
-    opt = ckpt.get("opt") or {}
-    if opt.get("run_id") != run_id or ckpt.get("optimizer") is None or ckpt.get("epoch", -1) < 0:
+    try:
+        ckpt = load_training_checkpoint(last)
+    except Exception as e:  # torch raises several types for torn files
+        print(f"WARNING: cannot read {last} to restart from ({type(e).__name__}); starting over", flush=True)
         return None
-    print(f"Restarting from {last} (epoch {ckpt['epoch']} was saved before the failure)", flush=True)
+    opt = ckpt.get("opt") or {}
+    if opt.get("run_id") != run_id:
+        return None
+    if ckpt.get("final_results") is not None:
+        print(f"Restarting after the end of training ({last} is final): finishing the upload", flush=True)
+        return str(last)
+    if ckpt.get("optimizer") is None or ckpt.get("epoch", -1) < 0:
+        return None
+    step = "the end-of-training steps" if ckpt.get("training_done") else f"epoch {ckpt['epoch'] + 1}"
+    print(f"Restarting from {last} at {step} (epoch {ckpt['epoch']} was saved before the failure)", flush=True)
     return str(last)
 
 
@@ -101,11 +117,13 @@ def load_training_checkpoint(path: str | Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def strip_optimizer(path: str | Path) -> None:
+def strip_optimizer(path: str | Path, final_results: dict[str, float] | None = None) -> None:
     """Keep only the EMA weights (as 'model') for inference/fine-tuning, as upstream does at the end.
 
     Like upstream, epoch -1 and no best_fitness mark the file as finished weights: loading it starts
-    fresh (--weights), it is not a run to resume.
+    fresh (--weights), it is not a run to resume. Stripping a stripped file changes nothing, so the
+    end-of-training steps can run again after a failure. final_results (last.pt, the last step before
+    the upload): what the run returns, kept so a restart after a failed upload need not validate again.
     """
     ckpt = load_training_checkpoint(path)
     if ckpt.get("ema") is not None:
@@ -113,6 +131,8 @@ def strip_optimizer(path: str | Path) -> None:
     for key in ("optimizer", "best_fitness", "ema", "updates"):
         ckpt[key] = None
     ckpt["epoch"] = -1
+    if final_results is not None:
+        ckpt["final_results"] = {k: float(v) for k, v in final_results.items()}
     save_checkpoint(ckpt, Path(path))
 
 

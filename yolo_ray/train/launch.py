@@ -9,21 +9,30 @@ trains on the GPU Ray placed it on rather than on whatever the driver's machine 
 
 from __future__ import annotations
 
+import math
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from yolo_ray.config import UserError
-from yolo_ray.train.cluster import connect, verify_nodes_see
-from yolo_ray.train.placement import Placement, cluster_nodes, plan_placement
+from yolo_ray.train.cluster import (
+    PLACEMENT_TIMEOUT_S, connect, files_every_node_needs, verify_nodes_see, wait_for_resources,
+)
+from yolo_ray.train.placement import Node, Placement, cluster_nodes, plan_placement
 
 # Options that place the run on Ray; the loop itself never sees them.
-LAUNCH_KEYS = ("ray_workers", "cpus_per_worker", "gpus_per_worker", "address", "max_failures")
+LAUNCH_KEYS = ("ray_workers", "cpus_per_worker", "gpus_per_worker", "address", "max_failures", "placement_timeout")
 # NCCL/gloo collectives wait this long: rank 0 alone builds caches, validates and saves while the
 # other ranks sit in the next collective (upstream allows 3 h; Ray's default of 30 min kills big runs).
 COLLECTIVE_TIMEOUT_S = 3 * 3600
+# Errors that come back on every attempt: bugs and bad values, unless a lost worker or node caused them.
+DETERMINISTIC_ERRORS = (TypeError, KeyError, AttributeError, ValueError, NameError, IndexError, AssertionError,
+                        NotImplementedError, ZeroDivisionError, ImportError)
+# What a failing peer or storage leaves in the survivors: a retry on new workers can succeed.
+RETRYABLE_ERRORS = (OSError, ConnectionError, TimeoutError, EOFError)
 
 
 @dataclass(frozen=True)
@@ -32,6 +41,8 @@ class Launch:
 
     placement: Placement | None = None
     connected_here: bool = False  # this process joined Ray for the run and leaves it afterwards
+    nodes: tuple[Node, ...] = ()  # the cluster's nodes, live and those its autoscaler may add
+    placement_timeout_s: float = PLACEMENT_TIMEOUT_S
 
 
 def device_gpus(device: str) -> int:
@@ -56,7 +67,6 @@ def prepare_launch(opt: dict[str, Any], shared_dir: str | Path | None = None) ->
     check_worker_split(opt["batch_size"], int(opt.get("ray_workers", 1)), opt.get("image_weights", False))
     if not uses_ray(opt):
         return Launch()
-    from yolo_ray.data.synthetic import data_every_node_needs  # OpenCV: only for runs that go through Ray
     workers = int(opt.get("ray_workers", 1))
     listed = device_gpus(opt.get("device", ""))
     gpus = opt.get("gpus_per_worker")
@@ -64,11 +74,12 @@ def prepare_launch(opt: dict[str, Any], shared_dir: str | Path | None = None) ->
     cpus = opt.get("cpus_per_worker")
     connected = connect(opt.get("address"), visible_gpus=opt["device"] if listed > 1 else None)
     try:
-        placement = plan_placement(cluster_nodes(), workers=workers, gpus=gpus, device=opt.get("device", ""),
+        nodes = cluster_nodes()
+        placement = plan_placement(nodes, workers=workers, gpus=gpus, device=opt.get("device", ""),
                                    cpus=cpus * workers if cpus else None, single_run=True,
                                    what="--gpus-per-worker" if opt.get("gpus_per_worker") is not None else "--device")
         check_worker_split(opt["batch_size"], placement.workers, opt.get("image_weights", False))
-        verify_nodes_see(shared_dir, [opt.get("weights"), opt.get("resume"), data_every_node_needs(opt.get("data"))])
+        verify_nodes_see(shared_dir, files_every_node_needs(opt), placement)
     except BaseException:
         if connected:
             import ray
@@ -76,7 +87,8 @@ def prepare_launch(opt: dict[str, Any], shared_dir: str | Path | None = None) ->
             ray.shutdown()
         raise
     print(f"Ray placement: {placement.describe()}", flush=True)
-    return Launch(placement, connected)
+    timeout = opt.get("placement_timeout")
+    return Launch(placement, connected, tuple(nodes), PLACEMENT_TIMEOUT_S if timeout is None else float(timeout))
 
 
 def run_training(opt: dict[str, Any], launch: Launch | None = None) -> dict[str, Any]:
@@ -92,10 +104,17 @@ def run_training(opt: dict[str, Any], launch: Launch | None = None) -> dict[str,
 
         return train_loop_per_worker(config)
     config.update(run_id=uuid.uuid4().hex, gpu_memory_fraction=launch.placement.gpu_memory_fraction)
+    name = Path(config["save_dir"]).name
+
+    def attempt_trainer(attempt: int):
+        # before every attempt: a restart after a lost node may have to wait for the autoscaler to replace it
+        wait_for_resources(launch.placement, list(launch.nodes), launch.placement_timeout_s, "the training run")
+        return make_torch_trainer({**config, "attempt": attempt}, launch.placement,
+                                  name=name if not attempt else f"{name}-{attempt}",
+                                  placement_timeout_s=launch.placement_timeout_s)
+
     try:
-        trainer = make_torch_trainer(config, launch.placement, max_failures=int(opt.get("max_failures") or 0),
-                                     name=Path(config["save_dir"]).name)
-        return _fit(trainer)
+        return fit_with_retries(attempt_trainer, max_failures=int(opt.get("max_failures") or 0))
     finally:
         if launch.connected_here:
             import ray
@@ -115,12 +134,15 @@ def check_worker_split(batch_size: int, workers: int, image_weights: bool = Fals
         raise UserError("--image-weights is not compatible with DDP training (--ray-workers > 1)")
 
 
-def make_torch_trainer(config: dict[str, Any], placement: Placement, callbacks: tuple = (), max_failures: int = 0,
-                       name: str = "ray_train"):
-    """A TorchTrainer running train_loop_per_worker(config) on the placement's DDP workers.
+def make_torch_trainer(config: dict[str, Any], placement: Placement, callbacks: tuple = (), name: str = "ray_train",
+                       placement_timeout_s: float = PLACEMENT_TIMEOUT_S):
+    """A TorchTrainer running train_loop_per_worker(config) on the placement's DDP workers, once.
 
     Ray Train's own records go to save_dir/ray_train: metrics and run metadata only, never weights
     (the loop reports no Ray checkpoints). `name` is what the Ray dashboard's Train view shows.
+    Ray retries nothing itself (fit_with_retries decides what a retry can fix), and waits for its workers'
+    placement only about placement_timeout_s (its own retries of a startup timeout are otherwise endless).
+    Workers that fit on one node are kept on one node (PACK alone may split them over the network).
     """
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -135,27 +157,88 @@ def make_torch_trainer(config: dict[str, Any], placement: Placement, callbacks: 
         train_loop_config=config,
         torch_config=TorchConfig(timeout_s=COLLECTIVE_TIMEOUT_S),
         scaling_config=ScalingConfig(num_workers=placement.workers, use_gpu=placement.gpus_per_worker > 0,
-                                     resources_per_worker=resources),
+                                     resources_per_worker=resources,
+                                     placement_strategy="STRICT_PACK" if placement.one_node else "PACK"),
         run_config=RunConfig(storage_path=str(Path(config["save_dir"]) / "ray_train"), name=name,
-                             callbacks=list(callbacks), failure_config=FailureConfig(max_failures=max_failures)),
+                             callbacks=list(callbacks), failure_config=FailureConfig(
+                                 max_failures=0, controller_failure_limit=_startup_retries(placement_timeout_s))),
     )
 
 
-def _fit(trainer) -> dict[str, Any]:
-    try:
-        result = trainer.fit()
-    except Exception as e:  # Ray wraps worker errors; a user error inside still deserves one clean line
-        user_error = _find_user_error(e)
-        if user_error is not None:
-            raise UserError(str(user_error)) from None
-        raise
-    # Train V2 hands back what rank 0's train function returned; Result.metrics would be None here
-    # unless a checkpoint had been reported.
-    return result.return_value
+def _startup_retries(placement_timeout_s: float) -> int:
+    from ray.train.v2._internal.constants import (
+        DEFAULT_WORKER_GROUP_START_TIMEOUT_S, WORKER_GROUP_START_TIMEOUT_S_ENV_VAR,
+    )
+
+    start_timeout = float(os.environ.get(WORKER_GROUP_START_TIMEOUT_S_ENV_VAR, DEFAULT_WORKER_GROUP_START_TIMEOUT_S))
+    return max(1, math.ceil(placement_timeout_s / start_timeout))
 
 
-def _find_user_error(error: BaseException) -> UserError | None:
-    """The UserError a worker raised, looked for in Ray's wrappers and their causes."""
+def fit_with_retries(make_trainer: Callable[[int], Any], max_failures: int) -> dict[str, Any] | None:
+    """Fit make_trainer(attempt) and return rank 0's return value, again after a failure a retry can fix.
+
+    A lost worker or node, a collective broken by it, a storage hiccup: up to max_failures new
+    attempts, each restarting from the run's own last.pt. An error that would only happen again (bad
+    input, CUDA out of memory at this batch size, a bug) ends the run at once with one line, rather
+    than repeating label scans, caches and AutoAnchor max_failures times first.
+    """
+    for attempt in range(max_failures + 1):
+        try:
+            # Train V2 hands back what rank 0's train function returned; Result.metrics would be None here
+            # unless a checkpoint had been reported.
+            return make_trainer(attempt).fit().return_value
+        except Exception as e:  # Ray wraps worker errors; what is inside decides
+            final = deterministic_error(e)
+            if final is not None:
+                raise final from None
+            if attempt == max_failures:
+                raise
+            print(f"Ray Train run failed ({_first_line(e)}); retry {attempt + 1}/{max_failures} from its last.pt",
+                  flush=True)
+    return None
+
+
+def deterministic_error(error: BaseException) -> UserError | None:
+    """The error a retry would only repeat, as one UserError line; None when a retry may succeed."""
+    causes = _causes(error)
+    user = next((e for e in causes if isinstance(e, UserError)), None)
+    if user is not None:
+        return UserError(str(user))
+    if any(_is_out_of_memory(e) for e in causes):
+        return UserError("CUDA out of memory in training: lower --batch-size (or --imgsz); "
+                         "a retry at the same size would fail the same way")
+    bug = next((e for e in causes if isinstance(e, DETERMINISTIC_ERRORS)), None)
+    if bug is not None and not any(isinstance(e, RETRYABLE_ERRORS) for e in causes):
+        return None if _lost_worker(causes) else _as_user_error(bug)
+    return None
+
+
+def _as_user_error(error: BaseException) -> UserError:
+    return UserError(f"training failed with {type(error).__name__}: {_first_line(error)} "
+                     "(not retried: it would fail the same way again; the worker log has the traceback)")
+
+
+def _lost_worker(causes: list[BaseException]) -> bool:
+    import ray.exceptions
+
+    return any(isinstance(e, (ray.exceptions.RayActorError, ray.exceptions.NodeDiedError,
+                              ray.exceptions.WorkerCrashedError)) for e in causes)
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    import torch
+
+    return isinstance(error, torch.OutOfMemoryError) or "CUDA out of memory" in str(error)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[-1] if text else type(error).__name__
+
+
+def _causes(error: BaseException) -> list[BaseException]:
+    """error and everything inside it: Ray's wrappers (worker_failures, cause), __cause__, __context__."""
+    found: list[BaseException] = []
     pending = [error]
     seen: set[int] = set()
     while pending:
@@ -163,9 +246,8 @@ def _find_user_error(error: BaseException) -> UserError | None:
         if e is None or id(e) in seen:
             continue
         seen.add(id(e))
-        if isinstance(e, UserError):
-            return e
+        found.append(e)
         pending.extend(getattr(e, "worker_failures", {}).values())
-        pending.extend([getattr(e, "cause", None), e.__cause__, e.__context__])
-    return None
-
+        pending.extend([getattr(e, "cause", None), getattr(e, "controller_failure", None), e.__cause__,
+                        e.__context__])
+    return found

@@ -27,9 +27,9 @@ from yolo_ray.metrics import RESULT_KEYS, fitness
 from yolo_ray.models import de_parallel
 from yolo_ray.train.autoanchor import check_anchors
 from yolo_ray.train.checkpoint import (
-    RESULTS_CSV_KEYS, append_results_row, build_checkpoint, load_training_checkpoint, restart_checkpoint,
-    save_checkpoint, strip_optimizer, truncate_results,
+    RESULTS_CSV_KEYS, append_results_row, build_checkpoint, save_checkpoint, strip_optimizer, truncate_results,
 )
+from yolo_ray.train.cluster import node_weights
 from yolo_ray.train.model_setup import (
     check_img_size, create_model, freeze_layers, init_seeds, process_seed, scale_loss_gains,
 )
@@ -38,10 +38,11 @@ from yolo_ray.train.optim import (
     warmup_iterations,
 )
 from yolo_ray.train.precision import Precision
+from yolo_ray.train.restart import epochs_to_train, finished_results, starting_checkpoint
 from yolo_ray.train.session import (
     EpochProgress, broadcast_from_main, claim_device, local_main_first, report, resolve_shared, worker_context,
 )
-from yolo_ray.train.storage import attach_storage
+from yolo_ray.train.storage import attach_storage, staging_dir
 from yolo_ray.train.trackers import RunTrackers
 from yolo_ray.train.validate import validate
 
@@ -52,7 +53,7 @@ DEFAULTS: dict[str, Any] = {
     "optimizer": "SGD", "sync_bn": False, "cos_lr": False, "workers": 8, "label_smoothing": 0.0, "patience": 100,
     "freeze": [0], "save_period": -1, "seed": 0, "evolve": False, "report_every_epoch": False,
     "amp": True, "channels_last": True, "decoded": None, "deterministic": False, "gpu_memory_fraction": None,
-    "run_id": None, "cwd": None, "storage_uri": None, "tensorboard": True, "trackers": None,
+    "run_id": None, "cwd": None, "storage_uri": None, "attempt": 0, "tensorboard": True, "trackers": None,
 }
 EMA_ATTRS = ("yaml", "nc", "hyp", "names", "stride", "class_weights")
 
@@ -67,16 +68,22 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float] | None:
     evolve = bool(opt["evolve"])
     noval, nosave = opt["noval"] or evolve, opt["nosave"] or evolve
     plots = ctx.is_main and not evolve and not opt["noplots"]
-    save_dir = Path(opt["save_dir"])
+    # A stored run is staged in this node's own folder for it (nodes may share no disk with the driver)
+    save_dir = staging_dir(opt["storage_uri"]) if opt["storage_uri"] else Path(opt["save_dir"])
     weights_dir = save_dir / "weights"
     last, best = weights_dir / "last.pt", weights_dir / "best.pt"
+    if opt["storage_uri"] and opt["resume"]:  # the driver's copy of the stored last.pt: here it is this node's
+        opt["resume"] = str(last)
     results_csv = save_dir / "results.csv"
     if ctx.is_main:
         (save_dir if evolve else weights_dir).mkdir(parents=True, exist_ok=True)
     uploader = attach_storage(ctx, opt["storage_uri"], save_dir)
     init_seeds(process_seed(int(opt["seed"]), ctx.rank, ctx.distributed), deterministic=bool(opt["deterministic"]))
-    if ctx.mode == "train" and not opt["resume"]:
-        opt["resume"] = restart_checkpoint(last, opt["run_id"])  # Ray Train restarted us after a failure
+    opt["resume"], resume_ckpt = starting_checkpoint(ctx, opt["resume"], last, opt["run_id"])
+    if finished_results(resume_ckpt) is not None:  # an earlier attempt did everything but the last upload
+        if uploader is not None:
+            uploader.upload()
+        return finished_results(resume_ckpt) if ctx.is_main else None
 
     # ---- data config, model, hyperparameters
     hyp = load_hyp(opt["hyp"])  # our own copy: train() scales some values
@@ -85,8 +92,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float] | None:
     single_cls = bool(opt["single_cls"])
     nc = 1 if single_cls else data["nc"]
     names = {0: "item"} if single_cls and len(data["names"]) != 1 else data["names"]
-    resume_ckpt = load_training_checkpoint(opt["resume"]) if opt["resume"] else None
-    model = create_model(opt["cfg"], opt["weights"], resume_ckpt, nc, hyp).to(device)
+    weights = node_weights(opt["weights"]) if resume_ckpt is None else None  # resuming: the checkpoint's model
+    model = create_model(opt["cfg"], weights, resume_ckpt, nc, hyp).to(device)
     frozen = freeze_layers(model, list(opt["freeze"]))
     if frozen and ctx.is_main:
         print(f"freezing {len(frozen)} parameter tensors")
@@ -97,13 +104,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float] | None:
         raise UserError(f"--batch-size {batch_size} must be a multiple of the {ctx.world_size} workers")
 
     # ---- optimizer and LR schedule (nominal batch 64: accumulate gradients, scale weight decay)
-    start_epoch, best_fitness = 0, 0.0
-    if resume_ckpt is not None:
-        start_epoch = resume_ckpt["epoch"] + 1
-        if start_epoch <= 0:
-            raise UserError(f"{opt['resume']}: training is finished, nothing to resume")
-        if epochs < start_epoch:  # a finished run resumed with a larger budget: fine-tune that many more
-            epochs += resume_ckpt["epoch"]
+    best_fitness = 0.0
+    if resume_ckpt is not None and resume_ckpt["epoch"] < 0:
+        raise UserError(f"{opt['resume']}: training is finished, nothing to resume")
+    start_epoch, epochs = epochs_to_train(resume_ckpt, epochs)
     accumulate = accumulation_steps(batch_size)
     hyp["weight_decay"] = scaled_weight_decay(hyp["weight_decay"], batch_size)
     optimizer = build_optimizer(model, opt["optimizer"], hyp["lr0"], hyp["momentum"], hyp["weight_decay"])
@@ -124,7 +128,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float] | None:
             data["train"], imgsz, per_rank_batch, gs, single_cls, hyp=hyp, augment=True, cache=opt["cache"],
             rect=opt["rect"], rank=ctx.rank if ctx.distributed else -1, world_size=ctx.world_size,
             workers=workers, image_weights=opt["image_weights"], shuffle=True, seed=opt["seed"],
-            decoded=decoded.get("train"), prefix="train: ", nc=nc, pin_memory=pin,
+            decoded=decoded.get("train"), prefix="train: ", nc=nc, pin_memory=pin, ram_copies=ctx.local_world_size,
         )
     labels = np.concatenate(dataset.labels, 0) if len(dataset.labels) else np.zeros((0, 5))
     if len(labels) and int(labels[:, 0].max()) >= nc:
@@ -179,8 +183,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float] | None:
     fi = 0.0
     scheduler.last_epoch = start_epoch - 1  # upstream's schedule: post-warmup epochs use lf(epoch - 1)
     stopper = EarlyStopping(patience=int(opt["patience"]))
-    if opt["resume"] and ctx.is_main:
-        truncate_results(results_csv, start_epoch - 1)  # rows a killed run wrote after its last save
+    if ctx.is_main and (opt["resume"] or opt["attempt"]):  # rows a failed attempt wrote after its last save
+        truncate_results(results_csv, start_epoch - 1)
     if ctx.is_main:
         print(f"Image sizes {imgsz} train, {imgsz} val; {nb} batches/epoch of {per_rank_batch} per rank x "
               f"{ctx.world_size}; {precision}; logging results to {save_dir}\nStarting training for {epochs} epochs...")
@@ -252,7 +256,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float] | None:
             if trackers is not None:
                 trackers.log_epoch(epoch, row)
             if not nosave or (final_epoch and not evolve):
-                ckpt = build_checkpoint(epoch, best_fitness, bare, ema.ema, ema.updates, optimizer, opt)
+                ckpt = build_checkpoint(epoch, best_fitness, bare, ema.ema, ema.updates, optimizer, opt,
+                                        training_done=stop or epoch + 1 == epochs)
                 save_checkpoint(ckpt, last)
                 if best_fitness == fi:
                     save_checkpoint(ckpt, best)
@@ -269,22 +274,26 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, float] | None:
     if not ctx.is_main:
         return None
     print(f"\n{epoch - start_epoch + 1} epochs completed in {(time.time() - t0) / 3600:.3f} hours.")
-    for f in (last, best):
-        if f.exists():
-            strip_optimizer(f)
+    # Each step can be done again: until last.pt is stripped (with the results, the step before the
+    # upload) a restart after a failure here comes back to this point, not to epoch 0.
+    if best.exists():
+        strip_optimizer(best)
     if best.exists() and not evolve:
         from yolo_ray.infer.val import final_validation  # matplotlib and val's writers only when needed
 
         results = final_validation(best, data, val_loader, single_cls, save_dir, plots, compute_loss, device)
     if plots:
         _plot_results(results_csv)
+    final = {**dict(zip(RESULT_KEYS, results)), "fitness": float(fitness(np.array(results).reshape(1, -1))[0]),
+             "epoch": epoch}
+    if last.exists():
+        strip_optimizer(last, final_results=final)
     if trackers is not None:
         trackers.finish(epoch)
     if uploader is not None:
         uploader.upload()
     print(f"Results saved to {opt['storage_uri'] or save_dir}")
-    final = dict(zip(RESULT_KEYS, results))
-    return {**final, "fitness": float(fitness(np.array(results).reshape(1, -1))[0]), "epoch": epoch}
+    return final
 
 
 def _random_rescale(imgs: torch.Tensor, imgsz: int, gs: int) -> torch.Tensor:

@@ -26,6 +26,17 @@ class Node:
     cpus: float
     gpus: float
     name: str = "node"
+    live: bool = True  # False: a node the autoscaler can add (a node type's room to grow)
+
+
+@dataclass(frozen=True)
+class NodeType:
+    """A kind of node an autoscaling cluster adds on demand (its available_node_types entry)."""
+
+    name: str
+    cpus: float
+    gpus: float
+    max_count: int
 
 
 @dataclass(frozen=True)
@@ -34,6 +45,7 @@ class Placement:
     cpus_per_worker: float
     gpus_per_worker: float
     concurrency: int  # runs (trials) at once
+    one_node: bool = False  # all workers of a run fit on one node: keep them there (no all-reduce over the network)
 
     @property
     def gpu_memory_fraction(self) -> float | None:
@@ -78,13 +90,15 @@ def plan_placement(nodes: list[Node], *, workers: int = 1, gpus: float | None = 
     slots = sum(_worker_slots(n, cpus_per_worker, gpus_per_worker) for n in nodes)
     need = f"{cpus_per_worker:g} CPU" + (f" + {gpus_per_worker:g} GPU" if gpus_per_worker else "")
     if slots == 0:
-        raise UserError(f"no node of the Ray cluster can hold one worker of {need} ({_describe(nodes)})")
+        kind = "node or node type" if any(not n.live for n in nodes) else "node"
+        raise UserError(f"no {kind} of the Ray cluster can hold one worker of {need} ({_describe(nodes)})")
     if slots < workers:
         raise UserError(f"{workers} workers of {need} each do not fit in the Ray cluster at once: it holds "
                         f"{slots} ({_describe(nodes)})")
     if concurrency is not None and concurrency < 1:
         raise UserError(f"--concurrency must be at least 1, got {concurrency}")
-    return Placement(workers, cpus_per_worker, gpus_per_worker, concurrency or max(1, slots // workers))
+    one_node = workers > 1 and any(_worker_slots(n, cpus_per_worker, gpus_per_worker) >= workers for n in nodes)
+    return Placement(workers, cpus_per_worker, gpus_per_worker, concurrency or max(1, slots // workers), one_node)
 
 
 def _split_gpus(gpus: float, workers: int, what: str) -> tuple[int, float]:
@@ -129,13 +143,51 @@ def _worker_slots(node: Node, cpus: float, gpus: float) -> int:
 def _describe(nodes: list[Node]) -> str:
     if not nodes:
         return "no nodes"
-    shown = ", ".join(f"{n.name}: {n.cpus:g} CPU / {n.gpus:g} GPU" for n in nodes[:4])
-    return f"{len(nodes)} node(s): {shown}" + (", ..." if len(nodes) > 4 else "")
+    live = [n for n in nodes if n.live]
+    shown = ", ".join(f"{n.name}: {n.cpus:g} CPU / {n.gpus:g} GPU" for n in live[:4])
+    text = f"{len(live)} node(s): {shown}" + (", ..." if len(live) > 4 else "")
+    addable: dict[str, list[Node]] = {}
+    for n in nodes:
+        if not n.live:
+            addable.setdefault(n.name, []).append(n)
+    for name, more in addable.items():
+        text += f"; autoscaler: up to {len(more)} more {name} of {more[0].cpus:g} CPU / {more[0].gpus:g} GPU"
+    return text
+
+
+def can_hold_worker(node: Node, placement: Placement) -> bool:
+    """Whether one worker of placement fits on node (a node that cannot never runs any of its work)."""
+    return _worker_slots(node, placement.cpus_per_worker, placement.gpus_per_worker) > 0
+
+
+def with_node_types(live: list[Node], types: list[NodeType]) -> list[Node]:
+    """The live nodes plus, per autoscaler node type, the nodes it may still add (max_count less the live
+    nodes of its shape): what a run may count on when it is willing to wait for the autoscaler."""
+    nodes = list(live)
+    for t in types:
+        running = sum(1 for n in live if (n.cpus, n.gpus) == (t.cpus, t.gpus))
+        nodes += [Node(t.cpus, t.gpus, t.name, live=False)] * max(0, t.max_count - running)
+    return nodes
+
+
+def missing_now(nodes: list[Node], placement: Placement) -> str | None:
+    """What the live nodes lack to start one run of placement at once ('2 GPUs'), or None when they hold it."""
+    live = [n for n in nodes if n.live]
+    slots = sum(_worker_slots(n, placement.cpus_per_worker, placement.gpus_per_worker) for n in live)
+    if slots >= placement.workers:
+        return None
+    if placement.gpus_per_worker:
+        return f"{placement.workers * placement.gpus_per_worker:g} GPU(s)"
+    return f"{placement.workers * placement.cpus_per_worker:g} CPU(s)"
 
 
 def cluster_nodes() -> list[Node]:
-    """The alive nodes of the connected Ray cluster with their total CPUs and GPUs (logical resources)."""
+    """The connected Ray cluster's alive nodes with their total CPUs and GPUs (logical resources), plus the
+    nodes its autoscaler may add (a GPU worker group at zero is the normal state of a cloud cluster at rest)."""
     import ray
 
-    return [Node(float(n["Resources"].get("CPU", 0)), float(n["Resources"].get("GPU", 0)),
+    from yolo_ray.train.cluster import autoscaler_node_types
+
+    live = [Node(float(n["Resources"].get("CPU", 0)), float(n["Resources"].get("GPU", 0)),
                  n.get("NodeManagerAddress", "node")) for n in ray.nodes() if n.get("Alive")]
+    return with_node_types(live, autoscaler_node_types())

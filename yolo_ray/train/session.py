@@ -6,6 +6,7 @@ The same loop serves all three; this module answers rank, world size, device, an
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sys
 import time
@@ -27,6 +28,7 @@ class WorkerContext:
     mode: str  # "plain", "train" (Ray Train worker) or "tune" (Ray Tune function trial)
     local_rank: int = 0  # rank among this node's workers: the one that writes this node's caches first
     cpus: int | None = None  # CPUs Ray assigned this process (None: not under Ray, the machine's cores)
+    local_world_size: int = 1  # ranks on this node (each holds its own --cache ram copy)
 
     @property
     def distributed(self) -> bool:
@@ -87,10 +89,19 @@ def ray_assigned_device() -> torch.device:
     return torch.device(f"cuda:{visible.index(gpu_ids[0]) if gpu_ids[0] in visible else int(gpu_ids[0])}")
 
 
+def loader_cpus(assigned: float) -> int:
+    """Data-loader processes a rank may run on `assigned` Ray CPUs: the nearest whole number, at least 1.
+
+    A DDP trial's ranks hold their share less the trial process's 0.01 sliver (1.99, 0.99 CPUs):
+    truncating gave them one worker too few, or none at 1 CPU per GPU.
+    """
+    return max(1, math.floor(assigned + 0.5))
+
+
 def _ray_assigned_cpus() -> int:
     import ray
 
-    return int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1) + 1e-6)
+    return loader_cpus(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))
 
 
 def worker_context(device: str) -> WorkerContext:
@@ -108,12 +119,18 @@ def worker_context(device: str) -> WorkerContext:
         if world_size > 1 and not dist.is_initialized():
             raise RuntimeError("Ray Train worker without a torch process group: launch with TorchTrainer")
         worker = WorkerContext(ctx.get_world_rank(), world_size, ray.train.torch.get_device(), "train",
-                               ctx.get_local_rank(), _ray_assigned_cpus())
+                               ctx.get_local_rank(), _ray_assigned_cpus(), ctx.get_local_world_size())
         node = ray.get_runtime_context().get_node_id()
-        print(f"DDP rank {worker.rank}/{world_size} on Ray node {node}, {worker.device}", flush=True)
+        print(f"DDP rank {worker.rank}/{world_size} on Ray node {node}, {worker.device}, pid {os.getpid()}", flush=True)
         return worker
     if _in_tune_trial():
-        return WorkerContext(0, 1, ray_assigned_device(), "tune", 0, _ray_assigned_cpus())
+        import ray
+
+        worker = WorkerContext(0, 1, ray_assigned_device(), "tune", 0, _ray_assigned_cpus())
+        # in the trial's Ray log: where it ran, on what (benchmarks/gpu_check.py reads it)
+        print(f"Trial on Ray node {ray.get_runtime_context().get_node_id()}, {worker.device}, pid {os.getpid()}",
+              flush=True)
+        return worker
     return WorkerContext(0, 1, select_device(device), "plain")
 
 

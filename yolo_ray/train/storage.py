@@ -8,11 +8,18 @@ rank's node reading last.pt) downloads them first. Any pyarrow filesystem URI wo
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import time
+from collections.abc import Callable
 from pathlib import Path
 
-from yolo_ray.config import UserError
+from yolo_ray.config import UserError, temp_sibling
 from yolo_ray.train.session import WorkerContext, local_main_first
+
+
+# Tries of one file's upload before the error is raised (and Ray Train's retry takes over).
+UPLOAD_ATTEMPTS = 5
 
 
 def is_uri(path: str | None) -> bool:
@@ -53,26 +60,57 @@ def next_run_uri(base_uri: str, name: str, exist_ok: bool) -> str:
 
 
 class RunUploader:
-    """Uploads a local run folder to run_uri, each time only the files whose size or mtime changed."""
+    """Uploads a local run folder to run_uri, each time only the files whose size or mtime changed.
+
+    On a filesystem (file://, NFS) each file is written under a hidden temporary name and renamed into
+    place, so rank 0 killed mid-upload leaves the previous last.pt whole, never a torn one that every
+    restart and --resume would then fail to load. Object stores (s3://, gs://) show an object only once
+    it is complete, so there the file is written directly. A failed copy is retried with backoff.
+    """
 
     def __init__(self, local_dir: str | Path, run_uri: str):
         self.local_dir = Path(local_dir)
         self.run_uri = run_uri
         self.fs, self.root = _open(run_uri)
+        self.atomic_rename = self.fs.type_name == "local"
         self.sent: dict[str, tuple[int, int]] = {}
 
     def upload(self) -> None:
-        import pyarrow.fs as pafs
-
-        local = pafs.LocalFileSystem()
         for path in sorted(p for p in self.local_dir.rglob("*") if p.is_file() and not p.name.startswith(".")):
             rel = path.relative_to(self.local_dir).as_posix()
             stat = path.stat()
             if self.sent.get(rel) == (stat.st_size, stat.st_mtime_ns):
                 continue
-            self.fs.create_dir(f"{self.root}/{Path(rel).parent.as_posix()}".rstrip("/."), recursive=True)
-            pafs.copy_files(str(path), f"{self.root}/{rel}", source_filesystem=local, destination_filesystem=self.fs)
+            with_retries(functools.partial(self._put, path, rel), f"upload of {rel} to {self.run_uri}")
             self.sent[rel] = (stat.st_size, stat.st_mtime_ns)
+
+    def _put(self, path: Path, rel: str) -> None:
+        import pyarrow.fs as pafs
+
+        parent = f"{self.root}/{Path(rel).parent.as_posix()}".rstrip("/.")
+        self.fs.create_dir(parent, recursive=True)
+        target = f"{self.root}/{rel}"
+        staged = f"{parent}/{temp_sibling(rel).name}" if self.atomic_rename else target
+        pafs.copy_files(str(path), staged, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=self.fs)
+        if staged != target:
+            self.fs.move(staged, target)
+
+
+def with_retries(action: Callable[[], None], what: str, attempts: int = UPLOAD_ATTEMPTS,
+                 first_wait_s: float = 1.0) -> None:
+    """action(), again after 1, 2, 4, ... s when storage fails (a throttled bucket, a network blip)."""
+    import pyarrow
+
+    for attempt in range(attempts):
+        try:
+            action()
+            return
+        except (OSError, pyarrow.ArrowException) as e:
+            if attempt == attempts - 1:
+                raise
+            wait = first_wait_s * 2**attempt
+            print(f"WARNING: {what} failed ({e}); retrying in {wait:.0f} s", flush=True)
+            time.sleep(wait)
 
 
 def download_run(run_uri: str, local_dir: str | Path) -> bool:
@@ -83,7 +121,9 @@ def download_run(run_uri: str, local_dir: str | Path) -> bool:
     if fs.get_file_info(root).type != pafs.FileType.Directory:
         return False
     Path(local_dir).mkdir(parents=True, exist_ok=True)
-    pafs.copy_files(root, str(local_dir), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+    with_retries(lambda: pafs.copy_files(root, str(local_dir), source_filesystem=fs,
+                                         destination_filesystem=pafs.LocalFileSystem()),
+                 f"download of {run_uri}")
     return True
 
 
