@@ -87,7 +87,7 @@ def fresh_run_options(opt: dict[str, Any]) -> dict[str, Any]:
         select_device(opt["device"])  # this process trains: its device must exist
     opt["imgsz"] = train_image_size(opt["cfg"], opt["weights"], opt["imgsz"])
     opt["hyp"] = load_hyp(opt["hyp"])
-    opt["trackers"] = tracker_settings(opt["trackers"])
+    opt["trackers"] = tracker_settings(opt.get("trackers"))  # absent from the opt.yaml of older runs
     opt["cwd"] = opt.get("cwd") or str(Path.cwd())  # a relative data `path:` may mean this; workers run elsewhere
     opt["data"] = _data_yaml(opt["data"], opt["hyp"], opt["single_cls"], opt["cwd"])
     if opt["name"] == "cfg" and opt["cfg"]:

@@ -66,6 +66,11 @@ def test_official_name_loads_the_pretrained_model_not_random_weights(server, sta
     assert model.names[0] == "person" and model.names[79] == "toothbrush"
     yolo_ray.load("yolov5n.pt", device="cpu")  # the .pt spelling too, from the cache
     assert server.requests["yolov5n.pt"] == 1
+    from yolo_ray.infer.backends import load_backend, weights_file
+
+    assert weights_file("yolov5n") == Path("yolov5n.pt")  # detect/val/export: exports land here, as upstream's
+    assert load_backend("yolov5n.pt").names[0] == "person"
+    assert server.requests["yolov5n.pt"] == 1
 
 
 def test_a_local_file_of_that_name_wins_over_the_release(server, standin, tmp_path, monkeypatch):
