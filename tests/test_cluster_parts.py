@@ -107,7 +107,8 @@ def test_unreachable_address_is_one_error_line_within_seconds(tmp_path, script, 
                            "--project", str(tmp_path / "runs"), *extra],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == [l for l in done.stderr.strip().splitlines() if l.startswith("error:")]
+    lines = done.stderr.strip().splitlines()
+    assert lines == [line for line in lines if line.startswith("error:")]
     assert "127.0.0.1:1" in done.stderr and "no Ray cluster answers" in done.stderr
     assert not (tmp_path / "runs").exists()
     assert time.time() - t0 < 60

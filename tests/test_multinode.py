@@ -156,7 +156,8 @@ def test_logical_gpus_give_fractional_trials_and_concurrency_from_gpus(cluster, 
 
 
 @pytest.mark.timeout(600)
-def test_run_folder_not_shared_by_a_node_is_refused_and_a_shared_one_trains(cluster, tmp_path, tiny_data, coco128_or_none):
+def test_run_folder_not_shared_by_a_node_is_refused_and_a_shared_one_trains(cluster, tmp_path, tiny_data,
+                                                                             coco128_or_none):
     """A node in its own mount namespace sees an empty tmpfs where the driver sees `private/`."""
     if os.geteuid() != 0 or not shutil.which("unshare"):
         pytest.skip("needs root and unshare(1) to give a node a folder the driver does not share")

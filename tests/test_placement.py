@@ -55,7 +55,8 @@ def test_cpu_only_cluster_runs_one_cpu_trials_as_many_as_fit():
 
 
 def test_single_run_takes_the_largest_cpu_share_that_fits_all_workers():
-    assert plan_placement([Node(8, 0), Node(2, 0)], workers=2, single_run=True).cpus_per_worker == 4.0  # both on the big node
+    both_on_the_big_node = plan_placement([Node(8, 0), Node(2, 0)], workers=2, single_run=True)
+    assert both_on_the_big_node.cpus_per_worker == 4.0
     assert plan_placement([Node(8, 0), Node(2, 0)], workers=1, single_run=True).cpus_per_worker == 8.0
     assert plan_placement([Node(1, 0)] * 3, workers=2, single_run=True).cpus_per_worker == 1.0
 

@@ -195,11 +195,11 @@ def test_cache_ram_is_skipped_when_the_ranks_copies_would_not_fit(tmp_path, monk
     from yolo_ray.data.synthetic import make_dataset
 
     data = make_dataset(tmp_path / "data", n_train=8, n_val=2, size=64)
-    images = sorted(str(p) for p in (data.parent / "images" / "train").glob("*.jpg"))
+    shapes = [(64, 64)] * 8
     one_copy = 8 * 64 * 64 * 3
     monkeypatch.setattr(ds, "available_memory", lambda: (int(one_copy * 4.5), 10 * one_copy))
-    assert ds.ram_cache_fits(images, 64, copies=4)
-    assert not ds.ram_cache_fits(images, 64, copies=8)  # 8 ranks on a node: 8 copies do not fit
+    assert ds.ram_cache_fits(shapes, 64, copies=4)
+    assert not ds.ram_cache_fits(shapes, 64, copies=8)  # 8 ranks on a node: 8 copies do not fit
     cached = ds.LoadImagesAndLabels(str(data.parent / "images" / "train"), 64, cache_images="ram", ram_copies=1)
     skipped = ds.LoadImagesAndLabels(str(data.parent / "images" / "train"), 64, cache_images="ram", ram_copies=8)
     assert cached.decoded is not None and skipped.decoded is None

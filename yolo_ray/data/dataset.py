@@ -72,22 +72,18 @@ def available_memory() -> tuple[int, int]:
     return info.get("MemAvailable", info.get("MemFree", 0)), info.get("MemTotal", 0)
 
 
-def ram_cache_fits(im_files: list[str], img_size: int, copies: int = 1, prefix: str = "",
-                   safety_margin: float = 0.1, sample: int = 30) -> bool:
-    """Whether `copies` decoded copies of the images fit in this machine's available memory (upstream's
-    check_cache_ram, counting the DDP ranks of this node: each caches the whole set).
+def ram_cache_fits(shapes: np.ndarray, img_size: int, copies: int = 1, prefix: str = "",
+                   safety_margin: float = 0.1) -> bool:
+    """Whether `copies` decoded copies of images of these (w, h) shapes fit in this machine's available memory
+    (upstream's check_cache_ram, counting the DDP ranks of this node: each caches the whole set).
 
-    The size is estimated from up to `sample` images spread over the set, resized as the cache holds them.
+    The size comes from the label scan's image shapes, resized as the cache holds them: nothing is decoded.
     """
-    if not im_files:
+    if not len(shapes):
         return True
-    picks = im_files[:: max(1, len(im_files) // sample)][:sample]
-    sampled = 0.0
-    for f in picks:
-        im = cv2.imread(f)
-        if im is not None:
-            sampled += im.nbytes * (img_size / max(im.shape[:2])) ** 2
-    need = sampled / len(picks) * len(im_files) * copies
+    wh = np.asarray(shapes, dtype=np.float64).reshape(-1, 2)
+    ratio = img_size / wh.max(axis=1)
+    need = float((wh[:, 0] * wh[:, 1] * 3 * ratio**2).sum()) * copies
     available, total = available_memory()
     fits = need * (1 + safety_margin) < available
     gb = 1 << 30
@@ -152,7 +148,7 @@ class LoadImagesAndLabels(torch.utils.data.Dataset):
         self._decoded_index: list[int] | None = None
         if decoded is not None:
             self.use_decoded(decoded)
-        elif cache_images == "ram" and ram_cache_fits(self.im_files, img_size, ram_copies, prefix):
+        elif cache_images == "ram" and ram_cache_fits(self.shapes, img_size, ram_copies, prefix):
             self.use_decoded(self.decoded_images(store=True))
         elif cache_images == "disk":
             self._write_npy(prefix)

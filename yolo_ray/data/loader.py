@@ -127,7 +127,8 @@ def create_dataloader(path: str | list[str], imgsz: int, batch_size: int, stride
         batching = {"batch_size": batch_size,
                     "sampler": ShardSampler(len(dataset), world_size, max(rank, 0), shuffle=shuffle, seed=seed)}
     loader = DataLoader(dataset, **batching, num_workers=nw, pin_memory=pin_memory, collate_fn=collate_fn,
-                        worker_init_fn=seed_worker, generator=generator, persistent_workers=nw > 0 and not image_weights)
+                        worker_init_fn=seed_worker, generator=generator,
+                        persistent_workers=nw > 0 and not image_weights)
     return loader, dataset
 
 
