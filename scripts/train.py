@@ -79,10 +79,12 @@ def fresh_run_options(opt: dict[str, Any]) -> dict[str, Any]:
         if opt[option] is not None:
             check_range(option.replace("_", "-"), opt[option], 0)
     check_worker_split(opt["batch_size"], opt["ray_workers"], opt["image_weights"])
+    from yolo_ray.official import weights_option
     from yolo_ray.train.model_setup import train_image_size  # torch: only once the cheap checks passed
     from yolo_ray.train.session import select_device
+    from yolo_ray.train.trackers import tracker_settings
 
-    opt["weights"] = _weights_file(opt["weights"])
+    opt["weights"] = weights_option(opt["weights"])
     opt["cfg"] = _model_cfg(opt["cfg"])
     opt["cfg"], opt["weights"], chosen = default_model(opt["data"], opt["cfg"], opt["weights"])
     if chosen:
@@ -91,8 +93,9 @@ def fresh_run_options(opt: dict[str, Any]) -> dict[str, Any]:
         select_device(opt["device"])  # this process trains: its device must exist
     opt["imgsz"] = train_image_size(opt["cfg"], opt["weights"], opt["imgsz"])
     opt["hyp"] = load_hyp(opt["hyp"])
+    opt["trackers"] = tracker_settings(opt.get("trackers"))  # absent from the opt.yaml of older runs
     opt["cwd"] = opt.get("cwd") or str(Path.cwd())  # a relative data `path:` may mean this; workers run elsewhere
-    opt["data"] = str(_data_yaml(opt["data"], opt["hyp"], opt["single_cls"], opt["cwd"]))
+    opt["data"] = _data_yaml(opt["data"], opt["hyp"], opt["single_cls"], opt["cwd"])
     if opt["name"] == "cfg" and opt["cfg"]:
         opt["name"] = Path(opt["cfg"]).stem
     storage = opt.pop("storage_path", None)
@@ -205,27 +208,18 @@ def _fetch_stored_run(resume: str | bool) -> tuple[str | bool, str | None]:
     return str(local / "weights" / "last.pt"), run_uri
 
 
-def _data_yaml(data: str | None, hyp: dict[str, float], single_cls: bool, cwd: str) -> Path:
+def _data_yaml(data: str | None, hyp: dict[str, float], single_cls: bool, cwd: str) -> str:
     from yolo_ray.data import check_training_data, load_data_config
+    from yolo_ray.data.fetch import data_option
 
     if data is None:
         from yolo_ray.data.synthetic import default_data_yaml
 
-        return default_data_yaml()  # generated and known to be good
-    path = Path(data).expanduser().resolve()
-    # fail now, with the file named, rather than inside a worker after the run folder exists
-    check_training_data(load_data_config(path, cwd), hyp, single_cls)
-    return path
-
-
-def _weights_file(weights: str) -> str | None:
-    if not weights:
-        return None
-    path = Path(weights).expanduser().resolve()
-    if not path.is_file():
-        raise UserError(f"{path}: weights file not found (nothing is downloaded; pass a local .pt, "
-                        "or --weights '' --cfg yolov5s.yaml to train from scratch)")
-    return str(path)
+        return str(default_data_yaml())  # generated and known to be good
+    data = data_option(data)  # a shipped name (coco128.yaml) stays a name: each node finds its own copy
+    # fail now, with the file named, rather than inside a worker after the run folder exists (downloads it here)
+    check_training_data(load_data_config(data, cwd), hyp, single_cls)
+    return data
 
 
 def _model_cfg(cfg: str) -> str | None:

@@ -46,7 +46,9 @@ class OneLineParser(argparse.ArgumentParser):
 
 def add_training_options(group: argparse._ActionsContainer) -> None:
     """Upstream train.py's options that a single run and every evolution trial both take."""
-    group.add_argument("--weights", default="", help="initial weights .pt (local file; '' = from scratch)")
+    group.add_argument("--weights", default="",
+                       help="initial weights: a .pt path or an official name (yolov5s.pt, downloaded once); "
+                            "'' = from scratch")
     group.add_argument("--cfg", default="", help="model yaml: shipped name (yolov5s.yaml) or path. With neither "
                        "--cfg nor --weights: yolov5n.yaml from scratch on your --data, the built-in weights on the "
                        "built-in data")
@@ -73,6 +75,11 @@ def add_training_options(group: argparse._ActionsContainer) -> None:
     group.add_argument("--no-amp", dest="amp", action="store_false", help="no mixed precision (bf16/fp16)")
     group.add_argument("--no-channels-last", dest="channels_last", action="store_false",
                        help="keep the default contiguous memory format")
+    group.add_argument("--no-tensorboard", dest="tensorboard", action="store_false",
+                       help="write no TensorBoard events (default: every run and evolution writes them)")
+    group.add_argument("--trackers", nargs="+", choices=["mlflow", "wandb"], default=[],
+                       help="also log to MLflow ($MLFLOW_TRACKING_URI, default ./mlflow.db) and/or Weights & Biases "
+                            "(WANDB_MODE=offline needs no account)")
 
 
 def add_console_options(parser: argparse.ArgumentParser, verbose: bool = True) -> None:

@@ -1,9 +1,16 @@
-"""Output folders that never overwrite: exp, exp2, exp3, ..."""
+"""Where things go: output folders that never overwrite (exp, exp2, ...) and the per-user cache."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
+
+
+def cache_home() -> Path:
+    """The per-user cache: $YOLO_RAY_HOME, else ~/.cache/yolo_ray (downloads, built-in data, label caches)."""
+    env = os.environ.get("YOLO_RAY_HOME")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "yolo_ray"
 
 
 def increment_path(path: str | Path, exist_ok: bool = False, mkdir: bool = False) -> Path:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from yolo_ray.config import UserError, load_yaml
+from yolo_ray.data.fetch import fetch_dataset, is_shipped, shipped_data_yaml, shipped_root
 
 
 def _resolve_names(data: dict[str, Any], yaml_file: Path) -> dict[int, str]:
@@ -53,17 +54,30 @@ def _resolve_split(data: dict[str, Any], key: str, root: Path, yaml_file: Path) 
     return out
 
 
-def _resolve_root(root_value: str, yaml_file: Path, cwd: Path) -> Path:
-    """The dataset root a yaml's `path:` names: absolute as it is; relative to the yaml's folder if that
-    exists, else to `cwd` (YOLOv5 users write it relative to where they run train.py)."""
+def _root_candidates(root_value: str, yaml_file: Path, cwd: Path) -> list[Path]:
+    """Where a yaml's `path:` may point: absolute as it is; else relative to the yaml's folder, then to
+    `cwd` (YOLOv5 users write it relative to where they run train.py)."""
     root = Path(root_value).expanduser()
     if root.is_absolute():
-        return root.resolve()
-    tried = list(dict.fromkeys([(yaml_file.parent / root).resolve(), (cwd / root).resolve()]))
+        return [root.resolve()]
+    return list(dict.fromkeys([(yaml_file.parent / root).resolve(), (cwd / root).resolve()]))
+
+
+def _resolve_root(root_value: str, yaml_file: Path, cwd: Path) -> Path:
+    tried = _root_candidates(root_value, yaml_file, cwd)
     for candidate in tried:
         if candidate.is_dir():
             return candidate
     raise UserError(f"{yaml_file}: path '{root_value}' not found; tried {' and '.join(map(str, tried))}")
+
+
+def _val_present(data: dict[str, Any], roots: list[Path]) -> bool:
+    """True when some candidate root holds every `val` entry (upstream's test for a missing dataset)."""
+    val = data.get("val")
+    entries = val if isinstance(val, list) else [val]
+    if not entries or not all(isinstance(v, str) and v for v in entries):
+        return True  # malformed: reported by _resolve_split, not downloaded over
+    return any(all((root / Path(v).expanduser()).exists() for v in entries) for root in roots)
 
 
 def load_data_config(path: str | Path, cwd: str | Path | None = None) -> dict[str, Any]:
@@ -71,15 +85,23 @@ def load_data_config(path: str | Path, cwd: str | Path | None = None) -> dict[st
 
     `path` in the yaml is relative to the yaml's own folder, else to `cwd` (default: this process's
     current directory; Ray workers run elsewhere, so the command's directory travels as the `cwd`
-    option); absent = the yaml's folder. `train`/`val` are relative to `path`. Raises UserError naming
-    the yaml for any problem, including missing images.
+    option); absent = the yaml's folder. `train`/`val` are relative to `path`. `path` may also name a
+    shipped yaml (coco128.yaml, coco.yaml, VOC.yaml), whose dataset lives in the datasets folder. A
+    dataset whose `val` images are missing is downloaded from the yaml's `download:` URL(s) first.
+    Raises UserError naming the yaml for any problem, including missing images.
     """
-    yaml_file = Path(path).expanduser().resolve()
+    yaml_file = shipped_data_yaml(path) or Path(path).expanduser().resolve()
     data = load_yaml(yaml_file)
+    if is_shipped(yaml_file):
+        data["path"] = shipped_root(data)
     root_value = data.get("path") or ""
     if not isinstance(root_value, str):
         raise UserError(f"{yaml_file}: 'path' must be a folder path, got {root_value!r}")
-    root = _resolve_root(root_value, yaml_file, Path(cwd) if cwd else Path.cwd())
+    cwd = Path(cwd) if cwd else Path.cwd()
+    roots = _root_candidates(root_value, yaml_file, cwd)
+    if data.get("download") and not _val_present(data, roots):
+        fetch_dataset(yaml_file, data, roots[0])
+    root = _resolve_root(root_value, yaml_file, cwd)
     names = _resolve_names(data, yaml_file)
     config: dict[str, Any] = {
         "yaml_file": yaml_file,

@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from yolo_ray.boxes import segments2boxes
 from yolo_ray.config import UserError, temp_sibling
+from yolo_ray.paths import cache_home
 
 LOGGER = logging.getLogger("yolo_ray.data")
 
@@ -29,11 +30,6 @@ NUM_THREADS = min(8, max(1, os.cpu_count() or 1))
 # Images without a label file train as background; beyond this share they are more likely a wrong
 # folder layout than deliberate backgrounds (deliberate ones usually get an empty label file).
 MISSING_LABELS_WARN_SHARE = 0.05
-
-
-def cache_home() -> Path:
-    """Writable place for caches when a dataset folder is read-only ($YOLO_RAY_HOME or ~/.cache/yolo_ray)."""
-    return Path(os.environ.get("YOLO_RAY_HOME") or Path.home() / ".cache" / "yolo_ray")
 
 
 def is_writable_dir(path: Path) -> bool:

@@ -11,7 +11,6 @@ Usage: python -m yolo_ray.data.synthetic --out DIR [--seed 0 --n-train 512 --n-v
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 import tempfile
@@ -24,6 +23,7 @@ import yaml
 from filelock import FileLock
 
 from yolo_ray.config import UserError
+from yolo_ray.paths import cache_home
 
 CLASS_NAMES = ("circle", "square", "triangle", "cross")
 # Bump when the generator's output changes, so cached copies of the old data are not reused.
@@ -178,12 +178,6 @@ def make_dataset(out_dir: str | Path, seed: int = 0, n_train: int = 512, n_val: 
     yaml_path = out_dir / "data.yaml"
     yaml_path.write_text(yaml.safe_dump(data, sort_keys=False))
     return yaml_path
-
-
-def cache_home() -> Path:
-    """Where built-in data is cached: $YOLO_RAY_HOME, else ~/.cache/yolo_ray."""
-    env = os.environ.get("YOLO_RAY_HOME")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "yolo_ray"
 
 
 def default_data_yaml() -> Path:

@@ -33,13 +33,16 @@ from yolo_ray.evolve.space import SearchSpace, resolve_search_space
 from yolo_ray.evolve.stopping import parse_duration
 from yolo_ray.evolve.stored import claim_stored_run, fetch_stored_evolution, row_uploader, storage_option
 from yolo_ray.evolve.strategies import check_strategy_options, load_strategy_space
+from yolo_ray.evolve.trackers import tune_callbacks
 from yolo_ray.evolve.trial import evolve_trial, placement_config, trial_resources
+from yolo_ray.official import weights_option
 from yolo_ray.train.cluster import connect, files_every_node_needs, verify_nodes_see, wait_for_resources
 from yolo_ray.train.launch import check_worker_split
 from yolo_ray.train.model_setup import train_image_size
 from yolo_ray.train.placement import Placement, cluster_nodes, plan_placement
 from yolo_ray.train.rundir import check_project, create_run_dir, resolve_project
 from yolo_ray.train.storage import is_uri
+from yolo_ray.train.trackers import tracker_settings
 
 DEFAULT_GENERATIONS = 300
 # TRAIN CONFIG keys an evolution passes on to every trial (resume/nosave/noval/plots are evolve's own).
@@ -69,6 +72,7 @@ DEFAULTS: dict[str, Any] = {
     "project": "runs/evolve", "name": "exp", "exist_ok": False,
     "share_images": True,  # decode once in the driver for all trials (off: each trial decodes its own)
     "cwd": None,  # where a relative data `path:` may be relative to (trials run in their own folders)
+    "tensorboard": True, "trackers": None,
 }
 
 
@@ -136,11 +140,12 @@ def resolve_options(opt: dict[str, Any]) -> dict[str, Any]:
     _check_numbers(opt)
     check_strategy_options(opt)
     opt["hyp"] = load_hyp(opt["hyp"])
+    opt["trackers"] = tracker_settings(opt["trackers"])
     opt["search_space"] = str(resolve_search_space(opt["search_space"]))
     opt["cfg"], opt["weights"], chosen = default_model(opt["data"], opt["cfg"], opt["weights"])
     if chosen:
         LOGGER.info(f"evolve: {chosen}")
-    opt["weights"] = _absolute_file(opt["weights"], "weights")
+    opt["weights"] = weights_option(opt["weights"])
     opt["cfg"] = _model_cfg(opt["cfg"])
     opt["imgsz"] = train_image_size(opt["cfg"], opt["weights"], opt["imgsz"])
     opt["cwd"] = opt["cwd"] or str(Path.cwd())
@@ -288,7 +293,8 @@ def _build_tuner(opt: dict[str, Any], searcher: EvolveSearcher, trial: Callable,
             name=f"tune-{time.strftime('%Y%m%d-%H%M%S')}",
             storage_path=opt["storage_uri"] or opt["storage_path"] or opt["save_dir"],
             failure_config=tune.FailureConfig(max_failures=int(opt["max_retries"])),
-            callbacks=[TrialEvents(), EvolveMetrics(Path(opt["save_dir"]).name, searcher)], verbose=0,
+            callbacks=[TrialEvents(), EvolveMetrics(Path(opt["save_dir"]).name, searcher), *tune_callbacks(opt)],
+            verbose=0,
         ),
     )
 
@@ -369,15 +375,6 @@ def _check_numbers(opt: dict[str, Any]) -> None:
         raise UserError(f"--parent must be single or weighted, got {opt['parent']!r}")
 
 
-def _absolute_file(path: str | None, what: str) -> str | None:
-    if not path:
-        return None
-    resolved = Path(path).expanduser().resolve()
-    if not resolved.is_file():
-        raise UserError(f"{resolved}: {what} file not found")
-    return str(resolved)
-
-
 def _model_cfg(cfg: str | None) -> str | None:
     if not cfg:
         return None
@@ -391,10 +388,11 @@ def _data_yaml(data: str | None, hyp: dict[str, float], single_cls: bool, cwd: s
 
         return str(default_data_yaml())  # generated and known to be good
     from yolo_ray.data import check_training_data, load_data_config
+    from yolo_ray.data.fetch import data_option
 
-    path = Path(data).expanduser().resolve()
-    check_training_data(load_data_config(path, cwd), hyp, single_cls)  # fail here, naming the file, not in every trial
-    return str(path)
+    data = data_option(data)  # a shipped name (coco128.yaml) stays a name: each node finds its own copy
+    check_training_data(load_data_config(data, cwd), hyp, single_cls)  # fail here, naming the file, not in every trial
+    return data
 
 
 def _is_evolution(path: Path) -> bool:

@@ -22,6 +22,7 @@ from yolo_ray.infer.backends import Backend, load_backend, weights_file
 from yolo_ray.infer.detections import Detections
 from yolo_ray.infer.predictor import class_names, model_from_checkpoint, predict
 from yolo_ray.models import build_model, load_weights, transfer_weights
+from yolo_ray.official import official_name
 
 EXPORT_SUFFIXES = (".onnx", ".torchscript", ".xml")
 
@@ -110,11 +111,13 @@ def load(model: str | Path = "yolov5s", classes: int | None = None, channels: in
          fuse: bool = True) -> nn.Module:
     """A model for inference, as torch.hub.load('ultralytics/yolov5', ...).
 
-    model: a .pt checkpoint (ours or upstream's), an export (.onnx, .torchscript, *_openvino_model), or a
-    model yaml / shipped name ("yolov5s") for a fresh model. classes / channels: build for that many (the
-    checkpoint's architecture, or the yaml's); the weights of `model` (a .pt) or of `weights` (a local .pt)
-    are transferred where shapes match. autoshape: wrap in AutoShape (images in, Detections out); else the
-    bare PyTorch model. Fused by default.
+    model: a .pt checkpoint (ours or upstream's), an export (.onnx, .torchscript, *_openvino_model), an
+    official name ("yolov5s" or "yolov5s.pt": upstream's pretrained weights, downloaded once into the cache,
+    or one clear error when that cannot be done), or a model yaml ("yolov5s.yaml"; a bare name too when
+    `weights` is given) for a fresh model. classes / channels: build for that many (the checkpoint's
+    architecture, or the yaml's); the weights of `model` (a .pt) or of `weights` (a .pt or an official
+    name) are transferred where shapes match. autoshape: wrap in AutoShape (images in, Detections out);
+    else the bare PyTorch model. Fused by default.
     """
     device = torch.device(device) if device is not None else default_device()
     source = Path(model)
@@ -122,7 +125,7 @@ def load(model: str | Path = "yolov5s", classes: int | None = None, channels: in
         if not autoshape:
             raise UserError(f"{model}: autoshape=False gives a PyTorch model; exports load with autoshape=True")
         return AutoShape(load_backend(source, device))
-    if source.suffix == ".pt":
+    if source.suffix == ".pt" or (official_name(model) and not weights):
         net = model_from_checkpoint(weights_file(source))
         if (classes and classes != net.nc) or channels != net.yaml.get("ch", 3):
             state = net.state_dict()

@@ -19,6 +19,7 @@ from yolo_ray.config import UserError, load_yaml
 from yolo_ray.infer.predictor import class_names, load_models, model_stride
 from yolo_ray.infer.tta import augmented_forward
 from yolo_ray.infer.visualize import visualized_forward
+from yolo_ray.official import official_name
 
 # Upstream's other export formats: named so a user gets one clear line instead of "unknown suffix".
 NOT_BUILT = {".engine": "TensorRT", ".mlmodel": "CoreML", "_saved_model": "TensorFlow SavedModel",
@@ -31,7 +32,10 @@ def weights_file(weights: str | Path) -> Path:
     """The local file or folder a --weights entry names (the one place a weights argument becomes a path)."""
     path = Path(weights)
     if not path.exists():
-        raise UserError(f"{weights}: weights file not found")
+        name = official_name(weights)
+        if name is None:
+            raise UserError(f"{weights}: weights file not found")
+        return Path(name)  # an official release file (yolov5s.pt): fetched into the cache when it is loaded
     return path
 
 

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from yolo_ray.config import UserError
+from yolo_ray.official import resolve_weights
 
 LOGGER = logging.getLogger(__name__)
 
@@ -141,11 +142,9 @@ def load_checkpoint(path: str | Path, prefer: str = "ema") -> dict[str, Any]:
     prefers the EMA (upstream attempt_load), training from --weights the raw model (upstream train.py
     reads ckpt['model']); the two differ only in unstripped checkpoints. Our checkpoints load with
     torch.load(weights_only=True); upstream pickled-module files through the restricted unpickler.
-    Bare state dicts are accepted too.
+    Bare state dicts are accepted too. `path` may be an official name (see yolo_ray.official).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: weights file not found")
+    path = resolve_weights(path)  # official names (yolov5s.pt) are downloaded on first use
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:

@@ -246,6 +246,8 @@ def verify_nodes_see(shared_dir: str | Path | None, inputs: list[str | None], pl
     Ray Train checks its own storage). A single-node cluster needs no check, nor a node too small for a
     worker (a CPU-only head under a GPU run). Nodes that join later are checked by the workers
     themselves: a missing input is a clear error there, not a retry.
+    Inputs that are names, not absolute paths (official weights, shipped dataset yamls), are fetched by
+    each node itself.
     """
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -255,7 +257,7 @@ def verify_nodes_see(shared_dir: str | Path | None, inputs: list[str | None], pl
         Node(float(n["Resources"].get("CPU", 0)), float(n["Resources"].get("GPU", 0))), placement)]
     if not others:
         return
-    paths = [str(p) for p in inputs if p]
+    paths = [str(p) for p in inputs if p and Path(p).is_absolute()]
     marker = None
     if shared_dir is not None:
         shared_dir = Path(shared_dir)

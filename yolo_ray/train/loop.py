@@ -44,6 +44,7 @@ from yolo_ray.train.session import (
     broadcast_from_main, claim_device, local_main_first, report, resolve_shared, worker_context,
 )
 from yolo_ray.train.storage import attach_storage, staging_dir
+from yolo_ray.train.trackers import RunTrackers
 from yolo_ray.train.validate import validate
 
 DEFAULTS: dict[str, Any] = {
@@ -53,7 +54,8 @@ DEFAULTS: dict[str, Any] = {
     "optimizer": "SGD", "sync_bn": False, "cos_lr": False, "workers": 8, "label_smoothing": 0.0, "patience": 100,
     "freeze": [0], "save_period": -1, "seed": 0, "evolve": False, "report_every_epoch": False,
     "amp": True, "channels_last": True, "decoded": None, "deterministic": False, "gpu_memory_fraction": None,
-    "run_id": None, "cwd": None, "storage_uri": None, "attempt": 0, "log_level": "info",
+    "run_id": None, "cwd": None, "storage_uri": None, "attempt": 0, "log_level": "info", "tensorboard": True,
+    "trackers": None,
 }
 EMA_ATTRS = ("yaml", "nc", "hyp", "names", "stride", "class_weights")
 
@@ -95,6 +97,7 @@ def _train(opt: dict[str, Any], run_log: contextlib.ExitStack) -> dict[str, floa
 
     # ---- data config, model, hyperparameters
     hyp = load_hyp(opt["hyp"])  # our own copy: train() scales some values
+    trackers = RunTrackers(save_dir, opt, hyp) if ctx.is_main and not evolve else None
     data = load_data_config(locate_data_yaml(opt["data"]), opt["cwd"])
     single_cls = bool(opt["single_cls"])
     nc = 1 if single_cls else data["nc"]
@@ -260,6 +263,8 @@ def _train(opt: dict[str, Any], run_log: contextlib.ExitStack) -> dict[str, floa
         row = [*mloss.tolist(), *results, *lr]
         if ctx.is_main:
             append_results_row(results_csv, epoch, row)
+            if trackers is not None:
+                trackers.log_epoch(epoch, row)
             if not nosave or (final_epoch and not evolve):
                 ckpt = build_checkpoint(epoch, best_fitness, bare, ema.ema, ema.updates, optimizer, opt,
                                         training_done=stop or epoch + 1 == epochs)
@@ -293,6 +298,8 @@ def _train(opt: dict[str, Any], run_log: contextlib.ExitStack) -> dict[str, floa
              "epoch": epoch}
     if last.exists():
         strip_optimizer(last, final_results=final)
+    if trackers is not None:
+        trackers.finish(epoch)
     if uploader is not None:
         uploader.upload()
     LOGGER.info(f"Results saved to {opt['storage_uri'] or save_dir}")
