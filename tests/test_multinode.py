@@ -230,7 +230,8 @@ def test_node_removed_during_ddp_training_restarts_from_its_last_epoch(cluster, 
     reader.start()
     try:
         deadline = time.time() + 300
-        while (not results.is_file() or len(results.read_text().splitlines()) < 2) and time.time() < deadline:
+        last = project / "exp" / "weights" / "last.pt"  # written after the epoch's row: kill once both exist
+        while (not last.is_file() or len(results.read_text().splitlines()) < 2) and time.time() < deadline:
             assert proc.poll() is None, "".join(lines)[-3000:]
             time.sleep(0.5)
         busy = set(rank_nodes("".join(lines)).values())
