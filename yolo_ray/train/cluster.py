@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 
 from yolo_ray.config import UserError
-from yolo_ray.train.placement import Node, NodeType, Placement, can_hold_worker, missing_now
+from yolo_ray.train.placement import Node, NodeType, Placement, can_hold_worker, missing_now, with_node_types
 from yolo_ray.train.rundir import in_ray_job
 
 CONNECT_TIMEOUT_S = 30.0
@@ -291,3 +291,13 @@ def verify_nodes_see(shared_dir: str | Path | None, inputs: list[str | None], pl
         if hosts:
             raise UserError(f"{path}: not found on Ray node(s) {', '.join(hosts)}; data and weights must be on "
                             "a filesystem every node mounts at the same path")
+
+
+def cluster_nodes() -> list[Node]:
+    """The connected Ray cluster's alive nodes with their total CPUs and GPUs (logical resources), plus the
+    nodes its autoscaler may add (a GPU worker group at zero is the normal state of a cloud cluster at rest)."""
+    import ray
+
+    live = [Node(float(n["Resources"].get("CPU", 0)), float(n["Resources"].get("GPU", 0)),
+                 n.get("NodeManagerAddress", "node")) for n in ray.nodes() if n.get("Alive")]
+    return with_node_types(live, autoscaler_node_types())

@@ -1,7 +1,7 @@
 """Where a training run or an evolution's trials go: one decision from the cluster's nodes and the options.
 
 `plan_placement` is pure (nodes in, Placement or UserError out) so every rule is unit-tested without a
-cluster; `cluster_nodes` reads the live cluster for it. Rules, from what breaks on real GPU clusters:
+cluster; `cluster.cluster_nodes` reads the live cluster for it. Rules, from what breaks on real GPU clusters:
 - DDP ranks get whole GPUs: Ray packs fractional shares onto one device and NCCL refuses duplicates.
 - Fractional GPUs only for a single-worker trial, which then caps its memory at its share.
 - More than one GPU for one process becomes that many DDP workers (never silently one GPU).
@@ -179,15 +179,3 @@ def missing_now(nodes: list[Node], placement: Placement) -> str | None:
     if placement.gpus_per_worker:
         return f"{placement.workers * placement.gpus_per_worker:g} GPU(s)"
     return f"{placement.workers * placement.cpus_per_worker:g} CPU(s)"
-
-
-def cluster_nodes() -> list[Node]:
-    """The connected Ray cluster's alive nodes with their total CPUs and GPUs (logical resources), plus the
-    nodes its autoscaler may add (a GPU worker group at zero is the normal state of a cloud cluster at rest)."""
-    import ray
-
-    from yolo_ray.train.cluster import autoscaler_node_types
-
-    live = [Node(float(n["Resources"].get("CPU", 0)), float(n["Resources"].get("GPU", 0)),
-                 n.get("NodeManagerAddress", "node")) for n in ray.nodes() if n.get("Alive")]
-    return with_node_types(live, autoscaler_node_types())
