@@ -11,6 +11,8 @@
    upload on one GPU; rank 0 is killed once mid-training and once during "Validating best.pt", and the run
    must still end with one results.csv row per epoch, stored.
 4. scripts/train.py --ray-workers 2 (NCCL DDP over two GPUs) when the machine has two or more.
+5. gpu_throughput.py: yolov5s at 640 with the loader at 2 and 8 cores per GPU — does the GPU wait on it?
+   (`python benchmarks/gpu_throughput.py --compile` times the step under torch.compile against eager mode.)
 Prints one markdown table; exit status 1 when any check failed.
 """
 
@@ -20,6 +22,7 @@ import argparse
 import math
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -32,6 +35,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import gpu_throughput  # noqa: E402
 
 Row = tuple[str, str, bool]
 MIN_BUILTIN_MAP50 = 0.5  # the built-in checkpoint finds most shapes; far below means the GPU path broke it
@@ -171,10 +177,20 @@ def train_killing_rank0(address: str, args: list[str], triggers: list[Callable[[
     return proc.returncode, "".join(lines)
 
 
+def ray_cli() -> list[str]:
+    """The `ray` command: beside this Python, else on PATH (a --target install), else through Python itself."""
+    beside = Path(sys.executable).with_name("ray")
+    if beside.is_file():
+        return [str(beside)]
+    found = shutil.which("ray")
+    through_python = "import sys; from ray.scripts.scripts import main; sys.exit(main())"
+    return [found] if found else [sys.executable, "-c", through_python]
+
+
 def ray_train_with_failures(args: argparse.Namespace, cfg: dict, out: Path) -> list[Row]:
     """Ray Train + NCCL + file:// upload on one GPU, rank 0 killed mid-training and in the final validation."""
     port = free_port()
-    head = subprocess.Popen([str(Path(sys.executable).with_name("ray")), "start", "--head", "--port", str(port),
+    head = subprocess.Popen([*ray_cli(), "start", "--head", "--port", str(port),
                              "--num-gpus", "1", "--include-dashboard", "false", "--block"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     store, epochs = out / "store", 4
@@ -227,6 +243,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=3, help="epochs of the single-GPU training (2 or more)")
     parser.add_argument("--generations", type=int, default=4, help="rows of the fractional-GPU evolution")
+    parser.add_argument("--skip-throughput", action="store_true", help="leave out the yolov5s 640 loader/step check")
     args = parser.parse_args()
     import torch
 
@@ -237,8 +254,10 @@ def main() -> int:
     rows: list[Row] = [("machine", f"{gpus} x {torch.cuda.get_device_name(0)}, torch {torch.__version__}, "
                         f"CUDA {torch.version.cuda}", True)]
     cfg = setup()
-    checks = [lambda out: single_gpu_training(args, cfg, out), lambda out: fractional_evolution(args, cfg, out),
-              lambda out: ray_train_with_failures(args, cfg, out)]
+    checks = [lambda out: single_gpu_training(args, cfg, out)]
+    if not args.skip_throughput:
+        checks.append(lambda out: gpu_throughput.loader_vs_step(out))
+    checks += [lambda out: fractional_evolution(args, cfg, out), lambda out: ray_train_with_failures(args, cfg, out)]
     if gpus >= 2:
         checks.append(lambda out: ddp_training(cfg, out))
     else:
@@ -249,7 +268,7 @@ def main() -> int:
                 rows += check(Path(tmp) / str(i))
             except Exception as e:  # one broken check must not hide the others' results
                 rows.append((f"check {i + 1}", f"{type(e).__name__}: {e}", False))
-    print("\n" + markdown_table(rows))
+            print("\n" + markdown_table(rows), flush=True)  # the table so far survives a later check's hang
     return 0 if all(ok for _, _, ok in rows) else 1
 
 
