@@ -214,6 +214,8 @@ def ray_train_with_failures(args: argparse.Namespace, cfg: dict, out: Path) -> l
             os.killpg(head.pid, signal.SIGKILL)
     run = store / "exp"
     rows = epochs_in(run / "results.csv") if (run / "results.csv").is_file() else []
+    if code != 0:
+        print(log[-4000:])
     restarts = log.count("Restarting from")
     on_cuda = bool(re.search(r"DDP rank 0/1 on Ray node \w+, cuda", log))
     stored = all((run / f).is_file() for f in ("weights/last.pt", "weights/best.pt", "opt.yaml"))
@@ -243,7 +245,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=3, help="epochs of the single-GPU training (2 or more)")
     parser.add_argument("--generations", type=int, default=4, help="rows of the fractional-GPU evolution")
-    parser.add_argument("--skip-throughput", action="store_true", help="leave out the yolov5s 640 loader/step check")
+    parser.add_argument("--only", nargs="+", choices=("train", "throughput", "evolve", "ray-train", "ddp"),
+                        help="run only these checks (default: all)")
     args = parser.parse_args()
     import torch
 
@@ -251,17 +254,19 @@ def main() -> int:
         print("error: no CUDA GPU visible to torch; run this on a GPU machine", file=sys.stderr)
         return 2
     gpus = torch.cuda.device_count()
+    cpus = f"{len(os.sched_getaffinity(0))} of {os.cpu_count()} CPUs usable"
     rows: list[Row] = [("machine", f"{gpus} x {torch.cuda.get_device_name(0)}, torch {torch.__version__}, "
-                        f"CUDA {torch.version.cuda}", True)]
+                        f"CUDA {torch.version.cuda}, {cpus}", True)]
     cfg = setup()
-    checks = [lambda out: single_gpu_training(args, cfg, out)]
-    if not args.skip_throughput:
-        checks.append(lambda out: gpu_throughput.loader_vs_step(out))
-    checks += [lambda out: fractional_evolution(args, cfg, out), lambda out: ray_train_with_failures(args, cfg, out)]
+    named = {"train": lambda out: single_gpu_training(args, cfg, out),
+             "throughput": lambda out: gpu_throughput.loader_vs_step(out),
+             "evolve": lambda out: fractional_evolution(args, cfg, out),
+             "ray-train": lambda out: ray_train_with_failures(args, cfg, out)}
     if gpus >= 2:
-        checks.append(lambda out: ddp_training(cfg, out))
+        named["ddp"] = lambda out: ddp_training(cfg, out)
     else:
         rows.append(("2-worker DDP", "skipped: one GPU (Ray Train + NCCL ran above with one worker)", True))
+    checks = [check for name, check in named.items() if name in (args.only or named)]
     with tempfile.TemporaryDirectory() as tmp:
         for i, check in enumerate(checks):
             try:

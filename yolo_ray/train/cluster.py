@@ -48,6 +48,8 @@ def connect(address: str | None, log_to_driver: bool = True, visible_gpus: str |
                         "or submit it with `ray job submit`")
     if target not in (None, "local"):
         check_reachable(target)
+    if target != "local":
+        send_auth_token_if_available()
     if target == "local" and visible_gpus:
         os.environ["CUDA_VISIBLE_DEVICES"] = visible_gpus
     from yolo_ray.console import quiet_ray
@@ -58,6 +60,26 @@ def connect(address: str | None, log_to_driver: bool = True, visible_gpus: str |
     except ConnectionError as e:
         raise UserError(f"--address {address or os.environ.get('RAY_ADDRESS')}: no Ray cluster there ({e})") from None
     return True
+
+
+def send_auth_token_if_available() -> None:
+    """Present this machine's Ray auth token when RAY_AUTH_MODE is unset.
+
+    In Ray 2.60 `ray start --head` turns token authentication on when the machine has a token (any
+    earlier local ray.init() writes ~/.ray/auth_token), but ray.init(address=...) sends it only under
+    RAY_AUTH_MODE=token and otherwise retries "Unauthenticated" until it gives up. A token sent to a
+    cluster without authentication is ignored. Ray's own helper sets the variable (inherited by every
+    process started from here) and refreshes its cached config; Ray versions before token auth lack it.
+    """
+    if os.environ.get("RAY_AUTH_MODE"):
+        return
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
 def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
