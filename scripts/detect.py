@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         from yolo_ray.infer.sources import VID_FORMATS, Skipped, is_stream_source, list_sources
         from yolo_ray.infer.streams import Streams
         from yolo_ray.train.model_setup import check_img_size
-        from yolo_ray.train.session import select_device
+        from yolo_ray.cluster.session import select_device
 
         stream = is_stream_source(opt.source)
         files = None if stream else list_sources(opt.source)

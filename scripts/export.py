@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         check_include(opt.include)
         from yolo_ray.infer.backends import weights_file
         from yolo_ray.infer.export import export_formats
-        from yolo_ray.train.session import select_device
+        from yolo_ray.cluster.session import select_device
 
         weights = [weights_file(w) for w in opt.weights]
         device = select_device(opt.device)

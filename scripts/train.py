@@ -22,8 +22,8 @@ from yolo_ray.cli import (  # noqa: E402
 )
 from yolo_ray.config import UserError, load_hyp  # noqa: E402
 from yolo_ray.console import LOGGER, TRAIN_LOG, log_file, log_level, shell_command  # noqa: E402
-from yolo_ray.train.launch import check_worker_split, prepare_launch, run_training, uses_ray  # noqa: E402
-from yolo_ray.train.storage import RunUploader, download_run, is_uri, next_run_uri, staging_dir  # noqa: E402
+from yolo_ray.cluster.launch import check_worker_split, prepare_launch, run_training, uses_ray  # noqa: E402
+from yolo_ray.cluster.storage import RunUploader, download_run, is_uri, next_run_uri, staging_dir  # noqa: E402
 from yolo_ray.train.rundir import (  # noqa: E402
     check_project, create_run_dir, find_last_checkpoint, load_resume_state, resolve_project, run_dir_of,
     save_run_files,
@@ -81,7 +81,7 @@ def fresh_run_options(opt: dict[str, Any]) -> dict[str, Any]:
     check_worker_split(opt["batch_size"], opt["ray_workers"], opt["image_weights"])
     from yolo_ray.official import weights_option
     from yolo_ray.train.model_setup import train_image_size  # torch: only once the cheap checks passed
-    from yolo_ray.train.session import select_device
+    from yolo_ray.cluster.session import select_device
     from yolo_ray.train.trackers import tracker_settings
 
     opt["weights"] = weights_option(opt["weights"])

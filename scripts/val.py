@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         start_logging({"quiet": opt.quiet})  # --verbose is upstream val.py's: mAP by class
         _check(opt)
         from yolo_ray.data.config import load_data_config
-        from yolo_ray.train.session import select_device
+        from yolo_ray.cluster.session import select_device
 
         device = select_device(opt.device)
         data = load_data_config(opt.data if opt.data else _builtin_data())

@@ -150,8 +150,8 @@ def test_gpu_trials_on_a_cluster_with_zero_gpu_nodes_wait_for_the_autoscaler(aut
 
 @pytest.mark.timeout(120)
 def test_a_run_never_placed_is_an_error_after_the_placement_timeout(autoscaling_cluster):
-    from yolo_ray.train.cluster import wait_for_resources
-    from yolo_ray.train.placement import Node, Placement
+    from yolo_ray.cluster.nodes import wait_for_resources
+    from yolo_ray.cluster.placement import Node, Placement
 
     t0 = time.time()
     never = Placement(workers=1, cpus_per_worker=64, gpus_per_worker=0, concurrency=1)

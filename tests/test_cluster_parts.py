@@ -68,7 +68,7 @@ def test_ray_gpu_ids_map_to_the_torch_index_among_visible_devices(monkeypatch):
     import ray
     import torch
 
-    from yolo_ray.train.session import ray_assigned_device
+    from yolo_ray.cluster.session import ray_assigned_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
@@ -116,7 +116,7 @@ def test_unreachable_address_is_one_error_line_within_seconds(tmp_path, script, 
 
 def test_package_travels_to_workers_only_when_joining_another_cluster(monkeypatch):
     import yolo_ray
-    from yolo_ray.train.cluster import package_runtime_env
+    from yolo_ray.cluster.nodes import package_runtime_env
 
     monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
     env = package_runtime_env("10.0.0.1:6379")

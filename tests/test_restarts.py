@@ -69,7 +69,7 @@ def test_only_errors_a_retry_can_fix_are_retried():
     import torch
     from ray.train import WorkerGroupError
 
-    from yolo_ray.train.launch import deterministic_error
+    from yolo_ray.cluster.launch import deterministic_error
 
     def group(*errors: Exception) -> WorkerGroupError:
         return WorkerGroupError("boom", dict(enumerate(errors)))
@@ -87,7 +87,7 @@ def test_only_errors_a_retry_can_fix_are_retried():
 
 
 def test_fit_with_retries_retries_lost_workers_and_stops_at_once_on_user_errors():
-    from yolo_ray.train.launch import fit_with_retries
+    from yolo_ray.cluster.launch import fit_with_retries
 
     class Trainer:
         def __init__(self, error: Exception | None):
@@ -125,7 +125,7 @@ def test_fit_with_retries_retries_lost_workers_and_stops_at_once_on_user_errors(
 def test_upload_killed_mid_file_leaves_the_previous_file_whole(tmp_path, monkeypatch):
     import pyarrow.fs as pafs
 
-    from yolo_ray.train import storage
+    from yolo_ray.cluster import storage
 
     local, store = tmp_path / "run", tmp_path / "store"
     (local / "weights").mkdir(parents=True)
@@ -161,13 +161,13 @@ def test_upload_killed_mid_file_leaves_the_previous_file_whole(tmp_path, monkeyp
 
 @pytest.mark.parametrize("assigned, workers", [(0.99, 1), (1.99, 2), (2.0, 2), (0.5, 1), (0.01, 1), (7.99, 8)])
 def test_loader_workers_follow_the_cpus_ray_assigned_rounded_never_zero(assigned, workers):
-    from yolo_ray.train.session import loader_cpus
+    from yolo_ray.cluster.session import loader_cpus
 
     assert loader_cpus(assigned) == workers
 
 
 def test_ray_client_addresses_are_one_clear_error(monkeypatch):
-    from yolo_ray.train.cluster import connect
+    from yolo_ray.cluster.nodes import connect
 
     monkeypatch.setattr("ray.is_initialized", lambda: False)
     with pytest.raises(UserError, match="ray://head:10001: Ray Client .* `ray job submit`"):
@@ -176,7 +176,7 @@ def test_ray_client_addresses_are_one_clear_error(monkeypatch):
 
 def test_nodes_find_the_shipped_weights_in_their_own_install_and_a_stored_run_themselves(tmp_path):
     from yolo_ray.data.synthetic import BUILTIN_WEIGHTS_NAME, builtin_weights
-    from yolo_ray.train.cluster import files_every_node_needs, node_weights
+    from yolo_ray.cluster.nodes import files_every_node_needs, node_weights
 
     drivers_install = f"/opt/driver-venv/site-packages/yolo_ray/data/builtin/{BUILTIN_WEIGHTS_NAME}"
     assert node_weights(drivers_install) == str(builtin_weights())
@@ -219,7 +219,7 @@ def _rank_starts(rank: int, port: int, lasts: list[str], out_dir: str) -> None:
     import torch.distributed as dist
 
     from yolo_ray.train.restart import starting_checkpoint
-    from yolo_ray.train.session import WorkerContext
+    from yolo_ray.cluster.session import WorkerContext
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:

@@ -20,7 +20,7 @@ from yolo_ray.train.optim import (
     EarlyStopping, ModelEMA, accumulation_steps, apply_warmup, build_optimizer, lr_lambda, scaled_weight_decay,
     warmup_iterations,
 )
-from yolo_ray.train.session import select_device, worker_context
+from yolo_ray.cluster.session import select_device, worker_context
 from yolo_ray.train.validate import validate
 
 pytestmark = pytest.mark.usefixtures("one_thread")

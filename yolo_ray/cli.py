@@ -149,7 +149,7 @@ def check_range(option: str, value: float, low: float, high: float = INF, low_op
 
 def check_training_numbers(opt: dict) -> None:
     """The numeric training options both scripts take (add_training_options), before anything starts;
-    --batch-size is checked with the worker split (train.launch.check_worker_split)."""
+    --batch-size is checked with the worker split (cluster.launch.check_worker_split)."""
     check_range("epochs", opt["epochs"], 1)
     check_range("imgsz", opt["imgsz"], 1)  # rounded up to the model's stride grid later, as upstream
     check_range("workers", opt["workers"], 0)

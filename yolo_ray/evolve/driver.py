@@ -36,14 +36,14 @@ from yolo_ray.evolve.strategies import check_strategy_options, load_strategy_spa
 from yolo_ray.evolve.trackers import tune_callbacks
 from yolo_ray.evolve.trial import evolve_trial, placement_config, trial_resources
 from yolo_ray.official import weights_option
-from yolo_ray.train.cluster import (
+from yolo_ray.cluster.nodes import (
     cluster_nodes, connect, files_every_node_needs, verify_nodes_see, wait_for_resources,
 )
-from yolo_ray.train.launch import check_worker_split
+from yolo_ray.cluster.launch import check_worker_split
 from yolo_ray.train.model_setup import train_image_size
-from yolo_ray.train.placement import Placement, plan_placement
+from yolo_ray.cluster.placement import Placement, plan_placement
 from yolo_ray.train.rundir import check_project, create_run_dir, resolve_project
-from yolo_ray.train.storage import is_uri
+from yolo_ray.cluster.storage import is_uri
 from yolo_ray.train.trackers import tracker_settings
 
 DEFAULT_GENERATIONS = 300

@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 from yolo_ray.config import UserError
-from yolo_ray.train.storage import RunUploader, download_run, is_uri, next_run_uri, staging_dir
+from yolo_ray.cluster.storage import RunUploader, download_run, is_uri, next_run_uri, staging_dir
 
 
 def storage_option(storage_path: str | None, bucket: str | None) -> str | None:

@@ -15,9 +15,9 @@ from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from yolo_ray.evolve.searcher import COMPLETE_KEY, ERROR_KEY
-from yolo_ray.train.launch import deterministic_error, make_torch_trainer
+from yolo_ray.cluster.launch import deterministic_error, make_torch_trainer
 from yolo_ray.train.loop import train_loop_per_worker
-from yolo_ray.train.placement import TRIAL_CPU_SLIVER, Placement
+from yolo_ray.cluster.placement import TRIAL_CPU_SLIVER, Placement
 
 
 def trial_resources(placement: Placement) -> dict[str, float]:

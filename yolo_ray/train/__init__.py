@@ -12,7 +12,7 @@ def __getattr__(name: str) -> Any:
 
         return train_loop_per_worker
     if name == "run_training":
-        from yolo_ray.train.launch import run_training
+        from yolo_ray.cluster.launch import run_training
 
         return run_training
     raise AttributeError(f"module 'yolo_ray.train' has no attribute {name!r}")

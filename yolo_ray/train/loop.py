@@ -30,7 +30,7 @@ from yolo_ray.train.autoanchor import check_anchors
 from yolo_ray.train.checkpoint import (
     RESULTS_CSV_KEYS, append_results_row, build_checkpoint, save_checkpoint, strip_optimizer, truncate_results,
 )
-from yolo_ray.train.cluster import node_weights
+from yolo_ray.cluster.nodes import node_weights
 from yolo_ray.train.model_setup import (
     check_img_size, create_model, freeze_layers, init_seeds, process_seed, scale_loss_gains,
 )
@@ -40,10 +40,10 @@ from yolo_ray.train.optim import (
 )
 from yolo_ray.train.precision import Precision
 from yolo_ray.train.restart import epochs_to_train, finished_results, starting_checkpoint
-from yolo_ray.train.session import (
+from yolo_ray.cluster.session import (
     broadcast_from_main, claim_device, local_main_first, report, resolve_shared, worker_context,
 )
-from yolo_ray.train.storage import attach_storage, staging_dir
+from yolo_ray.cluster.storage import attach_storage, staging_dir
 from yolo_ray.train.trackers import RunTrackers
 from yolo_ray.train.validate import validate
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from yolo_ray.train.checkpoint import load_training_checkpoint, restart_checkpoint
-from yolo_ray.train.session import WorkerContext, broadcast_from_main
+from yolo_ray.cluster.session import WorkerContext, broadcast_from_main
 
 
 def starting_checkpoint(ctx: WorkerContext, resume: str | None, last: Path,

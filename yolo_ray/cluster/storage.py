@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from yolo_ray.config import UserError, temp_sibling
 
 if TYPE_CHECKING:  # torch: not for train.py's --help and option checks
-    from yolo_ray.train.session import WorkerContext
+    from yolo_ray.cluster.session import WorkerContext
 
 
 # Tries of one file's upload before the error is raised (and Ray Train's retry takes over).
@@ -136,7 +136,7 @@ def attach_storage(ctx: WorkerContext, run_uri: str | None, save_dir: Path) -> R
     A restart on another node, a resume, or a rank on a node that never held the run all need last.pt
     and the run's files locally before they read them.
     """
-    from yolo_ray.train.session import local_main_first
+    from yolo_ray.cluster.session import local_main_first
 
     if not run_uri:
         return None

@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 
 from yolo_ray.config import UserError
-from yolo_ray.train.placement import Node, NodeType, Placement, can_hold_worker, missing_now, with_node_types
+from yolo_ray.cluster.placement import Node, NodeType, Placement, can_hold_worker, missing_now, with_node_types
 from yolo_ray.train.rundir import in_ray_job
 
 CONNECT_TIMEOUT_S = 30.0

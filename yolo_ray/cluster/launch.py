@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from yolo_ray.config import UserError
-from yolo_ray.train.cluster import (
+from yolo_ray.cluster.nodes import (
     PLACEMENT_TIMEOUT_S, cluster_nodes, connect, files_every_node_needs, verify_nodes_see, wait_for_resources,
 )
-from yolo_ray.train.placement import Node, Placement, plan_placement
+from yolo_ray.cluster.placement import Node, Placement, plan_placement
 
 # Options that place the run on Ray; the loop itself never sees them.
 LAUNCH_KEYS = ("ray_workers", "cpus_per_worker", "gpus_per_worker", "address", "max_failures", "placement_timeout")
