@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _validate(opt: argparse.Namespace, weights: list[str], data: dict, device) -> None:
     from yolo_ray.infer.backends import load_backend
-    from yolo_ray.infer.val import check_model_data, run
+    from yolo_ray.evaluation.val import check_model_data, run
     from yolo_ray.models import prune
     from yolo_ray.train.model_setup import check_img_size
 

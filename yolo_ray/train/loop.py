@@ -289,7 +289,7 @@ def _train(opt: dict[str, Any], run_log: contextlib.ExitStack) -> dict[str, floa
     if best.exists():
         strip_optimizer(best)
     if best.exists() and not evolve:
-        from yolo_ray.infer.val import final_validation  # matplotlib and val's writers only when needed
+        from yolo_ray.evaluation.val import final_validation  # matplotlib and val's writers only when needed
 
         results = final_validation(best, data, val_loader, single_cls, save_dir, plots, compute_loss, device)
     if plots:

@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 
 from yolo_ray.boxes import xyxy2xywh
 from yolo_ray.data.plots import plot_images
-from yolo_ray.infer.evaluate import BatchOutput, Evaluation
+from yolo_ray.evaluation.evaluate import BatchOutput, Evaluation
 from yolo_ray.metrics import ConfusionMatrix, smooth
 
 PER_CLASS_LEGEND_MAX = 21  # more classes than this: per-class lines in grey, no legend entries

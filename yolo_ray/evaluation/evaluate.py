@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from yolo_ray.boxes import scale_boxes, xywh2xyxy
-from yolo_ray.infer.predictor import nms_input
+from yolo_ray.metrics import nms_input
 from yolo_ray.metrics import APResult, ConfusionMatrix, ap_per_class, match_predictions, non_max_suppression
 
 IOU_THRESHOLDS = torch.linspace(0.5, 0.95, 10)  # mAP@0.5:0.95

@@ -14,10 +14,10 @@ from torch import nn
 from yolo_ray.config import UserError
 from yolo_ray.console import Progress
 from yolo_ray.data import create_dataloader
-from yolo_ray.infer.evaluate import BatchOutput, Evaluation, evaluate
-from yolo_ray.infer.outputs import COCO91_IDS, COCO_ANNOTATIONS, append_labels, coco_evaluate, coco_records
-from yolo_ray.infer.plots import plot_evaluation, plot_val_batch
-from yolo_ray.infer.predictor import load_models, model_stride
+from yolo_ray.evaluation.evaluate import BatchOutput, Evaluation, evaluate
+from yolo_ray.evaluation.writers import COCO91_IDS, COCO_ANNOTATIONS, append_labels, coco_evaluate, coco_records
+from yolo_ray.evaluation.plots import plot_evaluation, plot_val_batch
+from yolo_ray.models.loading import load_models, model_stride
 
 TASKS = ("train", "val", "test", "speed", "study")
 HEADER = ("%22s" + "%11s" * 6) % ("Class", "Images", "Instances", "P", "R", "mAP50", "mAP50-95")
