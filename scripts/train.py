@@ -24,10 +24,8 @@ from yolo_ray.config import UserError, load_hyp  # noqa: E402
 from yolo_ray.console import LOGGER, TRAIN_LOG, log_file, log_level, shell_command  # noqa: E402
 from yolo_ray.cluster.launch import check_worker_split, prepare_launch, run_training, uses_ray  # noqa: E402
 from yolo_ray.cluster.storage import RunUploader, download_run, is_uri, next_run_uri, staging_dir  # noqa: E402
-from yolo_ray.train.rundir import (  # noqa: E402
-    check_project, create_run_dir, find_last_checkpoint, load_resume_state, resolve_project, run_dir_of,
-    save_run_files,
-)
+from yolo_ray.paths import check_project, create_run_dir, resolve_project  # noqa: E402
+from yolo_ray.train.rundir import find_last_checkpoint, load_resume_state, run_dir_of, save_run_files  # noqa: E402
 
 # Options that only say where the run directory goes; the loop never needs them.
 RUN_DIR_KEYS = ("project", "name", "exist_ok", "storage_path")

@@ -19,7 +19,8 @@ import torch
 import yaml
 
 from yolo_ray.config import UserError
-from yolo_ray.train.rundir import find_last_checkpoint, increment_path, resolve_project
+from yolo_ray.paths import increment_path, resolve_project
+from yolo_ray.train.rundir import find_last_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_PY = REPO / "scripts" / "train.py"

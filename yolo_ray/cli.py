@@ -134,7 +134,7 @@ def check_fraction(option: str, value: float, upper_open: bool = False) -> None:
 
 def make_run_dir(project: str, name: str, exist_ok: bool) -> Path:
     """project/name (incremented: exp, exp2, ...), created; call only once the inputs are validated."""
-    from yolo_ray.train.rundir import create_run_dir
+    from yolo_ray.paths import create_run_dir
 
     return create_run_dir(project, name, exist_ok)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from yolo_ray.config import UserError
 from yolo_ray.cluster.placement import Node, NodeType, Placement, can_hold_worker, missing_now, with_node_types
-from yolo_ray.train.rundir import in_ray_job
+from yolo_ray.paths import in_ray_job
 
 CONNECT_TIMEOUT_S = 30.0
 PROBE_TIMEOUT_S = 120.0

@@ -41,7 +41,7 @@ def _open(uri: str):
 
 def staging_dir(run_uri: str) -> Path:
     """This node's local folder for the run at run_uri (the same on every node and every attempt)."""
-    from yolo_ray.data.labels import cache_home
+    from yolo_ray.paths import cache_home
 
     return cache_home() / "staging" / hashlib.sha1(run_uri.encode()).hexdigest()[:16]
 

@@ -23,7 +23,7 @@ from ray import tune
 from yolo_ray.cli import check_range, check_training_numbers, default_model
 from yolo_ray.config import UserError, load_hyp, load_yaml, save_yaml
 from yolo_ray.console import EVOLVE_LOG, FILE_ONLY, LOGGER, log_file, shell_command
-from yolo_ray.data.labels import is_writable_dir
+from yolo_ray.paths import check_project, create_run_dir, is_writable_dir, resolve_project
 from yolo_ray.data.synthetic import default_data_yaml
 from yolo_ray.evolve.dashboard import EvolveMetrics
 from yolo_ray.evolve.evolve_csv import count_rows, remove_lock
@@ -42,7 +42,6 @@ from yolo_ray.cluster.nodes import (
 from yolo_ray.cluster.launch import check_worker_split
 from yolo_ray.train.model_setup import train_image_size
 from yolo_ray.cluster.placement import Placement, plan_placement
-from yolo_ray.train.rundir import check_project, create_run_dir, resolve_project
 from yolo_ray.cluster.storage import is_uri
 from yolo_ray.train.trackers import tracker_settings
 
