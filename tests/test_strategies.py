@@ -11,8 +11,8 @@ import pytest
 
 from yolo_ray.config import UserError, load_hyp
 from yolo_ray.evolve import EVOLVE_RESULT_KEYS, constrain, load_search_space, read_history
-from yolo_ray.evolve.ga import prepare_evolution
-from yolo_ray.evolve.random_search import RandomStrategy, random_hyp
+from yolo_ray.evolve.strategies.classic import prepare_evolution
+from yolo_ray.evolve.strategies.random_search import RandomStrategy, random_hyp
 from yolo_ray.evolve.searcher import COMPLETE_KEY, EvolveSearcher
 from yolo_ray.evolve.stopping import StopRule, eta_seconds, parse_duration, rows_since_best
 

@@ -15,7 +15,7 @@ import pytest
 
 from yolo_ray.config import load_hyp
 from yolo_ray.evolve import EVOLVE_RESULT_KEYS, read_history
-from yolo_ray.evolve.ga import prepare_evolution
+from yolo_ray.evolve.strategies.classic import prepare_evolution
 from yolo_ray.evolve.searcher import COMPLETE_KEY
 from yolo_ray.evolve.strategies import load_strategy_space
 

@@ -8,7 +8,7 @@ _EXPORTS = {
     **dict.fromkeys(("EVOLVE_RESULT_KEYS", "BestRow", "append_row", "best_row", "read_history", "write_hyp_evolve"),
                     "yolo_ray.evolve.evolve_csv"),
     **dict.fromkeys(("constrain", "mutate", "mutation_factors", "prepare_evolution", "propose", "select_parent"),
-                    "yolo_ray.evolve.ga"),
+                    "yolo_ray.evolve.strategies.classic"),
     "plot_evolve": "yolo_ray.evolve.plots",
     **dict.fromkeys(("DEFAULT_SEARCH_SPACE", "SEARCH_SPACE_DIR", "load_search_space"), "yolo_ray.evolve.space"),
 }

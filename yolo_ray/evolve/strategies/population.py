@@ -22,7 +22,7 @@ import pandas as pd
 
 from yolo_ray.config import UserError, load_yaml, save_yaml
 from yolo_ray.evolve.space import SearchSpace
-from yolo_ray.evolve.strategy import Strategy, as_stored, searched_keys, seeded_rng
+from yolo_ray.evolve.strategies.base import Strategy, as_stored, searched_keys, seeded_rng
 
 POPULATION_SIZE = 50
 ELITE_SIZE = (2, 5)

@@ -1,4 +1,5 @@
-"""--strategy: which search proposes the hyps, its search-space format, and its option checks."""
+"""The search strategies, one module each (base: the Strategy class they share), and their registry:
+--strategy's names, each one's search-space format, its option checks and its constructor."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from yolo_ray.evolve.space import DEFAULT_SEARCH_SPACE, SearchSpace, load_search
 if TYPE_CHECKING:  # evolve.py's --help reads STRATEGIES without pandas
     import pandas as pd
 
-    from yolo_ray.evolve.strategy import Strategy
+    from yolo_ray.evolve.strategies.base import Strategy
 
 STRATEGIES = ("classic", "population", "random", "tpe", "cmaes")
 DEFAULT_STRATEGY = "classic"
@@ -33,8 +34,8 @@ def check_strategy_options(opt: dict[str, Any]) -> None:
 
     opt: the evolution options (driver DEFAULTS keys); checked before any run directory exists.
     """
-    from yolo_ray.evolve.optuna_search import REQUIRED_MODULES, require_optuna
-    from yolo_ray.evolve.population import check_population_size, check_population_space
+    from yolo_ray.evolve.strategies.optuna_search import REQUIRED_MODULES, require_optuna
+    from yolo_ray.evolve.strategies.population import check_population_size, check_population_space
     from yolo_ray.evolve.stopping import parse_duration
 
     strategy = opt["strategy"]
@@ -70,19 +71,19 @@ def make_strategy(
 ) -> Strategy:
     """The strategy object, continued from the evolve.csv rows in history."""
     if strategy == "classic":
-        from yolo_ray.evolve.ga import ClassicStrategy
+        from yolo_ray.evolve.strategies.classic import ClassicStrategy
 
         return ClassicStrategy(base_hyp, meta, generations, seed, history, parent=parent)
     if strategy == "population":
-        from yolo_ray.evolve.population import PopulationStrategy
+        from yolo_ray.evolve.strategies.population import PopulationStrategy
 
         return PopulationStrategy(base_hyp, meta, generations, seed, history, save_dir, size=population)
     if strategy == "random":
-        from yolo_ray.evolve.random_search import RandomStrategy
+        from yolo_ray.evolve.strategies.random_search import RandomStrategy
 
         return RandomStrategy(base_hyp, meta, generations, seed, history)
     if strategy in ("tpe", "cmaes"):
-        from yolo_ray.evolve.optuna_search import OptunaStrategy
+        from yolo_ray.evolve.strategies.optuna_search import OptunaStrategy
 
         return OptunaStrategy(base_hyp, meta, generations, seed, history, strategy=strategy)
     raise UserError(f"--strategy {strategy!r} is unknown; choose one of {', '.join(STRATEGIES)}")

@@ -16,9 +16,9 @@ import pandas as pd
 
 from yolo_ray.config import UserError
 from yolo_ray.evolve.evolve_csv import EVOLVE_RESULT_KEYS
-from yolo_ray.evolve.ga import constrain
+from yolo_ray.evolve.strategies.classic import constrain
 from yolo_ray.evolve.space import SearchSpace
-from yolo_ray.evolve.strategy import Strategy, result_vector, searched_keys
+from yolo_ray.evolve.strategies.base import Strategy, result_vector, searched_keys
 from yolo_ray.metrics import fitness
 
 # What each strategy imports: CMA-ES in Optuna needs the separate `cmaes` package.
