@@ -66,7 +66,7 @@ def epochs_in(results_csv: Path) -> list[int]:
 def single_gpu_training(args: argparse.Namespace, cfg: dict, out: Path) -> list[Row]:
     import torch
 
-    import yolo_ray.train.loop as loop
+    import yolo_ray.training.loop as loop
     from yolo_ray.config import load_hyp
 
     timings: list[tuple[int, float]] = []
@@ -113,7 +113,7 @@ def newest_ray_logs() -> str:
 
 
 def fractional_evolution(args: argparse.Namespace, cfg: dict, out: Path) -> list[Row]:
-    from yolo_ray.evolve import read_history
+    from yolo_ray.evolution import read_history
 
     model = ["--cfg", cfg["cfg"]] if cfg["cfg"] else ["--weights", cfg["weights"]]
     done, seconds = run_cli(["scripts/evolve.py", "--data", cfg["data"], *model, "--imgsz", str(cfg["imgsz"]),

@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         from yolo_ray.infer.detect import DetectOptions, run, single_frames
         from yolo_ray.infer.sources import VID_FORMATS, Skipped, is_stream_source, list_sources
         from yolo_ray.infer.streams import Streams
-        from yolo_ray.train.model_setup import check_img_size
+        from yolo_ray.training.model_setup import check_img_size
         from yolo_ray.cluster.session import select_device
 
         stream = is_stream_source(opt.source)

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from yolo_ray.cli import OneLineParser, add_console_options, add_training_options, start_logging  # noqa: E402
 from yolo_ray.config import UserError  # noqa: E402
 from yolo_ray.console import LOGGER  # noqa: E402
-from yolo_ray.evolve.strategies import STRATEGIES  # noqa: E402
+from yolo_ray.evolution.strategies import STRATEGIES  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         opt = vars(build_parser().parse_args(argv))
         start_logging(opt)
-        from yolo_ray.evolve.driver import run_evolution
+        from yolo_ray.evolution.driver import run_evolution
 
         summary = run_evolution(opt)
     except UserError as e:

@@ -25,7 +25,7 @@ from yolo_ray.console import LOGGER, TRAIN_LOG, log_file, log_level, shell_comma
 from yolo_ray.cluster.launch import check_worker_split, prepare_launch, run_training, uses_ray  # noqa: E402
 from yolo_ray.cluster.storage import RunUploader, download_run, is_uri, next_run_uri, staging_dir  # noqa: E402
 from yolo_ray.paths import check_project, create_run_dir, resolve_project  # noqa: E402
-from yolo_ray.train.rundir import find_last_checkpoint, load_resume_state, run_dir_of, save_run_files  # noqa: E402
+from yolo_ray.training.rundir import find_last_checkpoint, load_resume_state, run_dir_of, save_run_files  # noqa: E402
 
 # Options that only say where the run directory goes; the loop never needs them.
 RUN_DIR_KEYS = ("project", "name", "exist_ok", "storage_path")
@@ -78,9 +78,9 @@ def fresh_run_options(opt: dict[str, Any]) -> dict[str, Any]:
             check_range(option.replace("_", "-"), opt[option], 0)
     check_worker_split(opt["batch_size"], opt["ray_workers"], opt["image_weights"])
     from yolo_ray.official import weights_option
-    from yolo_ray.train.model_setup import train_image_size  # torch: only once the cheap checks passed
+    from yolo_ray.training.model_setup import train_image_size  # torch: only once the cheap checks passed
     from yolo_ray.cluster.session import select_device
-    from yolo_ray.train.trackers import tracker_settings
+    from yolo_ray.training.trackers import tracker_settings
 
     opt["weights"] = weights_option(opt["weights"])
     opt["cfg"] = _model_cfg(opt["cfg"])

@@ -78,7 +78,7 @@ def _validate(opt: argparse.Namespace, weights: list[str], data: dict, device) -
     from yolo_ray.infer.backends import load_backend
     from yolo_ray.evaluation.val import check_model_data, run
     from yolo_ray.models import prune
-    from yolo_ray.train.model_setup import check_img_size
+    from yolo_ray.training.model_setup import check_img_size
 
     model = load_backend(weights, device, half=opt.half, dnn=opt.dnn)
     name = Path(weights[0]).name

@@ -82,8 +82,8 @@ def test_restart_takes_only_this_runs_own_unstripped_last_pt(tmp_path):
     from copy import deepcopy
 
     from yolo_ray.models import build_model
-    from yolo_ray.train.checkpoint import build_checkpoint, restart_checkpoint, save_checkpoint, strip_optimizer
-    from yolo_ray.train.optim import build_optimizer
+    from yolo_ray.training.checkpoint import build_checkpoint, restart_checkpoint, save_checkpoint, strip_optimizer
+    from yolo_ray.training.optim import build_optimizer
 
     model = build_model("yolov5n.yaml", nc=2)
     optimizer = build_optimizer(model, "SGD", 0.01, 0.9, 0.0)

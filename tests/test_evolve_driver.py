@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from yolo_ray.evolve import EVOLVE_RESULT_KEYS, read_history
-from yolo_ray.evolve.searcher import COMPLETE_KEY
+from yolo_ray.evolution import EVOLVE_RESULT_KEYS, read_history
+from yolo_ray.evolution.searcher import COMPLETE_KEY
 
 REPO = Path(__file__).resolve().parents[1]
 EVOLVE_CLI = REPO / "scripts" / "evolve.py"
@@ -77,7 +77,7 @@ def pickle_this_module_by_value() -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_killed_trial_is_retried_and_nan_trial_replaced(ray_cluster, tmp_path, stub_data):
-    from yolo_ray.evolve.driver import run_evolution
+    from yolo_ray.evolution.driver import run_evolution
 
     pickle_this_module_by_value()
     markers = tmp_path / "markers"
@@ -101,7 +101,7 @@ def scoreless_trainable(config: dict, train_config: dict) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_an_evolution_whose_trials_all_score_0_warns_and_suggests_nothing(ray_cluster, tmp_path, stub_data, capsys):
-    from yolo_ray.evolve.driver import run_evolution
+    from yolo_ray.evolution.driver import run_evolution
 
     pickle_this_module_by_value()
     summary = run_evolution({"generations": 3, "project": str(tmp_path / "runs"), "data": str(stub_data),
@@ -118,7 +118,7 @@ def test_an_evolution_whose_trials_all_score_0_warns_and_suggests_nothing(ray_cl
 @pytest.mark.slow
 @pytest.mark.timeout(90)
 def test_failure_cap_ends_the_run_with_a_clear_message(ray_cluster, tmp_path, stub_data):
-    from yolo_ray.evolve.driver import run_evolution
+    from yolo_ray.evolution.driver import run_evolution
 
     pickle_this_module_by_value()
     summary = run_evolution({"generations": 20, "project": str(tmp_path), "data": str(stub_data),
@@ -132,9 +132,9 @@ DRIVER_SCRIPT = textwrap.dedent("""
     import sys, time
     import ray
     from ray import tune
-    from yolo_ray.evolve import EVOLVE_RESULT_KEYS
-    from yolo_ray.evolve.driver import run_evolution
-    from yolo_ray.evolve.searcher import COMPLETE_KEY
+    from yolo_ray.evolution import EVOLVE_RESULT_KEYS
+    from yolo_ray.evolution.driver import run_evolution
+    from yolo_ray.evolution.searcher import COMPLETE_KEY
 
     def trainable(config, train_config):
         time.sleep(0.5)
@@ -157,7 +157,7 @@ def rows_in(csv_path: Path) -> int:
 @pytest.mark.slow
 @pytest.mark.timeout(150)
 def test_driver_killed_then_resumed_ends_with_exactly_n_rows(ray_cluster, tmp_path, stub_data):
-    from yolo_ray.evolve.driver import run_evolution
+    from yolo_ray.evolution.driver import run_evolution
 
     script = tmp_path / "driver.py"
     script.write_text(DRIVER_SCRIPT)

@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 
 from yolo_ray.config import UserError, load_hyp
-from yolo_ray.evolve import EVOLVE_RESULT_KEYS, constrain, load_search_space, read_history
-from yolo_ray.evolve.strategies.classic import prepare_evolution
-from yolo_ray.evolve.strategies.random_search import RandomStrategy, random_hyp
-from yolo_ray.evolve.searcher import COMPLETE_KEY, EvolveSearcher
-from yolo_ray.evolve.stopping import StopRule, eta_seconds, parse_duration, rows_since_best
+from yolo_ray.evolution import EVOLVE_RESULT_KEYS, constrain, load_search_space, read_history
+from yolo_ray.evolution.strategies.classic import prepare_evolution
+from yolo_ray.evolution.strategies.random_search import RandomStrategy, random_hyp
+from yolo_ray.evolution.searcher import COMPLETE_KEY, EvolveSearcher
+from yolo_ray.evolution.stopping import StopRule, eta_seconds, parse_duration, rows_since_best
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -20,7 +20,7 @@ import yaml
 
 from yolo_ray.config import UserError
 from yolo_ray.paths import increment_path, resolve_project
-from yolo_ray.train.rundir import find_last_checkpoint
+from yolo_ray.training.rundir import find_last_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_PY = REPO / "scripts" / "train.py"
@@ -122,8 +122,8 @@ def test_find_last_checkpoint_picks_the_newest(tmp_path):
 
 @pytest.mark.timeout(30)
 def test_results_png_and_its_smoothing(tmp_path):
-    from yolo_ray.train.checkpoint import RESULTS_CSV_KEYS, append_results_row
-    from yolo_ray.train.plots import plot_results, smooth
+    from yolo_ray.training.checkpoint import RESULTS_CSV_KEYS, append_results_row
+    from yolo_ray.training.plots import plot_results, smooth
 
     ramp = np.arange(40.0)
     assert np.allclose(smooth(ramp)[12:-12], ramp[12:-12])  # a symmetric kernel keeps a line's interior

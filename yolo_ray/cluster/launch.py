@@ -100,7 +100,7 @@ def run_training(opt: dict[str, Any], launch: Launch | None = None) -> dict[str,
     launch = launch or prepare_launch(opt)
     config = {k: v for k, v in opt.items() if k not in LAUNCH_KEYS}
     if launch.placement is None:
-        from yolo_ray.train.loop import train_loop_per_worker
+        from yolo_ray.training.loop import train_loop_per_worker
 
         return train_loop_per_worker(config)
     config.update(run_id=uuid.uuid4().hex, gpu_memory_fraction=launch.placement.gpu_memory_fraction)
@@ -147,7 +147,7 @@ def make_torch_trainer(config: dict[str, Any], placement: Placement, callbacks: 
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from yolo_ray.train.loop import train_loop_per_worker
+    from yolo_ray.training.loop import train_loop_per_worker
 
     resources = {"CPU": placement.cpus_per_worker}
     if placement.gpus_per_worker:

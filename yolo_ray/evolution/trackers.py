@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from yolo_ray.train.trackers import tracker_settings
+from yolo_ray.training.trackers import tracker_settings
 
 LOGGER = logging.getLogger(__name__)
 

@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from yolo_ray.config import UserError
-from yolo_ray.evolve.space import DEFAULT_SEARCH_SPACE, SearchSpace, load_search_space
+from yolo_ray.evolution.space import DEFAULT_SEARCH_SPACE, SearchSpace, load_search_space
 
 if TYPE_CHECKING:  # evolve.py's --help reads STRATEGIES without pandas
     import pandas as pd
 
-    from yolo_ray.evolve.strategies.base import Strategy
+    from yolo_ray.evolution.strategies.base import Strategy
 
 STRATEGIES = ("classic", "population", "random", "tpe", "cmaes")
 DEFAULT_STRATEGY = "classic"
@@ -34,9 +34,9 @@ def check_strategy_options(opt: dict[str, Any]) -> None:
 
     opt: the evolution options (driver DEFAULTS keys); checked before any run directory exists.
     """
-    from yolo_ray.evolve.strategies.optuna_search import REQUIRED_MODULES, require_optuna
-    from yolo_ray.evolve.strategies.population import check_population_size, check_population_space
-    from yolo_ray.evolve.stopping import parse_duration
+    from yolo_ray.evolution.strategies.optuna_search import REQUIRED_MODULES, require_optuna
+    from yolo_ray.evolution.strategies.population import check_population_size, check_population_space
+    from yolo_ray.evolution.stopping import parse_duration
 
     strategy = opt["strategy"]
     if strategy not in STRATEGIES:
@@ -71,19 +71,19 @@ def make_strategy(
 ) -> Strategy:
     """The strategy object, continued from the evolve.csv rows in history."""
     if strategy == "classic":
-        from yolo_ray.evolve.strategies.classic import ClassicStrategy
+        from yolo_ray.evolution.strategies.classic import ClassicStrategy
 
         return ClassicStrategy(base_hyp, meta, generations, seed, history, parent=parent)
     if strategy == "population":
-        from yolo_ray.evolve.strategies.population import PopulationStrategy
+        from yolo_ray.evolution.strategies.population import PopulationStrategy
 
         return PopulationStrategy(base_hyp, meta, generations, seed, history, save_dir, size=population)
     if strategy == "random":
-        from yolo_ray.evolve.strategies.random_search import RandomStrategy
+        from yolo_ray.evolution.strategies.random_search import RandomStrategy
 
         return RandomStrategy(base_hyp, meta, generations, seed, history)
     if strategy in ("tpe", "cmaes"):
-        from yolo_ray.evolve.strategies.optuna_search import OptunaStrategy
+        from yolo_ray.evolution.strategies.optuna_search import OptunaStrategy
 
         return OptunaStrategy(base_hyp, meta, generations, seed, history, strategy=strategy)
     raise UserError(f"--strategy {strategy!r} is unknown; choose one of {', '.join(STRATEGIES)}")

@@ -62,7 +62,7 @@ class EvolveProgress:
 
     def __call__(self, rows: int, best_fitness: float, trial_seconds: float = math.nan) -> None:
         from yolo_ray.console import format_duration
-        from yolo_ray.evolve.stopping import eta_seconds
+        from yolo_ray.evolution.stopping import eta_seconds
 
         if math.isfinite(trial_seconds):
             self.trial_seconds.append(trial_seconds)
@@ -86,8 +86,8 @@ class EvolveProgress:
 
     def refresh(self, plot: bool = True) -> None:
         """Rewrite hyp_evolve.yaml (and evolve.png when plot) from evolve.csv; nothing before its first row."""
-        from yolo_ray.evolve.evolve_csv import write_hyp_evolve
-        from yolo_ray.evolve.plots import plot_evolve
+        from yolo_ray.evolution.evolve_csv import write_hyp_evolve
+        from yolo_ray.evolution.plots import plot_evolve
 
         if not self.csv_path.is_file():
             return
@@ -114,7 +114,7 @@ def unranked_warning(history: pd.DataFrame, base_hyp: Mapping[str, float]) -> st
     Nothing is ranked when every row scored the same fitness (typically 0: too few epochs, or training
     from scratch), or when the fittest row is the starting hyp itself (no mutation beat it).
     """
-    from yolo_ray.evolve.evolve_csv import EVOLVE_RESULT_KEYS, best_row
+    from yolo_ray.evolution.evolve_csv import EVOLVE_RESULT_KEYS, best_row
     from yolo_ray.metrics import fitness
 
     if history.empty:

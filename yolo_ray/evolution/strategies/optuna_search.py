@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 
 from yolo_ray.config import UserError
-from yolo_ray.evolve.evolve_csv import EVOLVE_RESULT_KEYS
-from yolo_ray.evolve.strategies.classic import constrain
-from yolo_ray.evolve.space import SearchSpace
-from yolo_ray.evolve.strategies.base import Strategy, result_vector, searched_keys
+from yolo_ray.evolution.evolve_csv import EVOLVE_RESULT_KEYS
+from yolo_ray.evolution.strategies.classic import constrain
+from yolo_ray.evolution.space import SearchSpace
+from yolo_ray.evolution.strategies.base import Strategy, result_vector, searched_keys
 from yolo_ray.metrics import fitness
 
 # What each strategy imports: CMA-ES in Optuna needs the separate `cmaes` package.

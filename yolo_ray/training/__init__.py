@@ -8,11 +8,11 @@ __all__ = ["run_training", "train_loop_per_worker"]
 def __getattr__(name: str) -> Any:
     # Imported on first use: the scripts' --help and option checks need no torch
     if name == "train_loop_per_worker":
-        from yolo_ray.train.loop import train_loop_per_worker
+        from yolo_ray.training.loop import train_loop_per_worker
 
         return train_loop_per_worker
     if name == "run_training":
         from yolo_ray.cluster.launch import run_training
 
         return run_training
-    raise AttributeError(f"module 'yolo_ray.train' has no attribute {name!r}")
+    raise AttributeError(f"module 'yolo_ray.training' has no attribute {name!r}")

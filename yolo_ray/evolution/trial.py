@@ -14,9 +14,9 @@ from typing import Any
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from yolo_ray.evolve.searcher import COMPLETE_KEY, ERROR_KEY
+from yolo_ray.evolution.searcher import COMPLETE_KEY, ERROR_KEY
 from yolo_ray.cluster.launch import deterministic_error, make_torch_trainer
-from yolo_ray.train.loop import train_loop_per_worker
+from yolo_ray.training.loop import train_loop_per_worker
 from yolo_ray.cluster.placement import TRIAL_CPU_SLIVER, Placement
 
 

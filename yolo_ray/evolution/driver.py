@@ -25,25 +25,25 @@ from yolo_ray.config import UserError, load_hyp, load_yaml, save_yaml
 from yolo_ray.console import EVOLVE_LOG, FILE_ONLY, LOGGER, log_file, shell_command
 from yolo_ray.paths import check_project, create_run_dir, is_writable_dir, resolve_project
 from yolo_ray.data.synthetic import default_data_yaml
-from yolo_ray.evolve.dashboard import EvolveMetrics
-from yolo_ray.evolve.evolve_csv import count_rows, remove_lock
-from yolo_ray.evolve.progress import EvolveProgress, TrialEvents, unranked_warning
-from yolo_ray.evolve.searcher import EvolveSearcher
-from yolo_ray.evolve.space import SearchSpace, resolve_search_space
-from yolo_ray.evolve.stopping import parse_duration
-from yolo_ray.evolve.stored import claim_stored_run, fetch_stored_evolution, row_uploader, storage_option
-from yolo_ray.evolve.strategies import check_strategy_options, load_strategy_space
-from yolo_ray.evolve.trackers import tune_callbacks
-from yolo_ray.evolve.trial import evolve_trial, placement_config, trial_resources
+from yolo_ray.evolution.dashboard import EvolveMetrics
+from yolo_ray.evolution.evolve_csv import count_rows, remove_lock
+from yolo_ray.evolution.progress import EvolveProgress, TrialEvents, unranked_warning
+from yolo_ray.evolution.searcher import EvolveSearcher
+from yolo_ray.evolution.space import SearchSpace, resolve_search_space
+from yolo_ray.evolution.stopping import parse_duration
+from yolo_ray.evolution.stored import claim_stored_run, fetch_stored_evolution, row_uploader, storage_option
+from yolo_ray.evolution.strategies import check_strategy_options, load_strategy_space
+from yolo_ray.evolution.trackers import tune_callbacks
+from yolo_ray.evolution.trial import evolve_trial, placement_config, trial_resources
 from yolo_ray.official import weights_option
 from yolo_ray.cluster.nodes import (
     cluster_nodes, connect, files_every_node_needs, verify_nodes_see, wait_for_resources,
 )
 from yolo_ray.cluster.launch import check_worker_split
-from yolo_ray.train.model_setup import train_image_size
+from yolo_ray.training.model_setup import train_image_size
 from yolo_ray.cluster.placement import Placement, plan_placement
 from yolo_ray.cluster.storage import is_uri
-from yolo_ray.train.trackers import tracker_settings
+from yolo_ray.training.trackers import tracker_settings
 
 DEFAULT_GENERATIONS = 300
 # TRAIN CONFIG keys an evolution passes on to every trial (resume/nosave/noval/plots are evolve's own).
@@ -329,7 +329,7 @@ def _train_config(opt: dict[str, Any], placement: Placement, real_training: bool
     config.update(evolve=True, noval=True, nosave=True, noplots=True, report_every_epoch=bool(opt["early_stop"]))
     config.update(placement_config(placement))
     if real_training:
-        from yolo_ray.evolve.shared_images import share_decoded_images
+        from yolo_ray.evolution.shared_images import share_decoded_images
 
         if opt["share_images"]:
             config["decoded"] = share_decoded_images(config, config["imgsz"])  # on the stride grid already

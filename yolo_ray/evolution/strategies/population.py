@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 
 from yolo_ray.config import UserError, load_yaml, save_yaml
-from yolo_ray.evolve.space import SearchSpace
-from yolo_ray.evolve.strategies.base import Strategy, as_stored, searched_keys, seeded_rng
+from yolo_ray.evolution.space import SearchSpace
+from yolo_ray.evolution.strategies.base import Strategy, as_stored, searched_keys, seeded_rng
 
 POPULATION_SIZE = 50
 ELITE_SIZE = (2, 5)

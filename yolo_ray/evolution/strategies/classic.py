@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 
 from yolo_ray.config import UserError
-from yolo_ray.evolve.evolve_csv import EVOLVE_RESULT_KEYS
-from yolo_ray.evolve.space import SearchSpace
-from yolo_ray.evolve.strategies.base import Strategy, seeded_rng
+from yolo_ray.evolution.evolve_csv import EVOLVE_RESULT_KEYS
+from yolo_ray.evolution.space import SearchSpace
+from yolo_ray.evolution.strategies.base import Strategy, seeded_rng
 from yolo_ray.metrics import fitness
 
 MUTATION_PROBABILITY = 0.8

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from yolo_ray.evolve.evolve_csv import EVOLVE_RESULT_KEYS
-from yolo_ray.evolve.space import SearchSpace
+from yolo_ray.evolution.evolve_csv import EVOLVE_RESULT_KEYS
+from yolo_ray.evolution.space import SearchSpace
 
 SIGNIFICANT_DIGITS = 5  # evolve.csv holds %.5g: values kept at that precision read back unchanged
 

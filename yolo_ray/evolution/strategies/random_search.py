@@ -8,9 +8,9 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from yolo_ray.evolve.strategies.classic import constrain
-from yolo_ray.evolve.space import SearchSpace
-from yolo_ray.evolve.strategies.base import Strategy, searched_keys, seeded_rng
+from yolo_ray.evolution.strategies.classic import constrain
+from yolo_ray.evolution.space import SearchSpace
+from yolo_ray.evolution.strategies.base import Strategy, searched_keys, seeded_rng
 
 
 def random_hyp(base_hyp: Mapping[str, float], meta: SearchSpace, rng: np.random.Generator) -> dict[str, float]:

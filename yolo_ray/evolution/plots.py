@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from yolo_ray.config import temp_sibling
-from yolo_ray.evolve.evolve_csv import EVOLVE_RESULT_KEYS, best_row, read_history
+from yolo_ray.evolution.evolve_csv import EVOLVE_RESULT_KEYS, best_row, read_history
 from yolo_ray.metrics import fitness
 
 PANELS_PER_ROW = 5

@@ -26,26 +26,26 @@ from yolo_ray.data.synthetic import locate_data_yaml
 from yolo_ray.loss import ComputeLoss
 from yolo_ray.metrics import RESULT_KEYS, fitness
 from yolo_ray.models import de_parallel
-from yolo_ray.train.autoanchor import check_anchors
-from yolo_ray.train.checkpoint import (
+from yolo_ray.training.autoanchor import check_anchors
+from yolo_ray.training.checkpoint import (
     RESULTS_CSV_KEYS, append_results_row, build_checkpoint, save_checkpoint, strip_optimizer, truncate_results,
 )
 from yolo_ray.cluster.nodes import node_weights
-from yolo_ray.train.model_setup import (
+from yolo_ray.training.model_setup import (
     check_img_size, create_model, freeze_layers, init_seeds, process_seed, scale_loss_gains,
 )
-from yolo_ray.train.optim import (
+from yolo_ray.training.optim import (
     EarlyStopping, ModelEMA, accumulation_steps, apply_warmup, build_optimizer, lr_lambda, scaled_weight_decay,
     warmup_iterations,
 )
-from yolo_ray.train.precision import Precision
-from yolo_ray.train.restart import epochs_to_train, finished_results, starting_checkpoint
+from yolo_ray.training.precision import Precision
+from yolo_ray.training.restart import epochs_to_train, finished_results, starting_checkpoint
 from yolo_ray.cluster.session import (
     broadcast_from_main, claim_device, local_main_first, report, resolve_shared, worker_context,
 )
 from yolo_ray.cluster.storage import attach_storage, staging_dir
-from yolo_ray.train.trackers import RunTrackers
-from yolo_ray.train.validate import validate
+from yolo_ray.training.trackers import RunTrackers
+from yolo_ray.training.validate import validate
 
 DEFAULTS: dict[str, Any] = {
     "weights": None, "cfg": None, "hyp": None, "epochs": 100, "batch_size": 16, "imgsz": 640,
@@ -324,7 +324,7 @@ def _validate(model: nn.Module, loader, nc: int, compute_loss: ComputeLoss, sing
 
 
 def _plot_results(results_csv: Path) -> None:
-    from yolo_ray.train.plots import plot_results  # matplotlib only when a run plots
+    from yolo_ray.training.plots import plot_results  # matplotlib only when a run plots
 
     plot_results(results_csv)
 

@@ -35,7 +35,7 @@ def load_resume_state(checkpoint: str | Path) -> tuple[dict[str, Any], int]:
     Options come from the opt.yaml beside the weights folder, else from the checkpoint itself (as
     upstream v7.0 falls back to ckpt['opt']).
     """
-    from yolo_ray.train.checkpoint import load_training_checkpoint
+    from yolo_ray.training.checkpoint import load_training_checkpoint
 
     try:
         ckpt = load_training_checkpoint(checkpoint)

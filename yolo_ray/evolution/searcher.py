@@ -21,11 +21,11 @@ import pandas as pd
 from ray.tune.search import Searcher
 
 from yolo_ray.config import UserError
-from yolo_ray.evolve.evolve_csv import EVOLVE_RESULT_KEYS, append_row, read_history
-from yolo_ray.evolve.strategies.classic import prepare_evolution
-from yolo_ray.evolve.space import SearchSpace
-from yolo_ray.evolve.stopping import StopRule
-from yolo_ray.evolve.strategies import DEFAULT_STRATEGY, make_strategy
+from yolo_ray.evolution.evolve_csv import EVOLVE_RESULT_KEYS, append_row, read_history
+from yolo_ray.evolution.strategies.classic import prepare_evolution
+from yolo_ray.evolution.space import SearchSpace
+from yolo_ray.evolution.stopping import StopRule
+from yolo_ray.evolution.strategies import DEFAULT_STRATEGY, make_strategy
 from yolo_ray.metrics import fitness
 
 LOGGER = logging.getLogger(__name__)

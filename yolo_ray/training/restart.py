@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from yolo_ray.train.checkpoint import load_training_checkpoint, restart_checkpoint
+from yolo_ray.training.checkpoint import load_training_checkpoint, restart_checkpoint
 from yolo_ray.cluster.session import WorkerContext, broadcast_from_main
 
 
