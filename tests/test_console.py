@@ -106,9 +106,10 @@ def test_help_shows_defaults_and_imports_nothing_heavy(script):
 
 
 def test_train_and_evolve_pick_the_same_model_for_user_data_and_say_so(stub_data, tmp_path, capsys):
-    from yolo_ray.cli import DEFAULT_CFG, default_model
+    from yolo_ray.options import DEFAULT_CFG
+    from yolo_ray.training.inputs import default_model
     from yolo_ray.data.synthetic import builtin_weights
-    from yolo_ray.evolution.driver import resolve_options
+    from yolo_ray.evolution.run_options import resolve_options
 
     assert default_model(None, None, None) == (None, str(builtin_weights()), default_model(None, None, None)[2])
     assert default_model("d.yaml", "yolov5s.yaml", None) == ("yolov5s.yaml", None, "")

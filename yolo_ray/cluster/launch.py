@@ -1,4 +1,4 @@
-"""Start one training run: the loop in this process, or N DDP workers under Ray Train.
+"""Where one training run executes: the loop in this process, or N DDP workers under Ray Train.
 
 One worker runs the loop directly in the calling process. Measured on the 2-core dev box: a trivial
 train function costs 2.0-2.7 s from process start through direct execution, 21.7 s through ray.init
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import os
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,12 +18,10 @@ from typing import Any
 
 from yolo_ray.config import UserError
 from yolo_ray.cluster.nodes import (
-    PLACEMENT_TIMEOUT_S, cluster_nodes, connect, files_every_node_needs, verify_nodes_see, wait_for_resources,
+    PLACEMENT_TIMEOUT_S, cluster_nodes, connect, files_every_node_needs, verify_nodes_see,
 )
 from yolo_ray.cluster.placement import Node, Placement, plan_placement
 
-# Options that place the run on Ray; the loop itself never sees them.
-LAUNCH_KEYS = ("ray_workers", "cpus_per_worker", "gpus_per_worker", "address", "max_failures", "placement_timeout")
 # NCCL/gloo collectives wait this long: rank 0 alone builds caches, validates and saves while the
 # other ranks sit in the next collective (upstream allows 3 h; Ray's default of 30 min kills big runs).
 COLLECTIVE_TIMEOUT_S = 3 * 3600
@@ -91,37 +88,6 @@ def prepare_launch(opt: dict[str, Any], shared_dir: str | Path | None = None) ->
     return Launch(placement, connected, tuple(nodes), PLACEMENT_TIMEOUT_S if timeout is None else float(timeout))
 
 
-def run_training(opt: dict[str, Any], launch: Launch | None = None) -> dict[str, Any]:
-    """Train with a TRAIN CONFIG (plus LAUNCH_KEYS) and return rank 0's final results.
-
-    Without Ray the loop runs right here. Otherwise a TorchTrainer spreads it over the placement's DDP
-    workers, restarting from the run's own last.pt after up to max_failures worker or node failures.
-    """
-    launch = launch or prepare_launch(opt)
-    config = {k: v for k, v in opt.items() if k not in LAUNCH_KEYS}
-    if launch.placement is None:
-        from yolo_ray.training.loop import train_loop_per_worker
-
-        return train_loop_per_worker(config)
-    config.update(run_id=uuid.uuid4().hex, gpu_memory_fraction=launch.placement.gpu_memory_fraction)
-    name = Path(config["save_dir"]).name
-
-    def attempt_trainer(attempt: int):
-        # before every attempt: a restart after a lost node may have to wait for the autoscaler to replace it
-        wait_for_resources(launch.placement, list(launch.nodes), launch.placement_timeout_s, "the training run")
-        return make_torch_trainer({**config, "attempt": attempt}, launch.placement,
-                                  name=name if not attempt else f"{name}-{attempt}",
-                                  placement_timeout_s=launch.placement_timeout_s)
-
-    try:
-        return fit_with_retries(attempt_trainer, max_failures=int(opt.get("max_failures") or 0))
-    finally:
-        if launch.connected_here:
-            import ray
-
-            ray.shutdown()
-
-
 def check_worker_split(batch_size: int, workers: int, image_weights: bool = False) -> None:
     """The DDP constraints upstream asserts, as user errors."""
     if workers < 1:
@@ -134,9 +100,10 @@ def check_worker_split(batch_size: int, workers: int, image_weights: bool = Fals
         raise UserError("--image-weights is not compatible with DDP training (--ray-workers > 1)")
 
 
-def make_torch_trainer(config: dict[str, Any], placement: Placement, callbacks: tuple = (), name: str = "ray_train",
+def make_torch_trainer(train_fn: Callable[[dict[str, Any]], Any], config: dict[str, Any], placement: Placement,
+                       callbacks: tuple = (), name: str = "ray_train",
                        placement_timeout_s: float = PLACEMENT_TIMEOUT_S):
-    """A TorchTrainer running train_loop_per_worker(config) on the placement's DDP workers, once.
+    """A TorchTrainer running train_fn(config) (the training loop) on the placement's DDP workers, once.
 
     Ray Train's own records go to save_dir/ray_train: metrics and run metadata only, never weights
     (the loop reports no Ray checkpoints). `name` is what the Ray dashboard's Train view shows.
@@ -147,13 +114,11 @@ def make_torch_trainer(config: dict[str, Any], placement: Placement, callbacks: 
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from yolo_ray.training.loop import train_loop_per_worker
-
     resources = {"CPU": placement.cpus_per_worker}
     if placement.gpus_per_worker:
         resources["GPU"] = placement.gpus_per_worker
     return TorchTrainer(
-        train_loop_per_worker,
+        train_fn,
         train_loop_config=config,
         torch_config=TorchConfig(timeout_s=COLLECTIVE_TIMEOUT_S),
         scaling_config=ScalingConfig(num_workers=placement.workers, use_gpu=placement.gpus_per_worker > 0,

@@ -1,4 +1,4 @@
-"""When an evolution stops before its row count, and how long it has left: --time-budget, --patience, ETA."""
+"""When an evolution stops before its row count, and how long it has left: --time-budget, --patience-rows, ETA."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def rows_since_best(history: pd.DataFrame) -> int:
 
 
 class StopRule:
-    """--time-budget (seconds from start: no new trials after it) and --patience (rows without a new best)."""
+    """--time-budget (seconds from start: no new trials after it) and --patience-rows (rows without a new best)."""
 
     def __init__(self, time_budget_s: float | None = None, patience: int | None = None, start: float | None = None):
         self.time_budget_s = time_budget_s
@@ -57,7 +57,7 @@ class StopRule:
         if self.time_budget_s is not None and now - self.start >= self.time_budget_s:
             return f"the time budget of {format_duration(self.time_budget_s)} is spent"
         if self.patience is not None and rows_since_best(history) >= self.patience:
-            return f"the best fitness has not improved for {self.patience} rows (--patience {self.patience})"
+            return f"the best fitness has not improved for {self.patience} rows (--patience-rows {self.patience})"
         return None
 
     def time_left(self, now: float | None = None) -> float | None:

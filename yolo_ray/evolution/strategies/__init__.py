@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING, Any
 
 from yolo_ray.config import UserError
 from yolo_ray.evolution.space import DEFAULT_SEARCH_SPACE, SearchSpace, load_search_space
+from yolo_ray.options import STRATEGIES
 
-if TYPE_CHECKING:  # evolve.py's --help reads STRATEGIES without pandas
+if TYPE_CHECKING:  # the registry loads without pandas
     import pandas as pd
 
     from yolo_ray.evolution.strategies.base import Strategy
 
-STRATEGIES = ("classic", "population", "random", "tpe", "cmaes")
 DEFAULT_STRATEGY = "classic"
 POPULATION_SEARCH_SPACE = "yolov5_population"
 
@@ -32,7 +32,7 @@ def load_strategy_space(strategy: str, name_or_path: str | Path) -> SearchSpace:
 def check_strategy_options(opt: dict[str, Any]) -> None:
     """Validate --strategy and its companions (fills the strategy's default search space); UserError on bad input.
 
-    opt: the evolution options (driver DEFAULTS keys); checked before any run directory exists.
+    opt: the evolution options (flat, options.EvolveConfig's); checked before any run directory exists.
     """
     from yolo_ray.evolution.strategies.optuna_search import REQUIRED_MODULES, require_optuna
     from yolo_ray.evolution.strategies.population import check_population_size, check_population_space
@@ -42,8 +42,6 @@ def check_strategy_options(opt: dict[str, Any]) -> None:
     if strategy not in STRATEGIES:
         raise UserError(f"--strategy {strategy!r} is unknown; choose one of {', '.join(STRATEGIES)}")
     check_population_size(int(opt["population"]))
-    if opt["patience"] is not None and int(opt["patience"]) < 1:
-        raise UserError(f"--patience {opt['patience']}: must be at least 1 row")
     if opt["time_budget"] is not None:
         parse_duration(opt["time_budget"])
     if strategy == "population" and opt["early_stop"]:
