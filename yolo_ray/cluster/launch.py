@@ -21,6 +21,7 @@ from yolo_ray.cluster.nodes import (
     PLACEMENT_TIMEOUT_S, cluster_nodes, connect, files_every_node_needs, verify_nodes_see,
 )
 from yolo_ray.cluster.placement import Node, Placement, plan_placement
+from yolo_ray.console import LOGGER
 
 # NCCL/gloo collectives wait this long: rank 0 alone builds caches, validates and saves while the
 # other ranks sit in the next collective (upstream allows 3 h; Ray's default of 30 min kills big runs).
@@ -83,7 +84,7 @@ def prepare_launch(opt: dict[str, Any], shared_dir: str | Path | None = None) ->
 
             ray.shutdown()
         raise
-    print(f"Ray placement: {placement.describe()}", flush=True)
+    LOGGER.info(f"Ray placement: {placement.describe()}")
     timeout = opt.get("placement_timeout")
     return Launch(placement, connected, tuple(nodes), PLACEMENT_TIMEOUT_S if timeout is None else float(timeout))
 
@@ -158,8 +159,7 @@ def fit_with_retries(make_trainer: Callable[[int], Any], max_failures: int) -> d
                 raise final from None
             if attempt == max_failures:
                 raise
-            print(f"Ray Train run failed ({_first_line(e)}); retry {attempt + 1}/{max_failures} from its last.pt",
-                  flush=True)
+            LOGGER.info(f"Ray Train run failed ({_first_line(e)}); retry {attempt + 1}/{max_failures} from its last.pt")
     return None
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from yolo_ray.config import UserError
 from yolo_ray.cluster.placement import Node, NodeType, Placement, can_hold_worker, missing_now, with_node_types
 from yolo_ray.paths import in_ray_job
+from yolo_ray.console import LOGGER
 
 CONNECT_TIMEOUT_S = 30.0
 PROBE_TIMEOUT_S = 120.0
@@ -173,11 +174,11 @@ def wait_for_resources(placement: Placement, nodes: list[Node], timeout_s: float
         t0 = time.monotonic()
         while True:
             waited = time.monotonic() - t0
-            print(f"Ray placement: waiting for {lacking} for {what} ({grow}; {waited:.0f} s of at most "
-                  f"{timeout_s:.0f} s, --placement-timeout)", flush=True)
+            LOGGER.info(f"Ray placement: waiting for {lacking} for {what} ({grow}; {waited:.0f} s of at most "
+                  f"{timeout_s:.0f} s, --placement-timeout)")
             try:
                 ray.get(group.ready(), timeout=max(0.1, min(interval_s, timeout_s - waited)))
-                print(f"Ray placement: resources ready after {time.monotonic() - t0:.0f} s", flush=True)
+                LOGGER.info(f"Ray placement: resources ready after {time.monotonic() - t0:.0f} s")
                 return
             except ray.exceptions.GetTimeoutError:
                 if time.monotonic() - t0 >= timeout_s:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from yolo_ray.config import UserError, temp_sibling
+from yolo_ray.console import LOGGER
 
 if TYPE_CHECKING:  # torch: not for train.py's --help and option checks
     from yolo_ray.cluster.session import WorkerContext
@@ -112,7 +113,7 @@ def with_retries(action: Callable[[], None], what: str, attempts: int = UPLOAD_A
             if attempt == attempts - 1:
                 raise
             wait = first_wait_s * 2**attempt
-            print(f"WARNING: {what} failed ({e}); retrying in {wait:.0f} s", flush=True)
+            LOGGER.warning(f"WARNING: {what} failed ({e}); retrying in {wait:.0f} s")
             time.sleep(wait)
 
 

@@ -18,6 +18,7 @@ from yolo_ray.evaluation.evaluate import BatchOutput, Evaluation, evaluate
 from yolo_ray.evaluation.writers import COCO91_IDS, COCO_ANNOTATIONS, append_labels, coco_evaluate, coco_records
 from yolo_ray.evaluation.plots import plot_evaluation, plot_val_batch
 from yolo_ray.models.loading import load_models, model_stride
+from yolo_ray.console import LOGGER
 
 TASKS = ("train", "val", "test", "speed", "study")
 HEADER = ("%22s" + "%11s" * 6) % ("Class", "Images", "Instances", "P", "R", "mAP50", "mAP50-95")
@@ -108,7 +109,7 @@ def run(
         pt = getattr(model, "pt", True)
         if not pt:
             batch_size = 1
-            print(f"Forcing --batch-size 1 square inference (1,3,{imgsz},{imgsz}) for non-PyTorch models")
+            LOGGER.info(f"Forcing --batch-size 1 square inference (1,3,{imgsz},{imgsz}) for non-PyTorch models")
         split = task if task in ("train", "val", "test") else "val"
         pad, rect = (0.0, False) if task == "speed" else (0.5, pt)
         loader = create_dataloader(data[split], imgsz, batch_size, model_stride(model), single_cls, pad=pad,
@@ -129,7 +130,7 @@ def run(
     if not training:
         count = len(list(save_dir.glob("labels/*.txt")))
         saved = f"\n{count} labels saved to {save_dir / 'labels'}" if save_txt else ""
-        print(f"Results saved to {save_dir}{saved}")
+        LOGGER.info(f"Results saved to {save_dir}{saved}")
     return ev
 
 
@@ -150,10 +151,10 @@ def _save_and_score_json(ev: Evaluation, records: list[dict], data: dict[str, An
                          weights_name: str, loader: Any, coco: bool) -> Evaluation:
     pred_json = save_dir / f"{Path(weights_name).stem}_predictions.json"
     anno_json = Path(data["path"]) / COCO_ANNOTATIONS
-    print(f"\nEvaluating COCO mAP... saving {pred_json}...")
+    LOGGER.info(f"\nEvaluating COCO mAP... saving {pred_json}...")
     pred_json.write_text(json.dumps(records))
     if not anno_json.is_file():
-        print(f"COCO evaluation skipped: no annotations at {anno_json}")
+        LOGGER.info(f"COCO evaluation skipped: no annotations at {anno_json}")
         return ev
     image_ids = [int(Path(f).stem) for f in loader.dataset.im_files] if coco else None
     scores = coco_evaluate(anno_json, pred_json, image_ids)
@@ -168,7 +169,7 @@ def final_validation(best: Path, data: dict[str, Any], loader: Any, single_cls: 
                      plots: bool, compute_loss: Callable | None, device: torch.device) -> tuple[float, ...]:
     """End of training, as upstream: best.pt fused (fp16 on CUDA), IoU 0.65 on COCO else 0.6, per-class
     table, plots and (COCO) json into the run. Returns the 7 validation results."""
-    print(f"\nValidating {best}...")
+    LOGGER.info(f"\nValidating {best}...")
     model = load_models(best, device, fuse=True)
     coco = is_coco(data)
     ev = run(model, data, save_dir, iou_thres=FINAL_IOU_COCO if coco else FINAL_IOU, single_cls=single_cls,

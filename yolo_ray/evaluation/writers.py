@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from yolo_ray.boxes import xyxy2xywh
+from yolo_ray.console import LOGGER
 
 # COCO's 80 detection classes among its 91 category ids (upstream's coco80_to_coco91_class).
 COCO91_IDS = (
@@ -69,13 +70,13 @@ def coco_evaluate(anno_json: Path, pred_json: Path, image_ids: list | None) -> t
     """(mAP@.5:.95, mAP@.5) from a COCO evaluator (prints its summary), or None with a message when unavailable."""
     api = _coco_api()
     if api is None:
-        print("COCO evaluation skipped: neither pycocotools nor faster-coco-eval is installed "
+        LOGGER.info("COCO evaluation skipped: neither pycocotools nor faster-coco-eval is installed "
               "(pip install 'yolo_ray[coco]')")
         return None
     COCO, COCOeval = api
     anno = COCO(str(anno_json))
     if not json.loads(pred_json.read_text()):
-        print(f"COCO evaluation skipped: {pred_json} holds no predictions")
+        LOGGER.info(f"COCO evaluation skipped: {pred_json} holds no predictions")
         return None
     pred = anno.loadRes(str(pred_json))
     evaluator = COCOeval(anno, pred, "bbox")

@@ -10,7 +10,10 @@ from pathlib import Path
 import yolo_ray
 from yolo_ray.config import HYP_KEYS, UserError, hyp_range_problem, load_yaml, to_float
 
-SEARCH_SPACE_DIR = Path(yolo_ray.__file__).resolve().parents[1] / "search_spaces"
+_PACKAGE_DIR = Path(yolo_ray.__file__).resolve().parent
+# An installed wheel holds them as package data; a checkout (or an editable install) at its top.
+SEARCH_SPACE_DIR = next((d for d in (_PACKAGE_DIR / "search_spaces", _PACKAGE_DIR.parent / "search_spaces")
+                         if d.is_dir()), _PACKAGE_DIR / "search_spaces")
 DEFAULT_SEARCH_SPACE = "yolov5"
 # `anchors` is optional in hyp files; evolution adds it (upstream's default of 3) when missing.
 EVOLVABLE_KEYS = (*HYP_KEYS, "anchors")

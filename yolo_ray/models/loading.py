@@ -11,6 +11,7 @@ from torch import nn
 from yolo_ray.config import UserError
 from yolo_ray.models.weights import load_checkpoint
 from yolo_ray.models.yolo import DetectionModel, build_model
+from yolo_ray.console import LOGGER
 
 
 def class_names(names, nc: int) -> dict[int, str]:
@@ -71,7 +72,7 @@ def load_models(weights: Sequence[str | Path] | str | Path, device: torch.device
     ensemble = Ensemble(models)
     ensemble.names, ensemble.nc, ensemble.yaml = first.names, first.nc, first.yaml
     ensemble.stride = max((m.stride for m in models), key=lambda s: float(s.max()))
-    print(f"Ensemble created with {[str(w) for w in paths]}\n")
+    LOGGER.info(f"Ensemble created with {[str(w) for w in paths]}\n")
     return ensemble.to(device).eval()
 
 

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from yolo_ray.config import temp_sibling
+from yolo_ray.console import LOGGER
 
 RESULTS_CSV_KEYS = (
     "epoch",
@@ -90,18 +91,18 @@ def restart_checkpoint(last: Path, run_id: str | None) -> str | None:
     try:
         ckpt = load_training_checkpoint(last)
     except Exception as e:  # torch raises several types for torn files
-        print(f"WARNING: cannot read {last} to restart from ({type(e).__name__}); starting over", flush=True)
+        LOGGER.warning(f"WARNING: cannot read {last} to restart from ({type(e).__name__}); starting over")
         return None
     opt = ckpt.get("opt") or {}
     if opt.get("run_id") != run_id:
         return None
     if ckpt.get("final_results") is not None:
-        print(f"Restarting after the end of training ({last} is final): finishing the upload", flush=True)
+        LOGGER.info(f"Restarting after the end of training ({last} is final): finishing the upload")
         return str(last)
     if ckpt.get("optimizer") is None or ckpt.get("epoch", -1) < 0:
         return None
     step = "the end-of-training steps" if ckpt.get("training_done") else f"epoch {ckpt['epoch'] + 1}"
-    print(f"Restarting from {last} at {step} (epoch {ckpt['epoch']} was saved before the failure)", flush=True)
+    LOGGER.info(f"Restarting from {last} at {step} (epoch {ckpt['epoch']} was saved before the failure)")
     return str(last)
 
 

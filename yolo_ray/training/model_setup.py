@@ -13,6 +13,7 @@ from torch import nn
 
 from yolo_ray.config import UserError
 from yolo_ray.models import build_model, load_checkpoint, transfer_weights
+from yolo_ray.console import LOGGER
 
 
 def process_seed(seed: int, rank: int, distributed: bool) -> int:
@@ -79,7 +80,7 @@ def check_img_size(imgsz: int, stride: int, floor: int = 0) -> int:
     """imgsz rounded up to a multiple of the model's max stride (at least floor), warning when changed."""
     new_size = max(math.ceil(imgsz / stride) * stride, floor)
     if new_size != imgsz:
-        print(f"WARNING: --img-size {imgsz} must be multiple of max stride {stride}, updating to {new_size}")
+        LOGGER.warning(f"WARNING: --img-size {imgsz} must be multiple of max stride {stride}, updating to {new_size}")
     return new_size
 
 

@@ -9,6 +9,7 @@ from typing import Callable
 import numpy as np
 import torch
 from torch import nn
+from yolo_ray.console import LOGGER
 
 NOMINAL_BATCH = 64  # gradients accumulate until about this many images went through the model
 OPTIMIZERS = ("SGD", "Adam", "AdamW")
@@ -144,8 +145,7 @@ class EarlyStopping:
         self.possible_stop = delta >= (self.patience - 1)
         stop = delta >= self.patience
         if stop:
-            print(
+            LOGGER.info(
                 f"Stopping training early as no improvement observed in last {self.patience} epochs. "
-                f"Best results observed at epoch {self.best_epoch}."
-            )
+                f"Best results observed at epoch {self.best_epoch}.")
         return stop
