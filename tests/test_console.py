@@ -105,7 +105,7 @@ def test_help_shows_defaults_and_imports_nothing_heavy(script):
         assert "(default: hyp.scratch-low.yaml)" in help_text and "--quiet" in help_text
 
 
-def test_train_and_evolve_pick_the_same_model_for_user_data_and_say_so(stub_data, tmp_path, capsys):
+def test_train_and_evolve_pick_the_same_model_for_user_data_and_say_so(stub_data, tmp_path, capsys, train_cli):
     from yolo_ray.options import DEFAULT_CFG
     from yolo_ray.training.inputs import default_model
     from yolo_ray.data.synthetic import builtin_weights
@@ -114,9 +114,6 @@ def test_train_and_evolve_pick_the_same_model_for_user_data_and_say_so(stub_data
     assert default_model(None, None, None) == (None, str(builtin_weights()), default_model(None, None, None)[2])
     assert default_model("d.yaml", "yolov5s.yaml", None) == ("yolov5s.yaml", None, "")
     console.setup_logging("info")
-    spec = __import__("importlib.util").util.spec_from_file_location("train_cli", REPO / "scripts" / "train.py")
-    train_cli = __import__("importlib.util").util.module_from_spec(spec)
-    spec.loader.exec_module(train_cli)
     opt = vars(train_cli.build_parser().parse_args(["--data", str(stub_data), "--imgsz", "64",
                                                     "--project", str(tmp_path / "runs")]))
     for key in ("quiet", "verbose"):

@@ -43,10 +43,10 @@ def test_yolo_ray_command_runs_each_script_and_says_how_when_misused(tmp_path):
 @pytest.mark.timeout(900)
 def test_the_wheel_evolves_two_generations_from_an_empty_folder(tmp_path):
     source = tmp_path / "source"  # a copy: building in place would leave build/ in the checkout
-    for name in ("pyproject.toml", "README.md", "yolo_ray", "search_spaces"):
-        copy = shutil.copytree if (REPO / name).is_dir() else shutil.copy2
-        copy(REPO / name, source / name, **({"ignore": shutil.ignore_patterns("__pycache__")}
-                                            if (REPO / name).is_dir() else {}))
+    for folder in ("yolo_ray", "search_spaces"):
+        shutil.copytree(REPO / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, source / name)
     wheels = tmp_path / "wheels"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(source),
                     "-w", str(wheels)], check=True, timeout=300)
@@ -57,15 +57,16 @@ def test_the_wheel_evolves_two_generations_from_an_empty_folder(tmp_path):
     python = venv / "bin" / "python"
     site = Path(subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                capture_output=True, text=True, check=True).stdout.strip())
-    # torch, Ray and the rest from this environment (no download), behind the wheel's own yolo_ray
+    clean_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # only what the venv holds
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps",
+                    "--ignore-installed", str(wheel)], check=True, timeout=300, cwd=tmp_path, env=clean_env)
+    # then torch, Ray and the rest from this environment (no download), behind the wheel's own yolo_ray; a
+    # plain path line, so this environment's own (editable) yolo_ray is not activated
     (site / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps", str(wheel)],
-                   check=True, timeout=300)
 
     empty = tmp_path / "empty"
     empty.mkdir()
-    env = {**os.environ, "YOLO_RAY_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "1"}
-    env.pop("PYTHONPATH", None)
+    env = {**clean_env, "YOLO_RAY_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([venv / "bin" / "yolo-ray", "evolve", "--generations", "2", "--epochs", "1",
                            "--imgsz", "64", "--batch-size", "4", "--workers", "0"],
                           capture_output=True, text=True, cwd=empty, env=env, timeout=800)

@@ -134,7 +134,7 @@ def rows_in(csv_path: Path) -> int:
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("strategy", ["population", "random"])
+@pytest.mark.parametrize("strategy", ["classic", "population", "random"])
 def test_driver_killed_then_resumed_ends_with_exactly_n_rows(ray_cluster, tmp_path, stub_data, strategy):
     from yolo_ray.evolution.driver import run_evolution
 

@@ -37,7 +37,7 @@ def same(a: float, b: float) -> bool:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, train_cli):
     from yolo_ray.data.synthetic import make_dataset
 
     root = tmp_path_factory.mktemp("tracked")
@@ -46,9 +46,7 @@ def trained(tmp_path_factory):
     mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
     mp.setenv("WANDB_MODE", "offline")
     mp.chdir(root)
-    spec = importlib.util.spec_from_file_location("train_cli", REPO / "scripts" / "train.py")
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+    cli = train_cli
     trackers = ["mlflow", "wandb"] if importlib.util.find_spec("wandb") else ["mlflow"]
     try:
         assert cli.main([*TINY_RUN, "--data", str(data), "--epochs", "2", "--project", str(root / "runs"),

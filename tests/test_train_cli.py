@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import os
 import signal
 import shlex
@@ -27,19 +26,9 @@ TRAIN_PY = REPO / "scripts" / "train.py"
 TINY_RUN = ["--cfg", "yolov5n.yaml", "--imgsz", "64", "--batch-size", "4", "--workers", "0", "--noautoanchor"]
 
 
-@pytest.fixture(scope="module")
-def cli():
-    spec = importlib.util.spec_from_file_location("train_cli", TRAIN_PY)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    from yolo_ray.data.synthetic import make_dataset
-
-    return make_dataset(tmp_path_factory.mktemp("tiny") / "data", seed=3, n_train=16, n_val=8, size=64)
+@pytest.fixture
+def cli(train_cli):
+    return train_cli
 
 
 def read_results(csv_path: Path) -> list[dict[str, float]]:

@@ -69,7 +69,7 @@ def add_config_options(group: argparse._ActionsContainer, config: type, *groups:
         for old in meta["deprecated"]:  # kept under its old name: the config says once that it is old
             shape = {k: v for k, v in kwargs.items() if k not in ("dest", "default", "help")}
             group.add_argument(old, dest=old.lstrip("-").replace("-", "_"), default=argparse.SUPPRESS,
-                               help=argparse.SUPPRESS, **shape)
+                               help=f"old spelling of {flags[0]} (still works, with a deprecation line)", **shape)
 
 
 def run_script(body: Callable[[], int]) -> int:
