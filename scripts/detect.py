@@ -1,11 +1,6 @@
-"""Run a trained YOLOv5 model on images, videos and streams: annotated copies, YOLO txt labels, crops.
+"""Detect objects in images, videos and streams; options: `python scripts/detect.py --help`.
 
-    python scripts/detect.py --weights runs/train/exp/weights/best.pt --source images/       # a folder
-    python scripts/detect.py --weights best.pt --source 'frames/*.jpg' --save-txt --save-conf
-    python scripts/detect.py --weights best.pt --source clip.mp4 --conf-thres 0.4
-    python scripts/detect.py --weights a.pt b.pt --source list.txt --save-crop                # ensemble
-    python scripts/detect.py --weights best.onnx --source 0                                    # webcam
-    python scripts/detect.py --weights best.pt --source rtsp://host/stream --imgsz 480 640     # stream
+The command lives in yolo_ray/commands/detect.py (examples there); installed, it is `yolo-ray detect`.
 """
 
 import sys

@@ -1,9 +1,6 @@
-"""Evolve YOLOv5 hyperparameters with its genetic algorithm, generations running in parallel on Ray.
+"""Evolve YOLOv5 hyperparameters; options: `python scripts/evolve.py --help`.
 
-    python scripts/evolve.py --generations 8 --epochs 3 --imgsz 160      # built-in synthetic data
-    python scripts/evolve.py --data coco128.yaml --weights yolov5s.pt --epochs 10 --address auto
-    python scripts/evolve.py --strategy population --population 8 --generations 32 --epochs 3 --imgsz 160
-    python scripts/evolve.py --resume                                    # newest runs/evolve/exp*
+The command lives in yolo_ray/commands/evolve.py (examples there); installed, it is `yolo-ray evolve`.
 """
 
 import sys

@@ -1,8 +1,6 @@
-"""Export trained weights beside themselves: yolov5 (a .pt upstream YOLOv5 loads), torchscript, onnx, openvino.
+"""Export trained weights; options: `python scripts/export.py --help`.
 
-    python scripts/export.py --weights runs/train/exp/weights/best.pt --include yolov5 onnx torchscript
-    python scripts/export.py --weights best.pt --include onnx --dynamic --simplify --imgsz 320
-    python scripts/export.py --weights best.pt --include openvino                  # best_openvino_model/
+The command lives in yolo_ray/commands/export.py (examples there); installed, it is `yolo-ray export`.
 """
 
 import sys

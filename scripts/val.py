@@ -1,13 +1,6 @@
-"""Validate trained YOLOv5 weights (one model, or several as an ensemble) on a dataset split.
+"""Validate trained weights; options: `python scripts/val.py --help`.
 
-    python scripts/val.py --weights runs/train/exp/weights/best.pt                    # built-in data
-    python scripts/val.py --weights best.pt --data coco128.yaml --imgsz 640 --verbose
-    python scripts/val.py --weights a.pt b.pt --data coco128.yaml                      # ensemble
-    python scripts/val.py --weights best.pt --task speed                               # timing only
-    python scripts/val.py --weights best.pt --prune 0.3                                # mAP after pruning
-    python scripts/val.py --weights best.pt --augment                                  # test-time augmentation
-    python scripts/val.py --weights best.onnx --imgsz 640                              # an export
-    python scripts/val.py --weights best.pt --task study                               # mAP and speed by size
+The command lives in yolo_ray/commands/val.py (examples there); installed, it is `yolo-ray val`.
 """
 
 import sys
