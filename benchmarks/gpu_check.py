@@ -38,6 +38,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import gpu_throughput  # noqa: E402
+from gpu_throughput import speed_after_warmup  # noqa: E402
 
 Row = tuple[str, str, bool]
 MIN_BUILTIN_MAP50 = 0.5  # the built-in checkpoint finds most shapes; far below means the GPU path broke it
@@ -53,13 +54,6 @@ def setup() -> dict:
             "min_map50": MIN_BUILTIN_MAP50}
 
 
-def speed_after_warmup(timings: list[tuple[int, float]]) -> float:
-    """img/s over the epochs after the first (the first pays for loader start-up and cuDNN autotuning)."""
-    steady = timings[1:] or timings
-    seconds = sum(s for _, s in steady)
-    return sum(n for n, _ in steady) / seconds if seconds > 0 else 0.0
-
-
 def trial_devices(log_text: str) -> list[str]:
     """The device each evolution trial reported in its Ray log ('cuda:0', 'cpu', ...)."""
     return TRIAL_LINE.findall(log_text)
@@ -72,20 +66,11 @@ def epochs_in(results_csv: Path) -> list[int]:
 def single_gpu_training(args: argparse.Namespace, cfg: dict, out: Path) -> list[Row]:
     import torch
 
-    import yolo_ray.train.loop as loop
     from yolo_ray.config import load_hyp
 
-    timings: list[tuple[int, float]] = []
-
-    class TimedProgress(loop.EpochProgress):
-        def close(self) -> None:
-            super().close()
-            timings.append((self.images, self.seconds))
-
-    loop.EpochProgress = TimedProgress
     torch.cuda.reset_peak_memory_stats()
     save_dir = out / "train"
-    results = loop.train_loop_per_worker({
+    results, timings = gpu_throughput.timed_training({
         "cfg": cfg["cfg"], "weights": cfg["weights"], "data": cfg["data"], "hyp": load_hyp(None),
         "epochs": args.epochs, "batch_size": 16, "imgsz": cfg["imgsz"], "device": "0", "save_dir": str(save_dir),
         "noplots": True, "workers": 8, "noautoanchor": bool(cfg["weights"]),
@@ -119,7 +104,7 @@ def newest_ray_logs() -> str:
 
 
 def fractional_evolution(args: argparse.Namespace, cfg: dict, out: Path) -> list[Row]:
-    from yolo_ray.evolve import read_history
+    from yolo_ray.evolution import read_history
 
     model = ["--cfg", cfg["cfg"]] if cfg["cfg"] else ["--weights", cfg["weights"]]
     done, seconds = run_cli(["scripts/evolve.py", "--data", cfg["data"], *model, "--imgsz", str(cfg["imgsz"]),

@@ -64,9 +64,9 @@ def step_speed(nc: int, batch: tuple[Any, Any], compile_model: bool, steps: int 
 
     from yolo_ray.config import load_hyp
     from yolo_ray.loss import ComputeLoss
-    from yolo_ray.train.model_setup import create_model
-    from yolo_ray.train.optim import build_optimizer
-    from yolo_ray.train.precision import Precision
+    from yolo_ray.training.model_setup import create_model
+    from yolo_ray.training.optim import build_optimizer
+    from yolo_ray.training.precision import Precision
 
     torch.manual_seed(0)
     hyp = load_hyp(None)
@@ -103,30 +103,44 @@ def step_speed(nc: int, batch: tuple[Any, Any], compile_model: bool, steps: int 
     return steps * BATCH / (time.perf_counter() - t0), first_seconds, first_loss
 
 
-def training_speed(data_yaml: str, workers: int, out: Path, epochs: int = 3) -> float:
-    """img/s of real training epochs after the first (yolov5s from its yaml, 640, batch 32)."""
-    import yolo_ray.train.loop as loop
-    from yolo_ray.config import load_hyp
+def timed_training(config: dict[str, Any]) -> tuple[dict[str, float], list[tuple[int, float]]]:
+    """The training loop in this process: its final results and each epoch's (images, seconds)."""
+    import yolo_ray.training.epoch as epoch
+    from yolo_ray.training.loop import train_loop_per_worker
 
     timings: list[tuple[int, float]] = []
 
-    class TimedProgress(loop.EpochProgress):
+    class TimedProgress(epoch.EpochProgress):
         def close(self) -> None:
             super().close()
             timings.append((self.images, self.seconds))
 
-    plain = loop.EpochProgress
-    loop.EpochProgress = TimedProgress
+    plain = epoch.EpochProgress
+    epoch.EpochProgress = TimedProgress
     try:
-        loop.train_loop_per_worker({
-            "cfg": "yolov5s.yaml", "weights": None, "data": data_yaml, "hyp": load_hyp(None), "epochs": epochs,
-            "batch_size": BATCH, "imgsz": IMGSZ, "device": DEVICE, "save_dir": str(out / f"train-w{workers}"),
-            "noplots": True, "noval": True, "workers": workers,
-        })
+        results = train_loop_per_worker(config)
     finally:
-        loop.EpochProgress = plain
+        epoch.EpochProgress = plain
+    return results, timings
+
+
+def speed_after_warmup(timings: list[tuple[int, float]]) -> float:
+    """img/s over the epochs after the first (the first pays for loader start-up and cuDNN autotuning)."""
     steady = timings[1:] or timings
-    return sum(n for n, _ in steady) / max(sum(s for _, s in steady), 1e-9)
+    seconds = sum(s for _, s in steady)
+    return sum(n for n, _ in steady) / seconds if seconds > 0 else 0.0
+
+
+def training_speed(data_yaml: str, workers: int, out: Path, epochs: int = 3) -> float:
+    """img/s of real training epochs after the first (yolov5s from its yaml, 640, batch 32)."""
+    from yolo_ray.config import load_hyp
+
+    _, timings = timed_training({
+        "cfg": "yolov5s.yaml", "weights": None, "data": data_yaml, "hyp": load_hyp(None), "epochs": epochs,
+        "batch_size": BATCH, "imgsz": IMGSZ, "device": DEVICE, "save_dir": str(out / f"train-w{workers}"),
+        "noplots": True, "noval": True, "workers": workers,
+    })
+    return speed_after_warmup(timings)
 
 
 def loader_vs_step(out: Path, n_train: int = 512) -> list[Row]:

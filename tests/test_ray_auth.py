@@ -43,7 +43,7 @@ def test_a_head_that_turned_token_auth_on_is_joined_with_the_machines_token(tmp_
                 break
             except OSError:
                 time.sleep(0.5)
-        join = ("from yolo_ray.train.cluster import connect; import ray, os; "
+        join = ("from yolo_ray.cluster.nodes import connect; import ray, os; "
                 f"connect('127.0.0.1:{port}'); print('CPU', ray.cluster_resources().get('CPU'), "
                 "os.environ.get('RAY_AUTH_MODE'))")
         done = subprocess.run([sys.executable, "-c", join], env={**env, "PYTHONPATH": str(REPO)}, cwd=tmp_path,
