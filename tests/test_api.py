@@ -96,3 +96,16 @@ def test_evolves_old_patience_spelling_works_and_says_it_is_old(capsys):
     config = yolo_ray.EvolveConfig.from_options({"patience": 5})
     assert config.patience_rows == 5
     assert "--patience-rows" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_evolve_returns_the_folder_and_its_best_row_and_hyps(ray_cluster, tmp_path, tiny_data, one_thread):
+    from yolo_ray.evolution import best_row, read_history
+
+    evo = yolo_ray.evolve(generations=2, epochs=1, data=str(tiny_data), concurrency=1, seed=0,
+                          project=str(tmp_path / "runs"), **{k: v for k, v in TINY.items() if k != "device"})
+    assert evo.status == "finished" and evo.rows == 2 and evo.save_dir == tmp_path / "runs" / "exp"
+    best = best_row(read_history(evo.save_dir / "evolve.csv"))
+    assert evo.best_row == best.results and evo.best_hyp == best.hyp
+    assert set(evo.best_hyp) >= {"lr0", "mosaic"} and evo.best_row["metrics/mAP_0.5:0.95"] >= 0

@@ -82,7 +82,7 @@ def resolve_options(opt: dict[str, Any] | EvolveConfig) -> dict[str, Any]:
 
 def _given_options(opt: dict[str, Any] | EvolveConfig) -> dict[str, Any]:
     """The options as given (a config, or a mapping checked by making one), with the storage options settled."""
-    extras = {} if isinstance(opt, EvolveConfig) else {k: opt.get(k) for k in ("cwd", *RUNTIME_EXTRAS)}
+    extras = {k: None if isinstance(opt, EvolveConfig) else opt.get(k) for k in ("cwd", *RUNTIME_EXTRAS)}
     config = opt if isinstance(opt, EvolveConfig) else EvolveConfig.from_options(opt)
     given = {**config.to_dict(), **extras}
     given["storage_path"] = storage_option(given["storage_path"], given["bucket"])
