@@ -49,7 +49,7 @@ def our_loader(train: str, opt: argparse.Namespace):
 
     cache = None if opt.cache == "none" else opt.cache
     return create_dataloader(train, opt.imgsz, opt.batch_size, 32, hyp=None, augment=True, cache=cache,
-                             shuffle=True, workers=opt.workers, **({"fast_mosaic": True} if opt.fast_mosaic else {}))[0]
+                             shuffle=True, workers=opt.workers)[0]
 
 
 def dump_items(loader, path: str, items: int) -> None:
@@ -115,8 +115,8 @@ def run_side(side: str, cache: str, data: Path, opt: argparse.Namespace, *extra:
     return out.stdout
 
 
-def measure(side: str, cache: str, data: Path, opt: argparse.Namespace, fast_mosaic: bool = False) -> float:
-    stdout = run_side(side, cache, data, opt, *(["--fast-mosaic"] if fast_mosaic else []))
+def measure(side: str, cache: str, data: Path, opt: argparse.Namespace) -> float:
+    stdout = run_side(side, cache, data, opt)
     lines = [line for line in stdout.splitlines() if line.startswith("img_per_s=")]
     if not lines:
         sys.exit(f"error: the {side} loader printed no img_per_s (--cache {cache})")
@@ -149,27 +149,23 @@ def side_by_side(opt: argparse.Namespace) -> None:
         data = Path(tmp) / "data"
         shutil.copytree(Path(opt.data).parent, data)  # disk caches write .npy files beside the images
         data = data / Path(opt.data).name
-        sides = ["upstream", "ours"] + (["ours --fast-mosaic"] if opt.fast_mosaic else [])
+        sides = ["upstream", "ours"]
         best: dict[tuple[str, str], tuple[float, float]] = {}
         for cache in modes:
             for round_ in range(opt.rounds):
                 for side in sides if round_ % 2 == 0 else sides[::-1]:
                     load = load_average()
-                    value = measure(side.split()[0], cache, data, opt, fast_mosaic="fast" in side)
-                    print(f"round {round_}: --cache {cache:4s} {side:18s} {value:7.1f} img/s (load {load:.1f})",
+                    value = measure(side, cache, data, opt)
+                    print(f"round {round_}: --cache {cache:4s} {side:8s} {value:7.1f} img/s (load {load:.1f})",
                           flush=True)
                     if value > best.get((cache, side), (0.0, 0.0))[0]:
                         best[cache, side] = value, load
         print(f"\nbest of {opt.rounds}, imgsz {opt.imgsz}, batch {opt.batch_size}, {opt.workers} workers, "
               f"{os.cpu_count()} cores, epochs 2-{opt.epochs}:")
-        print("| --cache | upstream img/s | ours img/s | ratio |" + (" fast mosaic img/s | ratio |" * opt.fast_mosaic))
+        print("| --cache | upstream img/s | ours img/s | ratio |")
         for cache in modes:
-            up, ours = best[cache, "upstream"], best[cache, "ours"]
-            row = f"| {cache} | {up[0]:.0f} (load {up[1]:.1f}) | {ours[0]:.0f} (load {ours[1]:.1f}) | {ours[0] / up[0]:.2f}× |"
-            if opt.fast_mosaic:
-                fast = best[cache, "ours --fast-mosaic"]
-                row += f" {fast[0]:.0f} (load {fast[1]:.1f}) | {fast[0] / up[0]:.2f}× |"
-            print(row)
+            (up, up_load), (ours, ours_load) = best[cache, "upstream"], best[cache, "ours"]
+            print(f"| {cache} | {up:.0f} (load {up_load:.1f}) | {ours:.0f} (load {ours_load:.1f}) | {ours / up:.2f}× |")
         if {"none", "ram"} <= set(modes):  # what --cache ram gives a user of upstream's default
             print(f"ours --cache ram vs upstream's default (no cache): "
                   f"{best['ram', 'ours'][0] / best['none', 'upstream'][0]:.2f}×")
@@ -229,7 +225,6 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3, help="measurements per side and cache mode (best kept)")
     parser.add_argument("--cache", choices=(*CACHE_MODES, "all"), default="all")
-    parser.add_argument("--fast-mosaic", action="store_true", help="also measure our statistically-equal mosaic")
     parser.add_argument("--upstream", default="/tmp/up", help="an upstream YOLOv5 v7.0 checkout")
     parser.add_argument("--upstream-env", default="/tmp/upenv.sh", help="export lines for upstream's environment")
     parser.add_argument("--ours", default=str(REPO), help="the yolo_ray checkout to measure (e.g. an older commit's)")
