@@ -63,14 +63,13 @@ def box_candidates(box1: np.ndarray, box2: np.ndarray, wh_thr: float = 2, ar_thr
 
 def random_perspective(im: np.ndarray, targets: np.ndarray = (), segments: list[np.ndarray] = (),
                        degrees: float = 10, translate: float = 0.1, scale: float = 0.1, shear: float = 10,
-                       perspective: float = 0.0, border: tuple[int, int] = (0, 0), dst: np.ndarray | None = None
+                       perspective: float = 0.0, border: tuple[int, int] = (0, 0)
                        ) -> tuple[np.ndarray, np.ndarray]:
     """Random rotation/scale/shear/translation/perspective of an image and its xyxy pixel targets.
 
     The output is the input size shrunk by 2*border (negative border: the mosaic's 2s canvas back to s).
     With segments (one polygon per target), boxes are re-derived from the warped polygons, which fits
-    rotated objects much more tightly than warping box corners. dst: an array of the output's shape to
-    warp into (a loader worker reuses one instead of faulting in fresh pages for every image).
+    rotated objects much more tightly than warping box corners.
     """
     height = im.shape[0] + border[0] * 2
     width = im.shape[1] + border[1] * 2
@@ -95,9 +94,9 @@ def random_perspective(im: np.ndarray, targets: np.ndarray = (), segments: list[
 
     if border[0] != 0 or border[1] != 0 or (m != np.eye(3)).any():
         if perspective:
-            im = cv2.warpPerspective(im, m, dsize=(width, height), dst=dst, borderValue=(FILL,) * 3)
+            im = cv2.warpPerspective(im, m, dsize=(width, height), borderValue=(FILL,) * 3)
         else:
-            im = cv2.warpAffine(im, m[:2], dsize=(width, height), dst=dst, borderValue=(FILL,) * 3)
+            im = cv2.warpAffine(im, m[:2], dsize=(width, height), borderValue=(FILL,) * 3)
 
     targets = np.asarray(targets, dtype=np.float32).reshape(-1, 5)
     n = len(targets)
@@ -138,10 +137,9 @@ def augment_hsv(im: np.ndarray, hgain: float = 0.5, sgain: float = 0.5, vgain: f
     lut = np.stack(((x * r[0]) % 180,  # OpenCV hue is 0..179 and wraps around
                     np.clip(x * r[1], 0, 255),
                     np.clip(x * r[2], 0, 255)), axis=-1).astype(np.uint8).reshape(256, 1, 3)
-    # in place throughout: pixelwise conversions allow it, and a fresh HSV image would cost page faults
-    cv2.cvtColor(im, cv2.COLOR_BGR2HSV, dst=im)
-    cv2.LUT(im, lut, dst=im)  # all three channels in one pass, no split/merge copies
-    cv2.cvtColor(im, cv2.COLOR_HSV2BGR, dst=im)
+    hsv = cv2.cvtColor(im, cv2.COLOR_BGR2HSV)
+    cv2.LUT(hsv, lut, dst=hsv)  # all three channels in one pass, no split/merge copies
+    cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR, dst=im)
 
 
 def mixup(im: np.ndarray, labels: np.ndarray, im2: np.ndarray, labels2: np.ndarray

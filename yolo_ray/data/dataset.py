@@ -146,8 +146,6 @@ class LoadImagesAndLabels(torch.utils.data.Dataset):
         self.cache_disk = cache_images == "disk"
         self.decoded = None
         self._decoded_index: list[int] | None = None
-        self._buffers: dict[str, np.ndarray] = {}
-        self._buffers_pid = -1
         if decoded is not None:
             self.use_decoded(decoded)
         elif cache_images == "ram" and ram_cache_fits(self.shapes, img_size, ram_copies, prefix):
@@ -243,27 +241,13 @@ class LoadImagesAndLabels(torch.utils.data.Dataset):
         return decode_image(self.im_files[i], self.img_size, self.augment,
                             self.npy_files[i] if self.cache_disk else None)
 
-    def _worker_buffers(self) -> dict[str, np.ndarray]:
-        """This process's mosaic canvas and warp output, reused from image to image: allocating them
-        afresh costs more in page faults than the copies into them (each loader worker has its own)."""
-        if self._buffers_pid != os.getpid():
-            s = self.img_size
-            self._buffers = {"canvas": np.empty((2 * s, 2 * s, 3), np.uint8), "warped": np.empty((s, s, 3), np.uint8)}
-            self._buffers_pid = os.getpid()
-        return self._buffers
-
-    def load_mosaic(self, index: int, into_buffer: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """Four images around a random centre on a 2s canvas, then copy-paste and random perspective down to s.
-
-        into_buffer: warp into this process's reused output array, valid until the next such call.
-        """
+    def load_mosaic(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Four images around a random centre on a 2s canvas, then copy-paste and random perspective down to s."""
         s = self.img_size
         yc, xc = (int(random.uniform(-b, 2 * s + b)) for b in self.mosaic_border)
         indices = [index] + random.choices(self.indices, k=3)
         random.shuffle(indices)
-        buffers = self._worker_buffers()
-        canvas = buffers["canvas"]
-        canvas.fill(FILL)
+        canvas = np.full((2 * s, 2 * s, 3), FILL, dtype=np.uint8)
         labels4, segments4 = [], []
         # Upstream warps through segments whenever any label has one; box-only images then take their
         # boxes as 4-corner polygons, so every label keeps its own polygon.
@@ -298,14 +282,14 @@ class LoadImagesAndLabels(torch.utils.data.Dataset):
         canvas, labels4, segments4 = copy_paste(canvas, labels4, segments4, p=hyp["copy_paste"])
         return random_perspective(canvas, labels4, segments4, degrees=hyp["degrees"], translate=hyp["translate"],
                                   scale=hyp["scale"], shear=hyp["shear"], perspective=hyp["perspective"],
-                                  border=self.mosaic_border, dst=buffers["warped"] if into_buffer else None)
+                                  border=self.mosaic_border)
 
     def __getitem__(self, index: int):
         index = self.indices[index]  # image weights resample through indices
         hyp = self.hyp
         source = None  # a cached image that transforms may hand back unchanged
         if self.mosaic and random.random() < hyp["mosaic"]:
-            img, labels = self.load_mosaic(index, into_buffer=True)  # copied out below, before the next item
+            img, labels = self.load_mosaic(index)
             shapes = None
             if random.random() < hyp["mixup"]:
                 img, labels = mixup(img, labels, *self.load_mosaic(random.choice(self.indices)))
