@@ -22,8 +22,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from yolo_ray.config import load_hyp  # noqa: E402
-from yolo_ray.evolve import EVOLVE_RESULT_KEYS, load_search_space  # noqa: E402
-from yolo_ray.evolve.searcher import COMPLETE_KEY  # noqa: E402
+from yolo_ray.evolution import EVOLVE_RESULT_KEYS, load_search_space  # noqa: E402
+from yolo_ray.evolution.searcher import COMPLETE_KEY  # noqa: E402
 
 
 def stub_trainable(config: dict, train_config: dict) -> None:
@@ -64,7 +64,7 @@ def bench_stub(args: argparse.Namespace, generations: int, workdir: Path) -> flo
     import psutil
     import ray
 
-    from yolo_ray.evolve.driver import run_evolution
+    from yolo_ray.evolution.driver import run_evolution
 
     cluster = start_cluster(args)
     driver = psutil.Process()
@@ -93,8 +93,8 @@ def bench_stub(args: argparse.Namespace, generations: int, workdir: Path) -> flo
 def bench_searcher(rows: int, cycles: int, workdir: Path) -> None:
     import numpy as np
 
-    from yolo_ray.evolve.evolve_csv import format_header, format_row
-    from yolo_ray.evolve.searcher import EvolveSearcher
+    from yolo_ray.evolution.evolve_csv import format_header, format_row
+    from yolo_ray.evolution.searcher import EvolveSearcher
 
     hyp = {**load_hyp(), "anchors": 3.0}
     rng = np.random.default_rng(0)
@@ -125,7 +125,7 @@ def bench_searcher(rows: int, cycles: int, workdir: Path) -> None:
 
 def bench_real(generations: int, concurrency: int | None, imgsz: int, share_images: bool, data: str | None,
                workdir: Path, name: str) -> float:
-    from yolo_ray.evolve.driver import run_evolution
+    from yolo_ray.evolution.driver import run_evolution
 
     t0 = time.time()
     summary = run_evolution({"generations": generations, "concurrency": concurrency, "epochs": 1, "imgsz": imgsz,

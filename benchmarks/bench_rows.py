@@ -28,12 +28,19 @@ def main() -> None:
     parser.add_argument("--repo", default=str(REPO), help="the yolo_ray checkout to measure")
     opt = parser.parse_args()
     sys.path.insert(0, opt.repo)
+    import importlib
+
     import numpy as np
 
     from yolo_ray.config import load_hyp
-    from yolo_ray.evolve import EVOLVE_RESULT_KEYS, load_search_space
-    from yolo_ray.evolve.progress import EvolveProgress
-    from yolo_ray.evolve.searcher import COMPLETE_KEY, EvolveSearcher
+
+    # the package was yolo_ray.evolve in older checkouts
+    package = "yolo_ray.evolution" if (Path(opt.repo) / "yolo_ray" / "evolution").is_dir() else "yolo_ray.evolve"
+    evolution = importlib.import_module(package)
+    EVOLVE_RESULT_KEYS, load_search_space = evolution.EVOLVE_RESULT_KEYS, evolution.load_search_space
+    EvolveProgress = importlib.import_module(f"{package}.progress").EvolveProgress
+    searcher_module = importlib.import_module(f"{package}.searcher")
+    COMPLETE_KEY, EvolveSearcher = searcher_module.COMPLETE_KEY, searcher_module.EvolveSearcher
 
     logging.disable(logging.INFO)  # the per-row progress lines would flood the output
     with tempfile.TemporaryDirectory(prefix="bench_rows_") as tmp:

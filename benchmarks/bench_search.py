@@ -27,8 +27,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from yolo_ray.evolve import EVOLVE_RESULT_KEYS, read_history  # noqa: E402
-from yolo_ray.evolve.strategies import STRATEGIES  # noqa: E402
+from yolo_ray.evolution import EVOLVE_RESULT_KEYS, read_history  # noqa: E402
+from yolo_ray.evolution.strategies import STRATEGIES  # noqa: E402
 from yolo_ray.metrics import fitness  # noqa: E402
 
 
@@ -40,7 +40,7 @@ def row_fitness(csv_path: Path) -> np.ndarray:
 
 def evolve(args: argparse.Namespace, name: str, **options) -> tuple[np.ndarray, float]:
     """One evolution run with the benchmark's training settings; its row fitness and wall seconds."""
-    from yolo_ray.evolve.driver import run_evolution
+    from yolo_ray.evolution.driver import run_evolution
 
     opt = {"cfg": args.cfg, "weights": args.weights, "data": args.data, "epochs": args.epochs, "imgsz": args.imgsz,
            "batch_size": args.batch_size, "workers": 0, "concurrency": args.concurrency,

@@ -38,7 +38,7 @@ def train_config(args: argparse.Namespace, save_dir: str) -> dict:
 def throughput(args: argparse.Namespace) -> None:
     import torch
 
-    import yolo_ray.train.loop as loop
+    import yolo_ray.training.loop as loop
 
     timings = []
 
@@ -70,7 +70,7 @@ def stamp_first_step(config):
                     f.write(repr(time.time()))
             return _step(self, *a, **k)
         cls.step = timed
-    from yolo_ray.train.loop import train_loop_per_worker
+    from yolo_ray.training.loop import train_loop_per_worker
     return train_loop_per_worker(config)
 
 if mode == "direct":

@@ -11,6 +11,8 @@
    upload on one GPU; rank 0 is killed once mid-training and once during "Validating best.pt", and the run
    must still end with one results.csv row per epoch, stored.
 4. scripts/train.py --ray-workers 2 (NCCL DDP over two GPUs) when the machine has two or more.
+5. gpu_throughput.py: yolov5s at 640 with the loader at 2 and 8 cores per GPU — does the GPU wait on it?
+   (`python benchmarks/gpu_throughput.py --compile` times the step under torch.compile against eager mode.)
 Prints one markdown table; exit status 1 when any check failed.
 """
 
@@ -20,6 +22,7 @@ import argparse
 import math
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -32,6 +35,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import gpu_throughput  # noqa: E402
+from gpu_throughput import speed_after_warmup  # noqa: E402
 
 Row = tuple[str, str, bool]
 MIN_BUILTIN_MAP50 = 0.5  # the built-in checkpoint finds most shapes; far below means the GPU path broke it
@@ -47,13 +54,6 @@ def setup() -> dict:
             "min_map50": MIN_BUILTIN_MAP50}
 
 
-def speed_after_warmup(timings: list[tuple[int, float]]) -> float:
-    """img/s over the epochs after the first (the first pays for loader start-up and cuDNN autotuning)."""
-    steady = timings[1:] or timings
-    seconds = sum(s for _, s in steady)
-    return sum(n for n, _ in steady) / seconds if seconds > 0 else 0.0
-
-
 def trial_devices(log_text: str) -> list[str]:
     """The device each evolution trial reported in its Ray log ('cuda:0', 'cpu', ...)."""
     return TRIAL_LINE.findall(log_text)
@@ -66,20 +66,11 @@ def epochs_in(results_csv: Path) -> list[int]:
 def single_gpu_training(args: argparse.Namespace, cfg: dict, out: Path) -> list[Row]:
     import torch
 
-    import yolo_ray.train.loop as loop
     from yolo_ray.config import load_hyp
 
-    timings: list[tuple[int, float]] = []
-
-    class TimedProgress(loop.EpochProgress):
-        def close(self) -> None:
-            super().close()
-            timings.append((self.images, self.seconds))
-
-    loop.EpochProgress = TimedProgress
     torch.cuda.reset_peak_memory_stats()
     save_dir = out / "train"
-    results = loop.train_loop_per_worker({
+    results, timings = gpu_throughput.timed_training({
         "cfg": cfg["cfg"], "weights": cfg["weights"], "data": cfg["data"], "hyp": load_hyp(None),
         "epochs": args.epochs, "batch_size": 16, "imgsz": cfg["imgsz"], "device": "0", "save_dir": str(save_dir),
         "noplots": True, "workers": 8, "noautoanchor": bool(cfg["weights"]),
@@ -113,7 +104,7 @@ def newest_ray_logs() -> str:
 
 
 def fractional_evolution(args: argparse.Namespace, cfg: dict, out: Path) -> list[Row]:
-    from yolo_ray.evolve import read_history
+    from yolo_ray.evolution import read_history
 
     model = ["--cfg", cfg["cfg"]] if cfg["cfg"] else ["--weights", cfg["weights"]]
     done, seconds = run_cli(["scripts/evolve.py", "--data", cfg["data"], *model, "--imgsz", str(cfg["imgsz"]),
@@ -171,10 +162,20 @@ def train_killing_rank0(address: str, args: list[str], triggers: list[Callable[[
     return proc.returncode, "".join(lines)
 
 
+def ray_cli() -> list[str]:
+    """The `ray` command: beside this Python, else on PATH (a --target install), else through Python itself."""
+    beside = Path(sys.executable).with_name("ray")
+    if beside.is_file():
+        return [str(beside)]
+    found = shutil.which("ray")
+    through_python = "import sys; from ray.scripts.scripts import main; sys.exit(main())"
+    return [found] if found else [sys.executable, "-c", through_python]
+
+
 def ray_train_with_failures(args: argparse.Namespace, cfg: dict, out: Path) -> list[Row]:
     """Ray Train + NCCL + file:// upload on one GPU, rank 0 killed mid-training and in the final validation."""
     port = free_port()
-    head = subprocess.Popen([str(Path(sys.executable).with_name("ray")), "start", "--head", "--port", str(port),
+    head = subprocess.Popen([*ray_cli(), "start", "--head", "--port", str(port),
                              "--num-gpus", "1", "--include-dashboard", "false", "--block"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     store, epochs = out / "store", 4
@@ -198,6 +199,8 @@ def ray_train_with_failures(args: argparse.Namespace, cfg: dict, out: Path) -> l
             os.killpg(head.pid, signal.SIGKILL)
     run = store / "exp"
     rows = epochs_in(run / "results.csv") if (run / "results.csv").is_file() else []
+    if code != 0:
+        print(log[-4000:])
     restarts = log.count("Restarting from")
     on_cuda = bool(re.search(r"DDP rank 0/1 on Ray node \w+, cuda", log))
     stored = all((run / f).is_file() for f in ("weights/last.pt", "weights/best.pt", "opt.yaml"))
@@ -227,6 +230,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=3, help="epochs of the single-GPU training (2 or more)")
     parser.add_argument("--generations", type=int, default=4, help="rows of the fractional-GPU evolution")
+    parser.add_argument("--only", nargs="+", choices=("train", "throughput", "evolve", "ray-train", "ddp"),
+                        help="run only these checks (default: all)")
     args = parser.parse_args()
     import torch
 
@@ -234,22 +239,26 @@ def main() -> int:
         print("error: no CUDA GPU visible to torch; run this on a GPU machine", file=sys.stderr)
         return 2
     gpus = torch.cuda.device_count()
+    cpus = f"{len(os.sched_getaffinity(0))} of {os.cpu_count()} CPUs usable"
     rows: list[Row] = [("machine", f"{gpus} x {torch.cuda.get_device_name(0)}, torch {torch.__version__}, "
-                        f"CUDA {torch.version.cuda}", True)]
+                        f"CUDA {torch.version.cuda}, {cpus}", True)]
     cfg = setup()
-    checks = [lambda out: single_gpu_training(args, cfg, out), lambda out: fractional_evolution(args, cfg, out),
-              lambda out: ray_train_with_failures(args, cfg, out)]
+    named = {"train": lambda out: single_gpu_training(args, cfg, out),
+             "throughput": lambda out: gpu_throughput.loader_vs_step(out),
+             "evolve": lambda out: fractional_evolution(args, cfg, out),
+             "ray-train": lambda out: ray_train_with_failures(args, cfg, out)}
     if gpus >= 2:
-        checks.append(lambda out: ddp_training(cfg, out))
+        named["ddp"] = lambda out: ddp_training(cfg, out)
     else:
         rows.append(("2-worker DDP", "skipped: one GPU (Ray Train + NCCL ran above with one worker)", True))
+    checks = [check for name, check in named.items() if name in (args.only or named)]
     with tempfile.TemporaryDirectory() as tmp:
         for i, check in enumerate(checks):
             try:
                 rows += check(Path(tmp) / str(i))
             except Exception as e:  # one broken check must not hide the others' results
                 rows.append((f"check {i + 1}", f"{type(e).__name__}: {e}", False))
-    print("\n" + markdown_table(rows))
+            print("\n" + markdown_table(rows), flush=True)  # the table so far survives a later check's hang
     return 0 if all(ok for _, _, ok in rows) else 1
 
 

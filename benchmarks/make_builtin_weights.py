@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from yolo_ray.data.synthetic import builtin_weights  # noqa: E402
-from yolo_ray.train.checkpoint import load_training_checkpoint, save_checkpoint  # noqa: E402
+from yolo_ray.training.checkpoint import load_training_checkpoint, save_checkpoint  # noqa: E402
 
 SETTINGS = {"cfg": "yolov5n.yaml", "hyp": "hyp.scratch-low.yaml", "epochs": 60, "imgsz": 160, "batch_size": 16,
             "seed": 0}

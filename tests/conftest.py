@@ -1,4 +1,5 @@
-"""Shared fixtures: the one Ray cluster of the session, and the shared real datasets."""
+"""Shared fixtures: the one Ray cluster of the session, the shared real datasets, tiny synthetic ones, and
+the train command's functions (scripts/train.py is a thin wrapper: no test needs to load it by path)."""
 
 from __future__ import annotations
 
@@ -69,3 +70,19 @@ def stub_data(tmp_path) -> Path:
     from yolo_ray.data.synthetic import make_dataset
 
     return make_dataset(tmp_path / "data", n_train=2, n_val=1, size=32)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    """16 training and 8 validation images of 64 px: a few epochs at --imgsz 64 in seconds."""
+    from yolo_ray.data.synthetic import make_dataset
+
+    return make_dataset(tmp_path_factory.mktemp("tiny") / "data", seed=3, n_train=16, n_val=8, size=64)
+
+
+@pytest.fixture(scope="session")
+def train_cli():
+    """The train command (build_parser, fresh_run_options, claim_run_dir, resume_options, main)."""
+    from yolo_ray.commands import train
+
+    return train

@@ -47,7 +47,7 @@ def trained_run(tmp_path_factory) -> TrainedRun:
 
         from yolo_ray.config import DEFAULT_HYP, load_hyp
         from yolo_ray.data.synthetic import make_dataset
-        from yolo_ray.train import train_loop_per_worker
+        from yolo_ray.training import train_loop_per_worker
 
         root = tmp_path_factory.mktemp("infer")
         data = make_dataset(root / "data", seed=1, n_train=64, n_val=16, size=IMGSZ)

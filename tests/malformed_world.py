@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from yolo_ray.config import DEFAULT_HYP
-from yolo_ray.evolve.evolve_csv import EVOLVE_RESULT_KEYS, format_header, format_row
+from yolo_ray.evolution.evolve_csv import EVOLVE_RESULT_KEYS, format_header, format_row
 
 CACHE_SUFFIX = ".yolo_ray.cache"  # label caches may appear beside scanned labels: upstream writes them too
 READ_ONLY = stat.S_IRUSR | stat.S_IXUSR | stat.S_IRGRP | stat.S_IXGRP

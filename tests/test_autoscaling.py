@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from yolo_ray.config import UserError
-from yolo_ray.evolve import EVOLVE_RESULT_KEYS
-from yolo_ray.evolve.searcher import COMPLETE_KEY
+from yolo_ray.evolution import EVOLVE_RESULT_KEYS
+from yolo_ray.evolution.searcher import COMPLETE_KEY
 
 pytestmark = pytest.mark.slow
 
@@ -128,7 +128,7 @@ def test_gpu_trials_on_a_cluster_with_zero_gpu_nodes_wait_for_the_autoscaler(aut
                                                                               capsys):
     import ray
 
-    from yolo_ray.evolve.driver import run_evolution
+    from yolo_ray.evolution.driver import run_evolution
 
     assert sum(n["Resources"].get("GPU", 0) for n in ray.nodes() if n["Alive"]) == 0  # at rest: no GPU node
     common = {"project": str(tmp_path / "runs"), "data": str(stub_data), "seed": 1}
@@ -150,8 +150,8 @@ def test_gpu_trials_on_a_cluster_with_zero_gpu_nodes_wait_for_the_autoscaler(aut
 
 @pytest.mark.timeout(120)
 def test_a_run_never_placed_is_an_error_after_the_placement_timeout(autoscaling_cluster):
-    from yolo_ray.train.cluster import wait_for_resources
-    from yolo_ray.train.placement import Node, Placement
+    from yolo_ray.cluster.nodes import wait_for_resources
+    from yolo_ray.cluster.placement import Node, Placement
 
     t0 = time.time()
     never = Placement(workers=1, cpus_per_worker=64, gpus_per_worker=0, concurrency=1)

@@ -9,8 +9,8 @@ import torch
 import yolo_ray
 from yolo_ray.metrics import box_iou
 from yolo_ray.data.synthetic import CLASS_NAMES, builtin_weights, make_dataset, render_scene
-from yolo_ray.cli import DEFAULT_CFG
-from yolo_ray.evolve.driver import resolve_options
+from yolo_ray.options import DEFAULT_CFG
+from yolo_ray.evolution.run_options import resolve_options
 from yolo_ray.models.yolo import build_model
 
 

@@ -68,7 +68,7 @@ def test_ray_gpu_ids_map_to_the_torch_index_among_visible_devices(monkeypatch):
     import ray
     import torch
 
-    from yolo_ray.train.session import ray_assigned_device
+    from yolo_ray.cluster.session import ray_assigned_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
@@ -82,8 +82,8 @@ def test_restart_takes_only_this_runs_own_unstripped_last_pt(tmp_path):
     from copy import deepcopy
 
     from yolo_ray.models import build_model
-    from yolo_ray.train.checkpoint import build_checkpoint, restart_checkpoint, save_checkpoint, strip_optimizer
-    from yolo_ray.train.optim import build_optimizer
+    from yolo_ray.training.checkpoint import build_checkpoint, restart_checkpoint, save_checkpoint, strip_optimizer
+    from yolo_ray.training.optim import build_optimizer
 
     model = build_model("yolov5n.yaml", nc=2)
     optimizer = build_optimizer(model, "SGD", 0.01, 0.9, 0.0)
@@ -116,7 +116,7 @@ def test_unreachable_address_is_one_error_line_within_seconds(tmp_path, script, 
 
 def test_package_travels_to_workers_only_when_joining_another_cluster(monkeypatch):
     import yolo_ray
-    from yolo_ray.train.cluster import package_runtime_env
+    from yolo_ray.cluster.nodes import package_runtime_env
 
     monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
     env = package_runtime_env("10.0.0.1:6379")

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from yolo_ray import console
-from yolo_ray.evolve.evolve_csv import EVOLVE_RESULT_KEYS, append_row, read_history
-from yolo_ray.evolve.progress import unranked_warning
+from yolo_ray.evolution.evolve_csv import EVOLVE_RESULT_KEYS, append_row, read_history
+from yolo_ray.evolution.progress import unranked_warning
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted((REPO / "scripts").glob("*.py"))
@@ -105,17 +105,15 @@ def test_help_shows_defaults_and_imports_nothing_heavy(script):
         assert "(default: hyp.scratch-low.yaml)" in help_text and "--quiet" in help_text
 
 
-def test_train_and_evolve_pick_the_same_model_for_user_data_and_say_so(stub_data, tmp_path, capsys):
-    from yolo_ray.cli import DEFAULT_CFG, default_model
+def test_train_and_evolve_pick_the_same_model_for_user_data_and_say_so(stub_data, tmp_path, capsys, train_cli):
+    from yolo_ray.options import DEFAULT_CFG
+    from yolo_ray.training.inputs import default_model
     from yolo_ray.data.synthetic import builtin_weights
-    from yolo_ray.evolve.driver import resolve_options
+    from yolo_ray.evolution.run_options import resolve_options
 
     assert default_model(None, None, None) == (None, str(builtin_weights()), default_model(None, None, None)[2])
     assert default_model("d.yaml", "yolov5s.yaml", None) == ("yolov5s.yaml", None, "")
     console.setup_logging("info")
-    spec = __import__("importlib.util").util.spec_from_file_location("train_cli", REPO / "scripts" / "train.py")
-    train_cli = __import__("importlib.util").util.module_from_spec(spec)
-    spec.loader.exec_module(train_cli)
     opt = vars(train_cli.build_parser().parse_args(["--data", str(stub_data), "--imgsz", "64",
                                                     "--project", str(tmp_path / "runs")]))
     for key in ("quiet", "verbose"):
@@ -132,7 +130,7 @@ def test_train_and_evolve_pick_the_same_model_for_user_data_and_say_so(stub_data
 def test_a_checkout_named_yolo_ray_imports_from_the_folder_holding_it(tmp_path):
     (tmp_path / "yolo_ray").symlink_to(REPO, target_is_directory=True)  # a clone named as the package
     env = {k: v for k, v in script_env().items() if k != "PYTHONPATH"}
-    probe = ("import yolo_ray, yolo_ray.evolve.space as s; "
+    probe = ("import yolo_ray, yolo_ray.evolution.space as s; "
              "print(yolo_ray.__file__, callable(yolo_ray.load), s.SEARCH_SPACE_DIR.is_dir())")
     proc = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, env=env,
                           timeout=60)
@@ -158,7 +156,7 @@ def test_an_evolution_that_ranked_nothing_warns_and_a_ranked_one_does_not(tmp_pa
 
 
 def test_no_lock_file_is_left_beside_evolve_csv(tmp_path):
-    from yolo_ray.evolve.evolve_csv import remove_lock
+    from yolo_ray.evolution.evolve_csv import remove_lock
 
     csv_path = evolve_csv_with(tmp_path, [(0.1, BASE_HYP)])
     assert (tmp_path / "evolve.csv.lock").exists()  # append_row's lock stays while the run goes on
@@ -169,7 +167,7 @@ def test_no_lock_file_is_left_beside_evolve_csv(tmp_path):
 def test_evolve_png_tick_labels_do_not_overlap(tmp_path):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    from yolo_ray.evolve.plots import evolve_figure
+    from yolo_ray.evolution.plots import evolve_figure
 
     rng = np.random.default_rng(0)
     rows = [(float(rng.uniform(0, 0.4)), {"lr0": float(rng.uniform(0.008, 0.012)),

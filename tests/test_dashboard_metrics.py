@@ -19,7 +19,7 @@ class Trial:
 
 
 def test_running_trials_gauge_does_not_drift_when_a_trial_is_retried():
-    from yolo_ray.evolve.dashboard import EvolveMetrics
+    from yolo_ray.evolution.dashboard import EvolveMetrics
 
     metrics = EvolveMetrics("exp-drift-test", SearcherState())
     for event in ("start", "recover", "start", "recover", "start"):  # Tune's calls for a trial retried twice
@@ -34,7 +34,7 @@ def test_running_trials_gauge_does_not_drift_when_a_trial_is_retried():
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_evolve_metrics_are_exported_by_the_drivers_node(ray_cluster):
-    from yolo_ray.evolve.dashboard import EvolveMetrics
+    from yolo_ray.evolution.dashboard import EvolveMetrics
 
     metrics = EvolveMetrics("exp-metrics-test", SearcherState())
     metrics.on_trial_start(0, [], Trial("a"))

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from yolo_ray.config import UserError, load_hyp
-from yolo_ray.evolve import EVOLVE_RESULT_KEYS, append_row, best_row, plot_evolve, read_history, write_hyp_evolve
+from yolo_ray.evolution import EVOLVE_RESULT_KEYS, append_row, best_row, plot_evolve, read_history, write_hyp_evolve
 
 HYP = {**load_hyp(), "anchors": 3.0}
 

@@ -1,5 +1,5 @@
-"""The evolution driver under faults (killed trial, NaN trial, failure cap, driver killed then resumed),
-the CLI's errors, and one real end-to-end evolution through scripts/evolve.py."""
+"""The evolution driver under faults (killed trial, NaN trial, failure cap), the CLI's errors, and one real
+end-to-end evolution through scripts/evolve.py. A driver killed then resumed: tests/test_strategy_runs.py."""
 
 from __future__ import annotations
 
@@ -9,14 +9,12 @@ import signal
 import shlex
 import subprocess
 import sys
-import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
-from yolo_ray.evolve import EVOLVE_RESULT_KEYS, read_history
-from yolo_ray.evolve.searcher import COMPLETE_KEY
+from yolo_ray.evolution import EVOLVE_RESULT_KEYS, read_history
+from yolo_ray.evolution.searcher import COMPLETE_KEY
 
 REPO = Path(__file__).resolve().parents[1]
 EVOLVE_CLI = REPO / "scripts" / "evolve.py"
@@ -63,11 +61,6 @@ def failing_trainable(config: dict, train_config: dict) -> None:
     raise RuntimeError("this trial always fails")
 
 
-def slow_trainable(config: dict, train_config: dict) -> None:
-    time.sleep(0.5)
-    report_fitness_of(config["hyp"])
-
-
 def pickle_this_module_by_value() -> None:
     from ray import cloudpickle
 
@@ -77,7 +70,7 @@ def pickle_this_module_by_value() -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_killed_trial_is_retried_and_nan_trial_replaced(ray_cluster, tmp_path, stub_data):
-    from yolo_ray.evolve.driver import run_evolution
+    from yolo_ray.evolution.driver import run_evolution
 
     pickle_this_module_by_value()
     markers = tmp_path / "markers"
@@ -101,7 +94,7 @@ def scoreless_trainable(config: dict, train_config: dict) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_an_evolution_whose_trials_all_score_0_warns_and_suggests_nothing(ray_cluster, tmp_path, stub_data, capsys):
-    from yolo_ray.evolve.driver import run_evolution
+    from yolo_ray.evolution.driver import run_evolution
 
     pickle_this_module_by_value()
     summary = run_evolution({"generations": 3, "project": str(tmp_path / "runs"), "data": str(stub_data),
@@ -118,7 +111,7 @@ def test_an_evolution_whose_trials_all_score_0_warns_and_suggests_nothing(ray_cl
 @pytest.mark.slow
 @pytest.mark.timeout(90)
 def test_failure_cap_ends_the_run_with_a_clear_message(ray_cluster, tmp_path, stub_data):
-    from yolo_ray.evolve.driver import run_evolution
+    from yolo_ray.evolution.driver import run_evolution
 
     pickle_this_module_by_value()
     summary = run_evolution({"generations": 20, "project": str(tmp_path), "data": str(stub_data),
@@ -126,62 +119,6 @@ def test_failure_cap_ends_the_run_with_a_clear_message(ray_cluster, tmp_path, st
     assert summary.status == "failure cap" and summary.exit_code == 1
     assert summary.rows == 0 and summary.failed == 2
     assert "2 trials failed (--max-failed-trials 2)" in summary.message
-
-
-DRIVER_SCRIPT = textwrap.dedent("""
-    import sys, time
-    import ray
-    from ray import tune
-    from yolo_ray.evolve import EVOLVE_RESULT_KEYS
-    from yolo_ray.evolve.driver import run_evolution
-    from yolo_ray.evolve.searcher import COMPLETE_KEY
-
-    def trainable(config, train_config):
-        time.sleep(0.5)
-        h = config["hyp"]
-        f = 1.0 / (1.0 + abs(h["lr0"] - 0.02) * 10 + abs(h["momentum"] - 0.9))
-        tune.report({**dict(zip(EVOLVE_RESULT_KEYS, [f, f, f, f, 0.1, 0.1, 0.1])), "fitness": f,
-                     COMPLETE_KEY: True})
-
-    address, project, data = sys.argv[1:]
-    ray.init(address=address, log_to_driver=False)
-    run_evolution({"generations": 12, "project": project, "data": data, "seed": 0, "concurrency": 2},
-                  trainable=trainable)
-""")
-
-
-def rows_in(csv_path: Path) -> int:
-    return max(0, len(csv_path.read_text().splitlines()) - 1) if csv_path.is_file() else 0
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(150)
-def test_driver_killed_then_resumed_ends_with_exactly_n_rows(ray_cluster, tmp_path, stub_data):
-    from yolo_ray.evolve.driver import run_evolution
-
-    script = tmp_path / "driver.py"
-    script.write_text(DRIVER_SCRIPT)
-    project = tmp_path / "runs"
-    address = ray_cluster.get_runtime_context().gcs_address
-    proc = subprocess.Popen([sys.executable, str(script), address, str(project), str(stub_data)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    csv_path = project / "exp" / "evolve.csv"
-    try:
-        deadline = time.time() + 90
-        while rows_in(csv_path) < 3 and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.2)
-    finally:
-        proc.kill()  # SIGKILL: no handler runs, trials are in flight
-        proc.wait()
-    before = read_history(csv_path)
-    assert 3 <= len(before) < 12, "the driver was not killed mid-run"
-
-    pickle_this_module_by_value()
-    summary = run_evolution({"resume": str(project / "exp")}, trainable=slow_trainable)
-    assert summary.status == "finished"
-    after = read_history(csv_path)
-    assert len(after) == 12
-    assert after.iloc[: len(before)].equals(before)  # nothing lost or rewritten
 
 
 @pytest.mark.timeout(60)

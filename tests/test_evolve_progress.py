@@ -6,10 +6,10 @@ import pytest
 import yaml
 
 from yolo_ray.config import load_hyp
-from yolo_ray.evolve import EVOLVE_RESULT_KEYS, read_history, write_hyp_evolve
-from yolo_ray.evolve.progress import EvolveProgress
-from yolo_ray.evolve.searcher import COMPLETE_KEY, EvolveSearcher
-from yolo_ray.evolve.space import load_search_space
+from yolo_ray.evolution import EVOLVE_RESULT_KEYS, read_history, write_hyp_evolve
+from yolo_ray.evolution.progress import EvolveProgress
+from yolo_ray.evolution.searcher import COMPLETE_KEY, EvolveSearcher
+from yolo_ray.evolution.space import load_search_space
 
 
 @pytest.fixture(autouse=True)

@@ -13,7 +13,7 @@ import torch
 
 import yolo_ray
 from infer_helpers import IMGSZ, load_script, trained_run
-from yolo_ray.infer.predictor import load_models
+from yolo_ray.models.loading import load_models
 from yolo_ray.infer.upstream_pickle import UPSTREAM_NAMES, foreign_globals, pickle_globals
 from yolo_ray.models import load_checkpoint
 

@@ -25,10 +25,10 @@ from yolo_ray.data.dataset import LoadImagesAndLabels, decode_image
 from yolo_ray.data.labels import img2label_paths, list_image_files
 from yolo_ray.models import build_model, load_checkpoint
 from yolo_ray.models.yolo import DetectionModel
-from yolo_ray.train import loop
-from yolo_ray.train.checkpoint import build_checkpoint, save_checkpoint, strip_optimizer
-from yolo_ray.train.model_setup import create_model, process_seed
-from yolo_ray.train.optim import ModelEMA
+from yolo_ray.training import loop
+from yolo_ray.training.checkpoint import build_checkpoint, save_checkpoint, strip_optimizer
+from yolo_ray.training.model_setup import create_model, process_seed
+from yolo_ray.training.optim import ModelEMA
 
 REPO = Path(__file__).resolve().parents[1]
 

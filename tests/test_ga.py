@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from yolo_ray.config import UserError, load_hyp
-from yolo_ray.evolve import (
+from yolo_ray.evolution import (
     EVOLVE_RESULT_KEYS, constrain, load_search_space, mutate, mutation_factors, prepare_evolution, propose,
 )
 

@@ -42,7 +42,7 @@ def test_speed_leaves_out_the_first_epoch(gpu_check):
 
 
 def test_results_rows_and_table(gpu_check, tmp_path):
-    from yolo_ray.train.checkpoint import append_results_row
+    from yolo_ray.training.checkpoint import append_results_row
 
     csv = tmp_path / "results.csv"
     for epoch in (0, 1, 1, 2):

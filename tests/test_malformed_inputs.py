@@ -289,7 +289,7 @@ def test_the_table_covers_at_least_85_cases():
 
 @pytest.mark.timeout(20)
 def test_bare_evolve_resume_takes_the_newest_folder_with_a_row(tmp_path):
-    from yolo_ray.evolve.driver import find_resume_dir
+    from yolo_ray.evolution.run_options import find_resume_dir
 
     hyp = {"lr0": 0.01, "momentum": 0.9}
     write(tmp_path / "exp" / "evolve.csv", evolve_csv_text(1, hyp))
@@ -307,7 +307,7 @@ def test_bare_evolve_resume_takes_the_newest_folder_with_a_row(tmp_path):
 @pytest.mark.timeout(60)
 def test_evolve_rounds_imgsz_up_to_the_stride_like_train(tmp_path, capsys):
     from yolo_ray.data.synthetic import make_dataset
-    from yolo_ray.evolve.driver import resolve_options
+    from yolo_ray.evolution.run_options import resolve_options
 
     data = make_dataset(tmp_path / "data", n_train=4, n_val=2, size=64)
     opt = resolve_options({"imgsz": 31, "project": str(tmp_path / "runs"), "cfg": "yolov5n.yaml", "data": str(data)})
@@ -321,7 +321,7 @@ def test_autoanchor_keeps_the_anchors_when_there_is_nothing_to_fit(capsys):
     import numpy as np
 
     from yolo_ray.models import build_model
-    from yolo_ray.train.autoanchor import check_anchors
+    from yolo_ray.training.autoanchor import check_anchors
 
     detect = build_model("yolov5n.yaml").model[-1]
     anchors = detect.anchors.clone()

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from yolo_ray.evolve import EVOLVE_RESULT_KEYS, read_history
-from yolo_ray.evolve.searcher import COMPLETE_KEY
+from yolo_ray.evolution import EVOLVE_RESULT_KEYS, read_history
+from yolo_ray.evolution.searcher import COMPLETE_KEY
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -68,7 +68,7 @@ def node_trainable(record_dir: Path, seconds: float = 0.0):
 
 
 def evolve(tmp_path: Path, stub_data: Path, generations: int, seconds: float = 0.0, **opt):
-    from yolo_ray.evolve.driver import run_evolution
+    from yolo_ray.evolution.driver import run_evolution
 
     records = tmp_path / "records"
     records.mkdir(exist_ok=True)
@@ -304,7 +304,7 @@ def test_rank0_killed_during_the_final_validation_finishes_without_retraining(cl
     run = project / "exp"
     epochs = [int(line.split(",")[0]) for line in (run / "results.csv").read_text().splitlines()[1:]]
     assert epochs == [0]  # one row per epoch, none trained twice
-    from yolo_ray.train.checkpoint import load_training_checkpoint
+    from yolo_ray.training.checkpoint import load_training_checkpoint
 
     last, best = (load_training_checkpoint(run / "weights" / n) for n in ("last.pt", "best.pt"))
     assert last["epoch"] == best["epoch"] == -1 and last["optimizer"] is None  # end steps done

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from yolo_ray.config import UserError
-from yolo_ray.train.placement import TRIAL_CPU_SLIVER, Node, NodeType, plan_placement
+from yolo_ray.cluster.placement import TRIAL_CPU_SLIVER, Node, NodeType, plan_placement
 
 GPU_NODES = [Node(16, 8, "a"), Node(16, 8, "b")]  # two 8-GPU nodes with 2 CPUs per GPU
 CPU_NODES = [Node(4, 0, "a"), Node(2, 0, "b")]
@@ -94,7 +94,7 @@ AUTOSCALING = [NodeType("gpu_node", 8, 2, max_count=3)]
 
 
 def test_gpu_worker_group_at_zero_still_plans_gpu_trials_from_the_autoscalers_node_types():
-    from yolo_ray.train.placement import missing_now, with_node_types
+    from yolo_ray.cluster.placement import missing_now, with_node_types
 
     nodes = with_node_types([Node(4, 0, "head")], AUTOSCALING)  # a cloud cluster at rest: CPU head only
     p = plan_placement(nodes, workers=2)
@@ -105,14 +105,14 @@ def test_gpu_worker_group_at_zero_still_plans_gpu_trials_from_the_autoscalers_no
 
 
 def test_live_nodes_of_a_node_type_count_once():
-    from yolo_ray.train.placement import with_node_types
+    from yolo_ray.cluster.placement import with_node_types
 
     nodes = with_node_types([Node(4, 0, "head"), Node(8, 2, "10.0.0.5")], AUTOSCALING)
     assert sum(n.gpus for n in nodes) == 6  # max 3 gpu nodes, one of them already up
 
 
 def test_request_no_node_type_can_ever_hold_is_one_error_naming_the_autoscaler():
-    from yolo_ray.train.placement import with_node_types
+    from yolo_ray.cluster.placement import with_node_types
 
     nodes = with_node_types([Node(4, 0, "head")], AUTOSCALING)
     with pytest.raises(UserError, match="no node or node type .* hold one worker of 16 CPU \\+ 1 GPU .*autoscaler: "

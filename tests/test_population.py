@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from yolo_ray.config import UserError, load_hyp, load_yaml
-from yolo_ray.evolve import EVOLVE_RESULT_KEYS, append_row, load_search_space, read_history
-from yolo_ray.evolve.ga import prepare_evolution
-from yolo_ray.evolve.population import (
+from yolo_ray.evolution import EVOLVE_RESULT_KEYS, append_row, load_search_space, read_history
+from yolo_ray.evolution.strategies.classic import prepare_evolution
+from yolo_ray.evolution.strategies.population import (
     POPULATION_FILE, PopulationStrategy, breed, crossover_rate, elite_size, ga_generations, initial_population,
     mutation_rate, select, tournament_size,
 )

@@ -14,14 +14,14 @@ from yolo_ray.config import UserError
 @pytest.fixture(scope="module")
 def tiny_training_state():
     from yolo_ray.models import build_model
-    from yolo_ray.train.optim import build_optimizer
+    from yolo_ray.training.optim import build_optimizer
 
     model = build_model("yolov5n.yaml", nc=2)
     return model, build_optimizer(model, "SGD", 0.01, 0.9, 0.0)
 
 
 def save_last(path: Path, state, epoch: int, run_id: str, epochs: int = 5, done: bool = False) -> None:
-    from yolo_ray.train.checkpoint import build_checkpoint, save_checkpoint
+    from yolo_ray.training.checkpoint import build_checkpoint, save_checkpoint
 
     model, optimizer = state
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -31,8 +31,8 @@ def save_last(path: Path, state, epoch: int, run_id: str, epochs: int = 5, done:
 
 
 def test_restart_after_the_last_epoch_goes_to_the_end_steps_not_to_epoch_0(tmp_path, tiny_training_state):
-    from yolo_ray.train.checkpoint import load_training_checkpoint, restart_checkpoint, strip_optimizer
-    from yolo_ray.train.restart import epochs_to_train, finished_results
+    from yolo_ray.training.checkpoint import load_training_checkpoint, restart_checkpoint, strip_optimizer
+    from yolo_ray.training.restart import epochs_to_train, finished_results
 
     last = tmp_path / "weights" / "last.pt"
     save_last(last, tiny_training_state, 4, "run-a", epochs=5, done=True)
@@ -56,7 +56,7 @@ def test_restart_after_the_last_epoch_goes_to_the_end_steps_not_to_epoch_0(tmp_p
 
 
 def test_a_torn_last_pt_is_no_restart_point(tmp_path, tiny_training_state):
-    from yolo_ray.train.checkpoint import restart_checkpoint
+    from yolo_ray.training.checkpoint import restart_checkpoint
 
     last = tmp_path / "weights" / "last.pt"
     save_last(last, tiny_training_state, 1, "run-a")
@@ -69,7 +69,7 @@ def test_only_errors_a_retry_can_fix_are_retried():
     import torch
     from ray.train import WorkerGroupError
 
-    from yolo_ray.train.launch import deterministic_error
+    from yolo_ray.cluster.launch import deterministic_error
 
     def group(*errors: Exception) -> WorkerGroupError:
         return WorkerGroupError("boom", dict(enumerate(errors)))
@@ -87,7 +87,7 @@ def test_only_errors_a_retry_can_fix_are_retried():
 
 
 def test_fit_with_retries_retries_lost_workers_and_stops_at_once_on_user_errors():
-    from yolo_ray.train.launch import fit_with_retries
+    from yolo_ray.cluster.launch import fit_with_retries
 
     class Trainer:
         def __init__(self, error: Exception | None):
@@ -125,7 +125,7 @@ def test_fit_with_retries_retries_lost_workers_and_stops_at_once_on_user_errors(
 def test_upload_killed_mid_file_leaves_the_previous_file_whole(tmp_path, monkeypatch):
     import pyarrow.fs as pafs
 
-    from yolo_ray.train import storage
+    from yolo_ray.cluster import storage
 
     local, store = tmp_path / "run", tmp_path / "store"
     (local / "weights").mkdir(parents=True)
@@ -161,13 +161,13 @@ def test_upload_killed_mid_file_leaves_the_previous_file_whole(tmp_path, monkeyp
 
 @pytest.mark.parametrize("assigned, workers", [(0.99, 1), (1.99, 2), (2.0, 2), (0.5, 1), (0.01, 1), (7.99, 8)])
 def test_loader_workers_follow_the_cpus_ray_assigned_rounded_never_zero(assigned, workers):
-    from yolo_ray.train.session import loader_cpus
+    from yolo_ray.cluster.session import loader_cpus
 
     assert loader_cpus(assigned) == workers
 
 
 def test_ray_client_addresses_are_one_clear_error(monkeypatch):
-    from yolo_ray.train.cluster import connect
+    from yolo_ray.cluster.nodes import connect
 
     monkeypatch.setattr("ray.is_initialized", lambda: False)
     with pytest.raises(UserError, match="ray://head:10001: Ray Client .* `ray job submit`"):
@@ -176,7 +176,7 @@ def test_ray_client_addresses_are_one_clear_error(monkeypatch):
 
 def test_nodes_find_the_shipped_weights_in_their_own_install_and_a_stored_run_themselves(tmp_path):
     from yolo_ray.data.synthetic import BUILTIN_WEIGHTS_NAME, builtin_weights
-    from yolo_ray.train.cluster import files_every_node_needs, node_weights
+    from yolo_ray.cluster.nodes import files_every_node_needs, node_weights
 
     drivers_install = f"/opt/driver-venv/site-packages/yolo_ray/data/builtin/{BUILTIN_WEIGHTS_NAME}"
     assert node_weights(drivers_install) == str(builtin_weights())
@@ -206,7 +206,7 @@ def test_cache_ram_is_skipped_when_the_ranks_copies_would_not_fit(tmp_path, monk
 
 
 def test_shared_images_are_budgeted_by_the_smallest_trial_node_and_the_drivers_memory():
-    from yolo_ray.evolve.shared_images import sharing_budget
+    from yolo_ray.evolution.shared_images import sharing_budget
 
     gb = 1e9
     assert sharing_budget([200 * gb, 8 * gb], 100 * gb) == 2 * gb  # every node keeps a copy: the small one decides
@@ -218,8 +218,8 @@ def _rank_starts(rank: int, port: int, lasts: list[str], out_dir: str) -> None:
     import torch
     import torch.distributed as dist
 
-    from yolo_ray.train.restart import starting_checkpoint
-    from yolo_ray.train.session import WorkerContext
+    from yolo_ray.training.restart import starting_checkpoint
+    from yolo_ray.cluster.session import WorkerContext
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
@@ -249,7 +249,7 @@ def test_every_rank_restarts_from_the_checkpoint_rank_0_sees(tmp_path, tiny_trai
 
 
 def test_a_trials_deterministic_error_is_a_failed_row_with_its_line_not_a_retry():
-    from yolo_ray.evolve.searcher import COMPLETE_KEY, ERROR_KEY, result_problem
+    from yolo_ray.evolution.searcher import COMPLETE_KEY, ERROR_KEY, result_problem
 
     line = "CUDA out of memory in training: lower --batch-size (or --imgsz)"
     assert result_problem({ERROR_KEY: line, COMPLETE_KEY: True}) == line

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from yolo_ray.config import UserError
-from yolo_ray.evolve import SEARCH_SPACE_DIR, load_search_space
+from yolo_ray.evolution import SEARCH_SPACE_DIR, load_search_space
 
 # Upstream v6/v7 train.py `meta`, typed in from issue 5 (gain, low, high).
 UPSTREAM_META = {

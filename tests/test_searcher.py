@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 
 from yolo_ray.config import UserError, load_hyp
-from yolo_ray.evolve import EVOLVE_RESULT_KEYS, append_row, constrain, load_search_space, read_history
-from yolo_ray.evolve.searcher import COMPLETE_KEY, EvolveSearcher
+from yolo_ray.evolution import EVOLVE_RESULT_KEYS, append_row, constrain, load_search_space, read_history
+from yolo_ray.evolution.searcher import COMPLETE_KEY, EvolveSearcher
 
 FINISHED = "FINISHED"
 
@@ -145,7 +145,7 @@ def test_tune_run_writes_exactly_n_rows_with_concurrent_trials(ray_cluster, tmp_
     from ray import cloudpickle
     from ray.tune import ExperimentAnalysis
 
-    from yolo_ray.evolve.driver import run_evolution
+    from yolo_ray.evolution.driver import run_evolution
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import tests/
     summary = run_evolution({"generations": 10, "project": str(tmp_path), "data": str(stub_data),

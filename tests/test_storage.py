@@ -36,7 +36,7 @@ def test_run_is_uploaded_to_a_storage_uri_and_resumed_from_it(tmp_path):
     assert f"Results saved to file://{run}" in first.stdout
     assert not (tmp_path / "runs").exists()  # nothing written where --project would have put it
 
-    from yolo_ray.train.storage import next_run_uri
+    from yolo_ray.cluster.storage import next_run_uri
 
     assert next_run_uri(f"file://{store}/", "exp", exist_ok=False) == f"file://{store}/exp2"  # as on disk
     assert next_run_uri(f"file://{store}", "exp", exist_ok=True) == f"file://{store}/exp"

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from yolo_ray.config import UserError
-from yolo_ray.evolve import EVOLVE_RESULT_KEYS, read_history
-from yolo_ray.evolve.searcher import COMPLETE_KEY
+from yolo_ray.evolution import EVOLVE_RESULT_KEYS, read_history
+from yolo_ray.evolution.searcher import COMPLETE_KEY
 
 
 def rows_seen_in_bucket(bucket_csv: Path, record: Path):
@@ -31,7 +31,7 @@ def rows_seen_in_bucket(bucket_csv: Path, record: Path):
 
 
 def test_bucket_is_upstreams_spelling_of_a_gcs_storage_path():
-    from yolo_ray.evolve.stored import storage_option
+    from yolo_ray.evolution.stored import storage_option
 
     assert storage_option(None, "my-bucket") == "gs://my-bucket"
     assert storage_option(None, "s3://b/evolve") == "s3://b/evolve"
@@ -46,7 +46,7 @@ def test_stored_evolution_is_uploaded_after_every_row_and_resumed_on_a_fresh_mac
         ray_cluster, tmp_path, stub_data, monkeypatch):
     from ray import cloudpickle
 
-    from yolo_ray.evolve.driver import run_evolution
+    from yolo_ray.evolution.driver import run_evolution
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import tests/
     monkeypatch.setenv("YOLO_RAY_HOME", str(tmp_path / "home"))  # where the local staging copy goes

@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 
 from yolo_ray.config import UserError, load_hyp
-from yolo_ray.evolve import EVOLVE_RESULT_KEYS, constrain, load_search_space, read_history
-from yolo_ray.evolve.ga import prepare_evolution
-from yolo_ray.evolve.random_search import RandomStrategy, random_hyp
-from yolo_ray.evolve.searcher import COMPLETE_KEY, EvolveSearcher
-from yolo_ray.evolve.stopping import StopRule, eta_seconds, parse_duration, rows_since_best
+from yolo_ray.evolution import EVOLVE_RESULT_KEYS, constrain, load_search_space, read_history
+from yolo_ray.evolution.strategies.classic import prepare_evolution
+from yolo_ray.evolution.strategies.random_search import RandomStrategy, random_hyp
+from yolo_ray.evolution.searcher import COMPLETE_KEY, EvolveSearcher
+from yolo_ray.evolution.stopping import StopRule, eta_seconds, parse_duration, rows_since_best
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -139,7 +139,7 @@ def test_patience_finishes_the_search_and_running_trials_still_become_rows(tmp_p
         s.suggest(trial_id)
     for trial_id, f in (("a", 0.5), ("b", 0.2), ("c", 0.4)):
         s.on_trial_complete(trial_id, {**row_results(f), COMPLETE_KEY: True})
-    assert s.suggest("e") == "FINISHED" and "--patience 2" in s.stop_reason
+    assert s.suggest("e") == "FINISHED" and "--patience-rows 2" in s.stop_reason
     s.on_trial_complete("d", {**row_results(0.1), COMPLETE_KEY: True})  # in flight when it stopped
     assert s.rows == 4
 
@@ -161,7 +161,8 @@ def evolve_cli():
     (["--strategy", "random", "--search-space", "yolov5_population"], "population [enabled, low, high] triples"),
     (["--strategy", "population", "--early-stop"], "--early-stop cannot be used with --strategy population"),
     (["--time-budget", "8 hours"], "--time-budget '8 hours': expected a number and a unit"),
-    (["--patience", "0"], "--patience 0: must be at least 1"),
+    (["--patience-rows", "0"], "--patience-rows 0 is out of range (valid: [1, inf))"),
+    (["--patience", "0"], "--patience-rows 0 is out of range"),  # the old spelling still works
 ])
 def test_strategy_usage_errors_are_one_line_exit_2_and_create_nothing(tmp_path, capsys, argv, expected):
     project = tmp_path / "runs"

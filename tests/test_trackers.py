@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from yolo_ray.evolve import read_history
+from yolo_ray.evolution import read_history
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_RUN = ["--cfg", "yolov5n.yaml", "--imgsz", "64", "--batch-size", "4", "--workers", "0", "--noautoanchor",
@@ -37,7 +37,7 @@ def same(a: float, b: float) -> bool:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, train_cli):
     from yolo_ray.data.synthetic import make_dataset
 
     root = tmp_path_factory.mktemp("tracked")
@@ -46,9 +46,7 @@ def trained(tmp_path_factory):
     mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
     mp.setenv("WANDB_MODE", "offline")
     mp.chdir(root)
-    spec = importlib.util.spec_from_file_location("train_cli", REPO / "scripts" / "train.py")
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+    cli = train_cli
     trackers = ["mlflow", "wandb"] if importlib.util.find_spec("wandb") else ["mlflow"]
     try:
         assert cli.main([*TINY_RUN, "--data", str(data), "--epochs", "2", "--project", str(root / "runs"),
@@ -103,8 +101,8 @@ def test_wandb_offline_run_folder_is_in_the_run_directory(trained):
 def report_fitness_of(config: dict, train_config: dict) -> None:
     from ray import tune
 
-    from yolo_ray.evolve import EVOLVE_RESULT_KEYS
-    from yolo_ray.evolve.searcher import COMPLETE_KEY
+    from yolo_ray.evolution import EVOLVE_RESULT_KEYS
+    from yolo_ray.evolution.searcher import COMPLETE_KEY
 
     hyp = config["hyp"]
     f = 1.0 / (1.0 + abs(hyp["lr0"] - 0.02) * 10 + abs(hyp["momentum"] - 0.9))
@@ -119,7 +117,7 @@ def test_evolution_is_one_tensorboard_view_and_one_mlflow_experiment_with_a_run_
     from ray import cloudpickle
     from mlflow import MlflowClient
 
-    from yolo_ray.evolve.driver import run_evolution
+    from yolo_ray.evolution.driver import run_evolution
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import tests/
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -154,7 +152,7 @@ def test_no_tensorboard_leaves_tunes_tensorboard_logger_out(monkeypatch, tmp_pat
 
     from ray.tune.logger import CSVLoggerCallback, TBXLoggerCallback
 
-    from yolo_ray.evolve.trackers import tune_callbacks
+    from yolo_ray.evolution.trackers import tune_callbacks
 
     monkeypatch.delenv("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", raising=False)
     kinds = [type(c) for c in tune_callbacks({"save_dir": str(tmp_path), "tensorboard": False})]

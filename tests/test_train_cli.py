@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import os
 import signal
 import shlex
@@ -19,26 +18,17 @@ import torch
 import yaml
 
 from yolo_ray.config import UserError
-from yolo_ray.train.rundir import find_last_checkpoint, increment_path, resolve_project
+from yolo_ray.paths import increment_path, resolve_project
+from yolo_ray.training.rundir import find_last_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_PY = REPO / "scripts" / "train.py"
 TINY_RUN = ["--cfg", "yolov5n.yaml", "--imgsz", "64", "--batch-size", "4", "--workers", "0", "--noautoanchor"]
 
 
-@pytest.fixture(scope="module")
-def cli():
-    spec = importlib.util.spec_from_file_location("train_cli", TRAIN_PY)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    from yolo_ray.data.synthetic import make_dataset
-
-    return make_dataset(tmp_path_factory.mktemp("tiny") / "data", seed=3, n_train=16, n_val=8, size=64)
+@pytest.fixture
+def cli(train_cli):
+    return train_cli
 
 
 def read_results(csv_path: Path) -> list[dict[str, float]]:
@@ -121,8 +111,8 @@ def test_find_last_checkpoint_picks_the_newest(tmp_path):
 
 @pytest.mark.timeout(30)
 def test_results_png_and_its_smoothing(tmp_path):
-    from yolo_ray.train.checkpoint import RESULTS_CSV_KEYS, append_results_row
-    from yolo_ray.train.plots import plot_results, smooth
+    from yolo_ray.training.checkpoint import RESULTS_CSV_KEYS, append_results_row
+    from yolo_ray.training.plots import plot_results, smooth
 
     ramp = np.arange(40.0)
     assert np.allclose(smooth(ramp)[12:-12], ramp[12:-12])  # a symmetric kernel keeps a line's interior

@@ -18,7 +18,7 @@ def train_and_fingerprint(config):
 
     import ray.train
 
-    import yolo_ray.train.loop as loop
+    import yolo_ray.training.loop as loop
 
     trained = []
     unwrap = loop.de_parallel

@@ -11,17 +11,17 @@ import torch
 from torch import nn
 
 from yolo_ray.config import DEFAULT_HYP, UserError, load_hyp
-from yolo_ray.train.autoanchor import best_possible_recall, check_anchors, kmeans
-from yolo_ray.train.checkpoint import (
+from yolo_ray.training.autoanchor import best_possible_recall, check_anchors, kmeans
+from yolo_ray.training.checkpoint import (
     RESULTS_CSV_KEYS, append_results_row, build_checkpoint, load_training_checkpoint, plain_options,
     results_header, save_checkpoint, strip_optimizer, truncate_results,
 )
-from yolo_ray.train.optim import (
+from yolo_ray.training.optim import (
     EarlyStopping, ModelEMA, accumulation_steps, apply_warmup, build_optimizer, lr_lambda, scaled_weight_decay,
     warmup_iterations,
 )
-from yolo_ray.train.session import select_device, worker_context
-from yolo_ray.train.validate import validate
+from yolo_ray.cluster.session import select_device, worker_context
+from yolo_ray.training.validate import validate
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -13,7 +13,7 @@ import torch
 
 from infer_helpers import IMGSZ, TRAIN_BATCH, last_results_row, load_script, trained_run
 from yolo_ray.config import UserError
-from yolo_ray.infer.predictor import load_models
+from yolo_ray.models.loading import load_models
 from yolo_ray.models import build_model, prune
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]

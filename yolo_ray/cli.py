@@ -1,14 +1,15 @@
-"""What the scripts share: the one-line error parser, upstream's training options, the inference options."""
+"""What the commands share: the one-line error parser, options derived from the configs, the inference options."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from yolo_ray.config import INF, UserError, range_problem
-
-DEFAULT_CFG = "yolov5n.yaml"  # the model of a run on user data given neither --cfg nor --weights
+from yolo_ray.config import UserError
+from yolo_ray.options import config_fields, flag_of
 
 
 class DefaultsHelpFormatter(argparse.HelpFormatter):
@@ -44,42 +45,40 @@ class OneLineParser(argparse.ArgumentParser):
         raise UserError(message)
 
 
-def add_training_options(group: argparse._ActionsContainer) -> None:
-    """Upstream train.py's options that a single run and every evolution trial both take."""
-    group.add_argument("--weights", default="",
-                       help="initial weights: a .pt path or an official name (yolov5s.pt, downloaded once); "
-                            "'' = from scratch")
-    group.add_argument("--cfg", default="", help="model yaml: shipped name (yolov5s.yaml) or path. With neither "
-                       "--cfg nor --weights: yolov5n.yaml from scratch on your --data, the built-in weights on the "
-                       "built-in data")
-    group.add_argument("--data", default=None, help="dataset yaml (default: the built-in synthetic dataset)")
-    group.add_argument("--hyp", default="hyp.scratch-low.yaml", help="hyperparameters yaml (shipped name or path)")
-    group.add_argument("--epochs", type=int, default=100, help="total training epochs")
-    group.add_argument("--batch-size", type=int, default=16, help="total batch size over all Ray Train workers")
-    group.add_argument("--imgsz", "--img", "--img-size", type=int, default=640, help="train, val image size (pixels)")
-    group.add_argument("--rect", action="store_true", help="rectangular training")
-    group.add_argument("--noautoanchor", action="store_true", help="disable AutoAnchor")
-    group.add_argument("--cache", nargs="?", const="ram", choices=["ram", "disk"], help="cache images in ram or disk")
-    group.add_argument("--image-weights", action="store_true", help="use weighted image selection for training")
-    group.add_argument("--device", default="", help="'' (auto), cpu, or cuda device like 0")
-    group.add_argument("--multi-scale", action="store_true", help="vary img-size +/- 50%%")
-    group.add_argument("--single-cls", action="store_true", help="train multi-class data as single-class")
-    group.add_argument("--optimizer", choices=["SGD", "Adam", "AdamW"], default="SGD", help="optimizer")
-    group.add_argument("--sync-bn", action="store_true", help="use SyncBatchNorm (DDP only)")
-    group.add_argument("--workers", type=int, default=8, help="max dataloader workers per Ray Train worker")
-    group.add_argument("--cos-lr", action="store_true", help="cosine LR scheduler")
-    group.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing epsilon")
-    group.add_argument("--freeze", nargs="+", type=int, default=[0], help="freeze layers: backbone=10, first3=0 1 2")
-    group.add_argument("--deterministic", action="store_true",
-                       help="deterministic algorithms only (reproducible, slower; as upstream's init_seeds)")
-    group.add_argument("--no-amp", dest="amp", action="store_false", help="no mixed precision (bf16/fp16)")
-    group.add_argument("--no-channels-last", dest="channels_last", action="store_false",
-                       help="keep the default contiguous memory format")
-    group.add_argument("--no-tensorboard", dest="tensorboard", action="store_false",
-                       help="write no TensorBoard events (default: every run and evolution writes them)")
-    group.add_argument("--trackers", nargs="+", choices=["mlflow", "wandb"], default=[],
-                       help="also log to MLflow ($MLFLOW_TRACKING_URI, default ./mlflow.db) and/or Weights & Biases "
-                            "(WANDB_MODE=offline needs no account)")
+def add_config_options(group: argparse._ActionsContainer, config: type, *groups: str) -> None:
+    """argparse options for the fields of a config class (options.TrainConfig, options.EvolveConfig) in
+    `groups`: their flags, defaults, choices and help all come from the field."""
+    defaults = config()
+    for f in config_fields(config, groups):
+        meta = f.metadata
+        default = getattr(defaults, f.name)
+        if meta["negated"]:
+            group.add_argument(meta["negated"], dest=f.name, action="store_false", help=meta["help"])
+            continue
+        flags = meta["flags"] or (flag_of(f),)
+        if isinstance(default, bool) and meta["nargs"] is None:
+            group.add_argument(*flags, dest=f.name, action="store_true", help=meta["help"])
+            continue
+        kwargs: dict[str, Any] = dict(dest=f.name, default=default, help=meta["help"])
+        if meta["kind"] in (int, float):
+            kwargs["type"] = meta["kind"]
+        for key in ("choices", "nargs", "const"):
+            if meta[key] is not None:
+                kwargs[key] = meta[key]
+        group.add_argument(*flags, **kwargs)
+        for old in meta["deprecated"]:  # kept under its old name: the config says once that it is old
+            shape = {k: v for k, v in kwargs.items() if k not in ("dest", "default", "help")}
+            group.add_argument(old, dest=old.lstrip("-").replace("-", "_"), default=argparse.SUPPRESS,
+                               help=f"old spelling of {flags[0]} (still works, with a deprecation line)", **shape)
+
+
+def run_script(body: Callable[[], int]) -> int:
+    """body's exit status; a UserError anywhere in it is one `error: ...` line on stderr and status 2."""
+    try:
+        return body()
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 def add_console_options(parser: argparse.ArgumentParser, verbose: bool = True) -> None:
@@ -96,21 +95,6 @@ def start_logging(opt: dict[str, Any]) -> None:
     from yolo_ray.console import setup_logging, verbosity
 
     setup_logging(verbosity(opt.pop("quiet", False), opt.pop("verbose", False)))
-
-
-def default_model(data: str | None, cfg: str | None, weights: str | None) -> tuple[str | None, str | None, str]:
-    """(cfg, weights, what was chosen) when neither --cfg nor --weights is given, the same rule for train.py
-    and evolve.py: the built-in data starts from the built-in weights (yolov5n trained on it; a few epochs
-    from scratch learn nothing there), a user's data trains yolov5n.yaml from scratch. Otherwise unchanged, ''."""
-    if cfg or weights:
-        return cfg, weights, ""
-    if not data:
-        from yolo_ray.data.synthetic import builtin_weights
-
-        note = "no --cfg/--weights: on the built-in data, starting from the built-in weights (yolov5n trained on it)"
-        return None, str(builtin_weights()), note
-    note = f"no --cfg/--weights: training {DEFAULT_CFG} from scratch on {data} (choose a model with --weights or --cfg)"
-    return DEFAULT_CFG, None, note
 
 
 def add_model_options(group: argparse._ActionsContainer, project: str | None, weights_help: str,
@@ -134,27 +118,6 @@ def check_fraction(option: str, value: float, upper_open: bool = False) -> None:
 
 def make_run_dir(project: str, name: str, exist_ok: bool) -> Path:
     """project/name (incremented: exp, exp2, ...), created; call only once the inputs are validated."""
-    from yolo_ray.train.rundir import create_run_dir
+    from yolo_ray.paths import create_run_dir
 
     return create_run_dir(project, name, exist_ok)
-
-
-def check_range(option: str, value: float, low: float, high: float = INF, low_open: bool = False,
-                high_open: bool = True) -> None:
-    """A UserError naming the option, its value and the valid interval when value lies outside it."""
-    problem = range_problem(value, low, high, low_open, high_open)
-    if problem:
-        raise UserError(f"--{option} {problem}")
-
-
-def check_training_numbers(opt: dict) -> None:
-    """The numeric training options both scripts take (add_training_options), before anything starts;
-    --batch-size is checked with the worker split (train.launch.check_worker_split)."""
-    check_range("epochs", opt["epochs"], 1)
-    check_range("imgsz", opt["imgsz"], 1)  # rounded up to the model's stride grid later, as upstream
-    check_range("workers", opt["workers"], 0)
-    check_range("label-smoothing", opt["label_smoothing"], 0, 1)
-    for layer in opt["freeze"]:
-        check_range("freeze", layer, 0)
-    if opt.get("seed") is not None:
-        check_range("seed", opt["seed"], 0, 2**31)  # numpy takes [0, 2**32); the loop adds 1 + rank

@@ -256,7 +256,7 @@ def durable_path(path: str | Path) -> str:
     """A path that still names the file after this run. Inside a Ray job, a path in the job's working
     directory is a temporary copy deleted with the job: it is given relative to that directory, which is
     relative to the checkout the job was submitted from. Elsewhere the path as it is."""
-    from yolo_ray.train.rundir import in_ray_job
+    from yolo_ray.paths import in_ray_job
 
     return short_path(path) if in_ray_job() else str(path)
 
@@ -264,7 +264,7 @@ def durable_path(path: str | Path) -> str:
 def shell_command(script: str, *args: Any) -> str:
     """A command line to copy from the output: this Python, the script (in the checkout's scripts/), and
     the arguments (Path arguments made durable), each shell-quoted where it needs to be."""
-    from yolo_ray.train.rundir import in_ray_job
+    from yolo_ray.paths import in_ray_job
 
     python = "python" if in_ray_job() else python_executable()
     script_path = short_path(Path(__file__).resolve().parents[1] / "scripts" / script)

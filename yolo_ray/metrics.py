@@ -312,3 +312,9 @@ def non_max_suppression(
             LOGGER.warning(f"WARNING: NMS time limit {time_limit:.3f}s exceeded")
             break
     return output
+
+
+def nms_input(preds: torch.Tensor) -> torch.Tensor:
+    """fp16 predictions go to NMS as they are (scores and corners computed in fp16, as upstream's); others
+    (bf16 from CPU autocast) as fp32."""
+    return preds if preds.dtype == torch.float16 else preds.float()

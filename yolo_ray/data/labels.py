@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import stat
 from dataclasses import dataclass, field
 from multiprocessing.pool import ThreadPool
 from pathlib import Path
@@ -16,7 +15,7 @@ from tqdm import tqdm
 
 from yolo_ray.boxes import segments2boxes
 from yolo_ray.config import UserError, temp_sibling
-from yolo_ray.paths import cache_home
+from yolo_ray.paths import cache_home, is_writable_dir
 
 LOGGER = logging.getLogger("yolo_ray.data")
 
@@ -30,16 +29,6 @@ NUM_THREADS = min(8, max(1, os.cpu_count() or 1))
 # Images without a label file train as background; beyond this share they are more likely a wrong
 # folder layout than deliberate backgrounds (deliberate ones usually get an empty label file).
 MISSING_LABELS_WARN_SHARE = 0.05
-
-
-def is_writable_dir(path: Path) -> bool:
-    """True when we may create files in `path`; honours the mode bits even for root, so shared read-only
-    datasets (mode r-x) are left untouched although root could write into them."""
-    try:
-        mode = path.stat().st_mode
-    except OSError:
-        return False
-    return os.access(path, os.W_OK) and bool(mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
 
 
 def writable_sibling(path: Path, kind: str) -> Path:

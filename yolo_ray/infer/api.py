@@ -20,7 +20,8 @@ from torch import nn
 from yolo_ray.config import UserError
 from yolo_ray.infer.backends import Backend, load_backend, weights_file
 from yolo_ray.infer.detections import Detections
-from yolo_ray.infer.predictor import class_names, model_from_checkpoint, predict
+from yolo_ray.infer.predictor import predict
+from yolo_ray.models.loading import class_names, model_from_checkpoint
 from yolo_ray.models import build_model, load_weights, transfer_weights
 from yolo_ray.official import official_name
 

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from yolo_ray.config import UserError, load_yaml
-from yolo_ray.infer.predictor import class_names, load_models, model_stride
+from yolo_ray.models.loading import class_names, load_models, model_stride
 from yolo_ray.infer.tta import augmented_forward
 from yolo_ray.infer.visualize import visualized_forward
 from yolo_ray.official import official_name

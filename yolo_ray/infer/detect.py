@@ -18,8 +18,9 @@ from yolo_ray.config import UserError
 from yolo_ray.console import LOGGER, Progress, console_is_terminal
 from yolo_ray.data.augment import letterbox
 from yolo_ray.infer.backends import Backend
-from yolo_ray.infer.predictor import nms_input
-from yolo_ray.infer.outputs import append_labels, detection_summary, draw_detections, save_crop
+from yolo_ray.metrics import nms_input
+from yolo_ray.evaluation.writers import append_labels
+from yolo_ray.infer.outputs import detection_summary, draw_detections, save_crop
 from yolo_ray.infer.sources import Frame, Skipped, iterate_frames
 from yolo_ray.metrics import non_max_suppression
 from yolo_ray.paths import increment_path

@@ -14,7 +14,7 @@ import yaml
 from torch import nn
 
 from yolo_ray.config import UserError
-from yolo_ray.infer.predictor import model_from_checkpoint, model_stride
+from yolo_ray.models.loading import model_from_checkpoint, model_stride
 from yolo_ray.infer.upstream_pickle import foreign_globals, save_upstream_checkpoint
 from yolo_ray.models import load_checkpoint
 # export.py's options, in a module --help can import without torch

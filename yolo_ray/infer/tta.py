@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from yolo_ray.infer.predictor import Ensemble, model_stride
+from yolo_ray.models.loading import Ensemble, model_stride
 
 SCALES = (1.0, 0.83, 0.67)
 FLIPS = (None, 3, None)  # torch dims: 3 flips left-right (2 would flip up-down)

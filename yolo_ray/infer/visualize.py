@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from yolo_ray.infer.predictor import Ensemble
+from yolo_ray.models.loading import Ensemble
 
 MAX_CHANNELS = 32
 

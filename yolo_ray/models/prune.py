@@ -6,6 +6,7 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from yolo_ray.config import UserError
+from yolo_ray.console import LOGGER
 
 
 def sparsity(model: nn.Module) -> float:
@@ -30,5 +31,5 @@ def prune(model: nn.Module, amount: float = 0.3) -> float:
         torch_prune.l1_unstructured(conv, name="weight", amount=amount)
         torch_prune.remove(conv, "weight")
     reached = sparsity(model)
-    print(f"Model pruned to {reached:.3g} global sparsity")
+    LOGGER.info(f"Model pruned to {reached:.3g} global sparsity")
     return reached
