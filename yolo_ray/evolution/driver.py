@@ -143,7 +143,8 @@ def _shipped_or_path(cfg: str) -> str | Path:
 def _evolve(opt: dict[str, Any], searcher: EvolveSearcher, placement: Placement,
             trainable: Callable[..., None] | None) -> EvolveSummary:
     progress = EvolveProgress(opt["save_dir"], opt["generations"], searcher.rows,
-                              detail=lambda: searcher.strategy.describe(), time_left=searcher.stop_rule.time_left)
+                              detail=lambda: searcher.strategy.describe(), time_left=searcher.stop_rule.time_left,
+                              history=lambda: searcher.history)
     uploader = row_uploader(opt["save_dir"], opt["storage_uri"])
     searcher.on_row = progress if uploader is None else _then(progress, uploader.upload)
     if uploader is not None:

@@ -212,10 +212,12 @@ def _replace_atomically(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def write_hyp_evolve(csv_path: str | Path, yaml_path: str | Path, generations: int | None = None) -> Path:
+def write_hyp_evolve(csv_path: str | Path, yaml_path: str | Path, generations: int | None = None,
+                     history: pd.DataFrame | None = None) -> Path:
     """hyp_evolve.yaml as upstream v7.0 writes it: a comment header with the best and last generation
-    and the best row's results, then the best row's hyps. generations defaults to the row count."""
-    history = read_history(csv_path)
+    and the best row's results, then the best row's hyps. generations defaults to the row count.
+    history: evolve.csv's rows when the caller holds them already (the CSV is not read then)."""
+    history = read_history(csv_path) if history is None else history
     best = best_row(history)
     generations = len(history) if generations is None else generations
     text = (
@@ -224,7 +226,8 @@ def write_hyp_evolve(csv_path: str | Path, yaml_path: str | Path, generations: i
         f"# Last generation: {generations - 1}\n"
         "# " + ", ".join(f"{k:>20s}" for k in EVOLVE_RESULT_KEYS) + "\n"
         "# " + ", ".join(f"{v:>20.5g}" for v in best.results.values()) + "\n\n"
-        + yaml.safe_dump(best.hyp, sort_keys=False)
+        # libyaml's dumper writes the same text several times faster (this runs after every row)
+        + yaml.dump(best.hyp, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=False)
     )
     yaml_path = Path(yaml_path)
     _replace_atomically(yaml_path, text)

@@ -1,12 +1,15 @@
 """What an evolution run tells its user while it runs: progress lines, failures, refreshed results.
 
-hyp_evolve.yaml is rewritten after every row (a small file); evolve.png at most once per
-PLOT_INTERVAL_S, since drawing 29 panels at 200 dpi costs seconds and rows can arrive every second.
+hyp_evolve.yaml is rewritten after every row (a small file, from the rows the searcher holds in
+memory); evolve.png at most once per PLOT_INTERVAL_S and after the last row, on a background thread:
+drawing 29 panels at 200 dpi costs seconds, and Tune's loop, which calls the row hook, would otherwise
+start no trial meanwhile.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable
 from collections.abc import Mapping
@@ -33,7 +36,8 @@ class EvolveProgress:
 
     def __init__(self, save_dir: str | Path, generations: int, start_rows: int,
                  plot_interval_s: float = PLOT_INTERVAL_S, detail: Callable[[], str] | None = None,
-                 time_left: Callable[[], float | None] | None = None, concurrency: int = 1):
+                 time_left: Callable[[], float | None] | None = None, concurrency: int = 1,
+                 history: Callable[[], pd.DataFrame] | None = None):
         self.save_dir = Path(save_dir)
         self.generations = generations
         self.start_rows = start_rows
@@ -45,6 +49,9 @@ class EvolveProgress:
         self.t0 = time.time()
         self.last_plot = self.t0
         self.progress: Progress | None = None  # a bar on a terminal, a line per row elsewhere
+        self.history = history  # the rows so far (the searcher's); None: read evolve.csv
+        self._plotter: threading.Thread | None = None
+        self._plotted_rows = -1  # rows the last evolve.png drew
 
     def start(self) -> None:
         """Trials are about to run: a live bar from here on when the console is a terminal."""
@@ -82,19 +89,52 @@ class EvolveProgress:
             self.progress.update(rows - self.progress.done, desc=line)
             if self.progress.live:
                 LOGGER.info(line, extra=FILE_ONLY)  # the bar shows it; evolve.log keeps every row
-        self.refresh(plot=time.time() - self.last_plot >= self.plot_interval_s)
+        history = self._write_hyp_evolve()
+        if history is not None and (rows >= self.generations or time.time() - self.last_plot >= self.plot_interval_s):
+            self._plot_in_background(history)
 
     def refresh(self, plot: bool = True) -> None:
-        """Rewrite hyp_evolve.yaml (and evolve.png when plot) from evolve.csv; nothing before its first row."""
-        from yolo_ray.evolution.evolve_csv import write_hyp_evolve
-        from yolo_ray.evolution.plots import plot_evolve
+        """Rewrite hyp_evolve.yaml (and evolve.png when plot and its rows changed) now; nothing before the
+        first row. Waits for a plot in progress first."""
+        if self._plotter is not None:
+            self._plotter.join()
+        history = self._write_hyp_evolve()
+        if plot and history is not None and len(history) != self._plotted_rows:
+            self._plot(history)
+
+    def _write_hyp_evolve(self) -> pd.DataFrame | None:
+        """hyp_evolve.yaml from the rows so far (last = rows - 1, as upstream); those rows, None before the first."""
+        from yolo_ray.evolution.evolve_csv import read_history, write_hyp_evolve
 
         if not self.csv_path.is_file():
+            return None
+        history = read_history(self.csv_path) if self.history is None else self.history()
+        if history.empty:
+            return None
+        write_hyp_evolve(self.csv_path, self.save_dir / "hyp_evolve.yaml", history=history)
+        return history
+
+    def _plot(self, history: pd.DataFrame) -> None:
+        from yolo_ray.evolution.plots import plot_evolve
+
+        plot_evolve(self.csv_path, history=history)
+        self._plotted_rows = len(history)
+
+    def _plot_in_background(self, history: pd.DataFrame) -> None:
+        """Draw evolve.png from a copy of these rows on a thread; skipped while one is still drawing."""
+        if self._plotter is not None and self._plotter.is_alive():
             return
-        write_hyp_evolve(self.csv_path, self.save_dir / "hyp_evolve.yaml")  # last = rows - 1, as upstream
-        if plot:
-            plot_evolve(self.csv_path)
-            self.last_plot = time.time()
+        self.last_plot = time.time()
+        snapshot = history.copy()
+
+        def draw() -> None:
+            try:
+                self._plot(snapshot)
+            except Exception as e:  # a missing plot must not stop the evolution; the final refresh retries
+                LOGGER.warning(f"evolve: evolve.png not refreshed: {e}")
+
+        self._plotter = threading.Thread(target=draw, name="evolve-plot", daemon=True)
+        self._plotter.start()
 
 
 class TrialEvents(Callback):
