@@ -348,3 +348,15 @@ def test_autoanchor_keeps_the_anchors_when_there_is_nothing_to_fit(capsys):
     assert check_anchors(detect, shapes, no_labels, imgsz=64, rng=np.random.default_rng(0)) is False
     assert torch.equal(detect.anchors, anchors)
     assert "keeping the model's anchors" in capsys.readouterr().out
+
+
+@pytest.mark.timeout(20)
+def test_resume_takes_a_run_folder_and_its_own_checkpoint(tmp_path):
+    from yolo_ray.training.rundir import resume_checkpoint
+
+    last = tmp_path / "exp" / "weights" / "last.pt"
+    write(tmp_path / "exp" / "opt.yaml", "epochs: 3\n")
+    last.parent.mkdir()
+    torch.save({"epoch": 1}, last)
+    assert resume_checkpoint(tmp_path / "exp") == last
+    assert resume_checkpoint(last) == last
