@@ -152,6 +152,15 @@ def make_runs(w: Path) -> None:
     write(bad_opt_run / "opt.yaml", "epochs: [3\n")
     (bad_opt_run / "weights").mkdir()
     torch.save({"epoch": 1, "opt": {}}, bad_opt_run / "weights" / "last.pt")
+    # checkpoints outside a run's weights/: a copy kept inside a finished run, a lone one among the runs
+    (train_run / "backup").mkdir()
+    torch.save({"epoch": 1, "opt": {}}, train_run / "backup" / "last.pt")
+    (w / "runs" / "train" / "lone").mkdir()
+    torch.save({"epoch": 1, "opt": {}}, w / "runs" / "train" / "lone" / "last.pt")
+    write(w / "runs" / "train" / "no_weights" / "opt.yaml", "epochs: 3\n")
+    torn_run = w / "runs" / "train" / "torn"
+    write(torn_run / "opt.yaml", "epochs: 3\n")
+    write(torn_run / "weights" / "last.pt", bytes((i * 97 + 13) % 256 for i in range(4096)))
 
     evolve_opt = {"generations": 5, "search_space": "yolov5", "data": str(w / "good" / "data.yaml"),
                   "cfg": "yolov5n.yaml", "imgsz": 64, "epochs": 1, "batch_size": 4, "workers": 0}

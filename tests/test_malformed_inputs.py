@@ -191,8 +191,26 @@ CASES: list[Case] = [
     # ---- train --resume of what is not a checkpoint
     *train("resume-bare-nothing", ["--resume", "--project", "{w}/runs/none"], "no last.pt found to resume"),
     *train("resume-missing", ["--resume", f"{F}/last.pt"], "last.pt: --resume checkpoint not found"),
-    *train("resume-random-bytes", ["--resume", f"{F}/random.pt"], "random.pt: not a readable yolo_ray training "
-                                                                  "checkpoint"),
+    *train("resume-random-bytes", ["--resume", "{w}/runs/train/torn/weights/last.pt"],
+           "last.pt: not a readable yolo_ray training checkpoint"),
+    *train("resume-random-bytes-run-folder", ["--resume", "{w}/runs/train/torn"],
+           "last.pt: not a readable yolo_ray training checkpoint"),
+    *train("resume-copy-inside-another-run", ["--resume", "{w}/runs/train/exp/backup/last.pt"],
+           "backup/last.pt: --resume checkpoint is not in a run folder"),
+    *train("resume-lone-checkpoint", ["--resume", "{w}/runs/train/lone/last.pt"],
+           "lone/last.pt: --resume checkpoint is not in a run folder"),
+    *train("resume-file-not-a-checkpoint-outside-run", ["--resume", f"{F}/random.pt"],
+           "random.pt: --resume checkpoint is not in a run folder"),
+    *train("resume-folder-without-weights", ["--resume", "{w}/runs/train/no_weights"],
+           "no_weights: --resume folder holds no weights/last.pt"),
+    *train("resume-folder-not-a-run", ["--resume", "{w}/good"], "good: --resume folder holds no weights/last.pt"),
+    # ---- evolve --device: trials on a new local cluster run here, so the device must exist here
+    *evolve("device-absent-gpus", ["--device", "7,8"], "--device '7,8': CUDA device 7 is not available"),
+    *evolve("device-garbage", ["--device", "banana"], "--device 'banana': expected '', 'cpu' or CUDA indices"),
+    *evolve("device-garbage-on-a-cluster", ["--device", "banana", "--address", "127.0.0.1:1"],
+            "--device 'banana': expected '', 'cpu' or CUDA indices"),
+    *evolve("device-half-garbage", ["--device", "0,x"], "--device '0,x': expected '', 'cpu' or CUDA indices"),
+    *train("device-half-garbage", ["--device", "0,x"], "--device '0,x': expected '', 'cpu' or CUDA indices"),
     *train("resume-bad-opt-yaml", ["--resume", "{w}/runs/train/bad_opt/weights/last.pt"],
            "bad_opt/opt.yaml: not valid YAML"),
 ]
@@ -330,3 +348,15 @@ def test_autoanchor_keeps_the_anchors_when_there_is_nothing_to_fit(capsys):
     assert check_anchors(detect, shapes, no_labels, imgsz=64, rng=np.random.default_rng(0)) is False
     assert torch.equal(detect.anchors, anchors)
     assert "keeping the model's anchors" in capsys.readouterr().out
+
+
+@pytest.mark.timeout(20)
+def test_resume_takes_a_run_folder_and_its_own_checkpoint(tmp_path):
+    from yolo_ray.training.rundir import resume_checkpoint
+
+    last = tmp_path / "exp" / "weights" / "last.pt"
+    write(tmp_path / "exp" / "opt.yaml", "epochs: 3\n")
+    last.parent.mkdir()
+    torch.save({"epoch": 1}, last)
+    assert resume_checkpoint(tmp_path / "exp") == last
+    assert resume_checkpoint(last) == last

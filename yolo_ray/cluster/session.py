@@ -58,19 +58,35 @@ def _in_tune_trial() -> bool:
     return bool(_in_tune_session())
 
 
+def check_device_spelling(device: str) -> str:
+    """--device normalized ('', 'cpu' or CUDA indices like '0,1'); a UserError for anything else. Spelling
+    only: a cluster's GPUs are not this machine's, so whether they exist is for placement to say."""
+    device = str(device).strip().lower().replace("cuda:", "")
+    if device not in ("", "cpu") and not all(index.strip().isdigit() for index in device.split(",")):
+        raise UserError(f"--device {device!r}: expected '', 'cpu' or CUDA indices like '0' or '0,1'")
+    return device
+
+
 def select_device(device: str) -> torch.device:
     """'' -> first CUDA GPU if any else CPU; 'cpu'; '0' or '0,1' -> that (first) CUDA GPU."""
-    device = str(device).strip().lower().replace("cuda:", "")
+    device = check_device_spelling(device)
     if device == "cpu":
         return torch.device("cpu")
     if not device:
         return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
     first = device.split(",")[0]
-    if not first.isdigit():
-        raise UserError(f"--device {device!r}: expected '', 'cpu' or CUDA indices like '0' or '0,1'")
     if not torch.cuda.is_available() or int(first) >= torch.cuda.device_count():
         raise UserError(f"--device {device!r}: CUDA device {first} is not available on this machine")
     return torch.device(f"cuda:{first}")
+
+
+def check_trial_device(device: str, address: str | None) -> None:
+    """--device for trials: on a new local cluster (no address) they run on this machine, so its devices
+    must exist; on a cluster joined by address only the spelling can be checked here."""
+    if address:
+        check_device_spelling(device)
+    else:
+        select_device(device)
 
 
 def ray_assigned_device() -> torch.device:

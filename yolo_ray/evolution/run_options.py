@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from yolo_ray.cluster.launch import check_worker_split
+from yolo_ray.cluster.session import check_trial_device
 from yolo_ray.cluster.storage import is_uri
 from yolo_ray.config import UserError, load_yaml, save_yaml
 from yolo_ray.console import LOGGER
@@ -67,6 +68,7 @@ def resolve_options(opt: dict[str, Any] | EvolveConfig) -> dict[str, Any]:
         opt = _restore_saved_options(opt, _read_saved_options(save_dir))
     opt["generations"] = DEFAULT_GENERATIONS if opt["generations"] is None else int(opt["generations"])
     check_worker_split(opt["batch_size"], int(opt["ray_workers"]), opt["image_weights"])
+    check_trial_device(opt["device"], opt["address"])
     check_strategy_options(opt)
     opt["search_space"] = str(resolve_search_space(opt["search_space"]))
     resolve_inputs(opt, note_prefix="evolve: ")

@@ -20,7 +20,8 @@ from yolo_ray.console import LOGGER, TRAIN_LOG, log_file, log_level, shell_comma
 from yolo_ray.options import FOLDER, RAY, TrainConfig, option_keys
 from yolo_ray.paths import check_project, create_run_dir, resolve_project
 from yolo_ray.training.inputs import resolve_inputs
-from yolo_ray.training.rundir import find_last_checkpoint, load_resume_state, run_dir_of, save_run_files
+from yolo_ray.training.rundir import (find_last_checkpoint, load_resume_state, resume_checkpoint, run_dir_of,
+                                     save_run_files)
 
 
 @dataclass(frozen=True)
@@ -80,9 +81,7 @@ def resume_options(resume: str | bool, project: str, epochs: int | None = None) 
     if resume is True:
         last = find_last_checkpoint(resolve_project(project))
     else:
-        last = Path(resume).expanduser().resolve()
-        if not last.is_file():
-            raise UserError(f"{last}: --resume checkpoint not found")
+        last = resume_checkpoint(resume)
     saved, last_epoch = load_resume_state(last)
     # an older run's opt.yaml lacks the newer options: their defaults fill in
     opt = {**TrainConfig().to_dict(), **saved}

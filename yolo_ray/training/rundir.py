@@ -17,6 +17,26 @@ def find_last_checkpoint(search_dir: str | Path) -> Path:
     return max(candidates, key=lambda p: p.stat().st_mtime)
 
 
+def resume_checkpoint(resume: str | Path) -> Path:
+    """The last.pt that --resume PATH names: a checkpoint, or a run folder (its weights/last.pt).
+
+    A resume writes into the checkpoint's run folder (the parent of its weights/), so a checkpoint that
+    does not sit in RUN/weights/ beside RUN/opt.yaml is refused: a copy kept elsewhere would otherwise
+    overwrite an unrelated run's weights, or spill a run's files into the folder holding every run.
+    """
+    path = Path(resume).expanduser().resolve()
+    if path.is_dir():
+        if not (path / "weights" / "last.pt").is_file():
+            raise UserError(f"{path}: --resume folder holds no weights/last.pt (not a training run folder)")
+        path = path / "weights" / "last.pt"
+    if not path.is_file():
+        raise UserError(f"{path}: --resume checkpoint not found")
+    if path.parent.name != "weights" or not (path.parent.parent / "opt.yaml").is_file():
+        raise UserError(f"{path}: --resume checkpoint is not in a run folder (RUN/weights/last.pt beside "
+                        "RUN/opt.yaml), so there is no run of its own to continue; copy the whole run folder")
+    return path
+
+
 def run_dir_of(checkpoint: str | Path) -> Path:
     """The run directory holding <run>/weights/last.pt."""
     return Path(checkpoint).resolve().parent.parent
