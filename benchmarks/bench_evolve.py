@@ -71,10 +71,17 @@ def bench_stub(args: argparse.Namespace, generations: int, workdir: Path) -> flo
     cpu0 = driver.cpu_times()
     try:
         t0 = time.time()
-        summary = run_evolution({"generations": generations, "concurrency": args.concurrency, "seed": 0,
-                                 "gpus_per_trial": args.gpus_per_trial,
-                                 "project": str(workdir / "runs"), "data": str(stub_data_yaml(workdir / "data"))},
-                                trainable=stub_trainable)
+        summary = run_evolution(
+            {
+                "generations": generations,
+                "concurrency": args.concurrency,
+                "seed": 0,
+                "gpus_per_trial": args.gpus_per_trial,
+                "project": str(workdir / "runs"),
+                "data": str(stub_data_yaml(workdir / "data")),
+            },
+            trainable=stub_trainable,
+        )
         total = time.time() - t0
         cpu1 = driver.cpu_times()
         rss = driver.memory_info().rss / 2**20
@@ -84,9 +91,11 @@ def bench_stub(args: argparse.Namespace, generations: int, workdir: Path) -> flo
             cluster.shutdown()
     assert summary.rows == generations, summary
     driver_cpu = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
-    print(f"stub: {generations} generations at concurrency {args.concurrency}: {total:.1f} s, "
-          f"{60 * generations / total:.0f} rows/min, {1000 * total / generations:.0f} ms wall per trial; "
-          f"driver CPU {1000 * driver_cpu / generations:.1f} ms per trial, driver RSS at the end {rss:.0f} MiB")
+    print(
+        f"stub: {generations} generations at concurrency {args.concurrency}: {total:.1f} s, "
+        f"{60 * generations / total:.0f} rows/min, {1000 * total / generations:.0f} ms wall per trial; "
+        f"driver CPU {1000 * driver_cpu / generations:.1f} ms per trial, driver RSS at the end {rss:.0f} MiB"
+    )
     return total
 
 
@@ -114,28 +123,53 @@ def bench_searcher(rows: int, cycles: int, workdir: Path) -> None:
         searcher.suggest(str(i))
         t1 = time.perf_counter()
         m = float(rng.random())
-        searcher.on_trial_complete(str(i), {**dict(zip(EVOLVE_RESULT_KEYS, [0.5, 0.5, m, m, 0.05, 0.05, 0.05])),
-                                            COMPLETE_KEY: True})
+        searcher.on_trial_complete(
+            str(i), {**dict(zip(EVOLVE_RESULT_KEYS, [0.5, 0.5, m, m, 0.05, 0.05, 0.05])), COMPLETE_KEY: True}
+        )
         append_s += time.perf_counter() - t1
         propose_s += t1 - t0
     assert searcher.rows == rows + cycles
-    print(f"searcher with {rows} rows: load {load_ms:.0f} ms; propose {1000 * propose_s / cycles:.2f} ms, "
-          f"append (csv + memory) {1000 * append_s / cycles:.2f} ms per trial (mean of {cycles})")
+    print(
+        f"searcher with {rows} rows: load {load_ms:.0f} ms; propose {1000 * propose_s / cycles:.2f} ms, "
+        f"append (csv + memory) {1000 * append_s / cycles:.2f} ms per trial (mean of {cycles})"
+    )
 
 
-def bench_real(generations: int, concurrency: int | None, imgsz: int, share_images: bool, data: str | None,
-               workdir: Path, name: str) -> float:
+def bench_real(
+    generations: int,
+    concurrency: int | None,
+    imgsz: int,
+    share_images: bool,
+    data: str | None,
+    workdir: Path,
+    name: str,
+) -> float:
     from yolo_ray.evolution.driver import run_evolution
 
     t0 = time.time()
-    summary = run_evolution({"generations": generations, "concurrency": concurrency, "epochs": 1, "imgsz": imgsz,
-                             "batch_size": 16, "workers": 0, "cfg": "yolov5n.yaml", "seed": 0,
-                             "share_images": share_images, "data": data, "project": str(workdir), "name": name})
+    summary = run_evolution(
+        {
+            "generations": generations,
+            "concurrency": concurrency,
+            "epochs": 1,
+            "imgsz": imgsz,
+            "batch_size": 16,
+            "workers": 0,
+            "cfg": "yolov5n.yaml",
+            "seed": 0,
+            "share_images": share_images,
+            "data": data,
+            "project": str(workdir),
+            "name": name,
+        }
+    )
     total = time.time() - t0
     assert summary.rows == generations, summary
     label = f"concurrency {concurrency or 'default'}, {'shared' if share_images else 'per-trial'} images"
-    print(f"real: {generations} one-epoch trials at {imgsz} px, {label}: {total:.0f} s, "
-          f"{3600 * generations / total:.0f} trials/hour")
+    print(
+        f"real: {generations} one-epoch trials at {imgsz} px, {label}: {total:.0f} s, "
+        f"{3600 * generations / total:.0f} trials/hour"
+    )
     return total
 
 
@@ -165,8 +199,15 @@ def main() -> None:
             generations = args.generations or 6
             try:
                 for concurrency, share in ((1, False), (1, True), (None, True)):
-                    bench_real(generations, concurrency, args.imgsz, share, args.data, workdir,
-                               f"c{concurrency or 'auto'}_{'shared' if share else 'own'}")
+                    bench_real(
+                        generations,
+                        concurrency,
+                        args.imgsz,
+                        share,
+                        args.data,
+                        workdir,
+                        f"c{concurrency or 'auto'}_{'shared' if share else 'own'}",
+                    )
             finally:
                 ray.shutdown()
         if args.stub:

@@ -39,8 +39,9 @@ def upstream_loader(train: str, opt: argparse.Namespace):
     with open(Path(opt.upstream) / "data" / "hyps" / "hyp.scratch-low.yaml") as f:
         hyp = yaml.safe_load(f)
     cache = None if opt.cache == "none" else opt.cache
-    return create_dataloader(train, opt.imgsz, opt.batch_size, 32, hyp=hyp, augment=True, cache=cache,
-                             shuffle=True, workers=opt.workers)[0]
+    return create_dataloader(
+        train, opt.imgsz, opt.batch_size, 32, hyp=hyp, augment=True, cache=cache, shuffle=True, workers=opt.workers
+    )[0]
 
 
 def our_loader(train: str, opt: argparse.Namespace):
@@ -48,8 +49,9 @@ def our_loader(train: str, opt: argparse.Namespace):
     from yolo_ray.data import create_dataloader
 
     cache = None if opt.cache == "none" else opt.cache
-    return create_dataloader(train, opt.imgsz, opt.batch_size, 32, hyp=None, augment=True, cache=cache,
-                             shuffle=True, workers=opt.workers)[0]
+    return create_dataloader(
+        train, opt.imgsz, opt.batch_size, 32, hyp=None, augment=True, cache=cache, shuffle=True, workers=opt.workers
+    )[0]
 
 
 def dump_items(loader, path: str, items: int) -> None:
@@ -103,13 +105,34 @@ def upstream_environment(env_file: str) -> dict[str, str]:
 
 def run_side(side: str, cache: str, data: Path, opt: argparse.Namespace, *extra: str) -> str:
     """Run a child process for one side; its stdout."""
-    cmd = [sys.executable, __file__, "--child", side, "--cache", cache, "--data", str(data), "--imgsz", str(opt.imgsz),
-           "--batch-size", str(opt.batch_size), "--workers", str(opt.workers), "--epochs", str(opt.epochs),
-           "--upstream", opt.upstream, "--ours", opt.ours, *extra]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        side,
+        "--cache",
+        cache,
+        "--data",
+        str(data),
+        "--imgsz",
+        str(opt.imgsz),
+        "--batch-size",
+        str(opt.batch_size),
+        "--workers",
+        str(opt.workers),
+        "--epochs",
+        str(opt.epochs),
+        "--upstream",
+        opt.upstream,
+        "--ours",
+        opt.ours,
+        *extra,
+    ]
     env = upstream_environment(opt.upstream_env) if side == "upstream" else {**os.environ, "PYTHONPATH": opt.ours}
     env["OMP_NUM_THREADS"] = "1"
-    out = subprocess.run(cmd, env=env, cwd=opt.upstream if side == "upstream" else REPO, capture_output=True,
-                         text=True, check=False)
+    out = subprocess.run(
+        cmd, env=env, cwd=opt.upstream if side == "upstream" else REPO, capture_output=True, text=True, check=False
+    )
     if out.returncode:
         sys.exit(f"error: the {side} loader failed (--cache {cache}):\n{out.stderr[-3000:]}")
     return out.stdout
@@ -132,9 +155,10 @@ def check_identity(opt: argparse.Namespace) -> None:
         for side, path in files.items():
             run_side(side, "none", Path(opt.data), opt, "--check", str(opt.check), "--dump", path)
         up, ours = np.load(files["upstream"]), np.load(files["ours"])
-        same = sum(np.array_equal(up[f"image{k}"], ours[f"image{k}"]) and np.array_equal(up[f"labels{k}"],
-                                                                                          ours[f"labels{k}"])
-                   for k in range(opt.check))
+        same = sum(
+            np.array_equal(up[f"image{k}"], ours[f"image{k}"]) and np.array_equal(up[f"labels{k}"], ours[f"labels{k}"])
+            for k in range(opt.check)
+        )
     print(f"identical items (image bytes and labels): {same}/{opt.check}")
     print(f"identical={same}/{opt.check}")
 
@@ -156,19 +180,24 @@ def side_by_side(opt: argparse.Namespace) -> None:
                 for side in sides if round_ % 2 == 0 else sides[::-1]:
                     load = load_average()
                     value = measure(side, cache, data, opt)
-                    print(f"round {round_}: --cache {cache:4s} {side:8s} {value:7.1f} img/s (load {load:.1f})",
-                          flush=True)
+                    print(
+                        f"round {round_}: --cache {cache:4s} {side:8s} {value:7.1f} img/s (load {load:.1f})", flush=True
+                    )
                     if value > best.get((cache, side), (0.0, 0.0))[0]:
                         best[cache, side] = value, load
-        print(f"\nbest of {opt.rounds}, imgsz {opt.imgsz}, batch {opt.batch_size}, {opt.workers} workers, "
-              f"{os.cpu_count()} cores, epochs 2-{opt.epochs}:")
+        print(
+            f"\nbest of {opt.rounds}, imgsz {opt.imgsz}, batch {opt.batch_size}, {opt.workers} workers, "
+            f"{os.cpu_count()} cores, epochs 2-{opt.epochs}:"
+        )
         print("| --cache | upstream img/s | ours img/s | ratio |")
         for cache in modes:
             (up, up_load), (ours, ours_load) = best[cache, "upstream"], best[cache, "ours"]
             print(f"| {cache} | {up:.0f} (load {up_load:.1f}) | {ours:.0f} (load {ours_load:.1f}) | {ours / up:.2f}× |")
         if {"none", "ram"} <= set(modes):  # what --cache ram gives a user of upstream's default
-            print(f"ours --cache ram vs upstream's default (no cache): "
-                  f"{best['ram', 'ours'][0] / best['none', 'upstream'][0]:.2f}×")
+            print(
+                f"ours --cache ram vs upstream's default (no cache): "
+                f"{best['ram', 'ours'][0] / best['none', 'upstream'][0]:.2f}×"
+            )
         for cache in modes:
             print(f"ratio_{cache}={best[cache, 'ours'][0] / best[cache, 'upstream'][0]:.2f}")
 
@@ -188,8 +217,15 @@ def profile(opt: argparse.Namespace, n: int = 60) -> None:
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
     hyp, imgsz = load_hyp(), opt.imgsz
-    ds = LoadImagesAndLabels(str(Path(opt.data).parent / "images" / "train2017"), imgsz, 16, augment=True, hyp=hyp,
-                             cache_images="ram", verbose=False)
+    ds = LoadImagesAndLabels(
+        str(Path(opt.data).parent / "images" / "train2017"),
+        imgsz,
+        16,
+        augment=True,
+        hyp=hyp,
+        cache_images="ram",
+        verbose=False,
+    )
     idx = [random.randrange(ds.n) for _ in range(n)]
 
     def ms(fn) -> float:
@@ -204,9 +240,19 @@ def profile(opt: argparse.Namespace, n: int = 60) -> None:
     stages = {
         "decode+resize (one image, uncached)": ms(lambda i: decode_image(ds.im_files[i], imgsz, True)),
         "mosaic: 4 cached images + warp": ms(ds.load_mosaic),
-        "warp only (random_perspective)": ms(lambda i: random_perspective(
-            canvas, np.zeros((0, 5)), (), hyp["degrees"], hyp["translate"], hyp["scale"], hyp["shear"],
-            hyp["perspective"], border=(-imgsz // 2, -imgsz // 2))),
+        "warp only (random_perspective)": ms(
+            lambda i: random_perspective(
+                canvas,
+                np.zeros((0, 5)),
+                (),
+                hyp["degrees"],
+                hyp["translate"],
+                hyp["scale"],
+                hyp["shear"],
+                hyp["perspective"],
+                border=(-imgsz // 2, -imgsz // 2),
+            )
+        ),
         "hsv (in place)": ms(lambda i: augment_hsv(img, hyp["hsv_h"], hyp["hsv_s"], hyp["hsv_v"])),
         "HWC BGR -> CHW RGB copy": ms(lambda i: np.ascontiguousarray(img.transpose(2, 0, 1)[::-1])),
         "whole item (__getitem__)": ms(ds.__getitem__),
@@ -229,8 +275,13 @@ def main() -> None:
     parser.add_argument("--upstream-env", default="/tmp/upenv.sh", help="export lines for upstream's environment")
     parser.add_argument("--ours", default=str(REPO), help="the yolo_ray checkout to measure (e.g. an older commit's)")
     parser.add_argument("--profile", action="store_true", help="print our per-stage milliseconds and exit")
-    parser.add_argument("--check", type=int, default=0, metavar="N",
-                        help="compare our first N items with upstream's under the same seeds and exit")
+    parser.add_argument(
+        "--check",
+        type=int,
+        default=0,
+        metavar="N",
+        help="compare our first N items with upstream's under the same seeds and exit",
+    )
     parser.add_argument("--child", choices=("upstream", "ours"), help=argparse.SUPPRESS)
     parser.add_argument("--dump", help=argparse.SUPPRESS)
     opt = parser.parse_args()

@@ -45,25 +45,34 @@ def main() -> None:
     logging.disable(logging.INFO)  # the per-row progress lines would flood the output
     with tempfile.TemporaryDirectory(prefix="bench_rows_") as tmp:
         workdir = Path(tmp)
-        searcher = EvolveSearcher(workdir / "evolve.csv", {**load_hyp(), "anchors": 3.0}, load_search_space(),
-                                  opt.rows, seed=0)
+        searcher = EvolveSearcher(
+            workdir / "evolve.csv", {**load_hyp(), "anchors": 3.0}, load_search_space(), opt.rows, seed=0
+        )
         in_memory = "history" in inspect.signature(EvolveProgress).parameters  # older checkouts re-read the CSV
-        progress = EvolveProgress(workdir, opt.rows, 0, detail=searcher.strategy.describe,
-                                  **({"history": lambda: searcher.history} if in_memory else {}))
+        progress = EvolveProgress(
+            workdir,
+            opt.rows,
+            0,
+            detail=searcher.strategy.describe,
+            **({"history": lambda: searcher.history} if in_memory else {}),
+        )
         searcher.on_row = progress
         rng = np.random.default_rng(0)
         t0 = time.thread_time()  # the loop's own thread: a plot drawn on another thread does not stall it
         for i in range(opt.rows):
             searcher.suggest(str(i))
             m = float(rng.random())
-            searcher.on_trial_complete(str(i), {**dict(zip(EVOLVE_RESULT_KEYS, [0.5, 0.5, m, m, 0.05, 0.05, 0.05])),
-                                                COMPLETE_KEY: True})
+            searcher.on_trial_complete(
+                str(i), {**dict(zip(EVOLVE_RESULT_KEYS, [0.5, 0.5, m, m, 0.05, 0.05, 0.05])), COMPLETE_KEY: True}
+            )
         hooks = time.thread_time() - t0
         t0 = time.perf_counter()
         progress.refresh(plot=True)
         final = time.perf_counter() - t0
-    print(f"{opt.repo}: {opt.rows} rows, {1000 * hooks / opt.rows:.1f} ms CPU per row in the hooks, "
-          f"final refresh {final:.1f} s")
+    print(
+        f"{opt.repo}: {opt.rows} rows, {1000 * hooks / opt.rows:.1f} ms CPU per row in the hooks, "
+        f"final refresh {final:.1f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -42,9 +42,20 @@ def evolve(args: argparse.Namespace, name: str, **options) -> tuple[np.ndarray, 
     """One evolution run with the benchmark's training settings; its row fitness and wall seconds."""
     from yolo_ray.evolution.driver import run_evolution
 
-    opt = {"cfg": args.cfg, "weights": args.weights, "data": args.data, "epochs": args.epochs, "imgsz": args.imgsz,
-           "batch_size": args.batch_size, "workers": 0, "concurrency": args.concurrency,
-           "population": args.population, "project": str(args.out), "name": name, **options}
+    opt = {
+        "cfg": args.cfg,
+        "weights": args.weights,
+        "data": args.data,
+        "epochs": args.epochs,
+        "imgsz": args.imgsz,
+        "batch_size": args.batch_size,
+        "workers": 0,
+        "concurrency": args.concurrency,
+        "population": args.population,
+        "project": str(args.out),
+        "name": name,
+        **options,
+    }
     start = time.time()
     summary = run_evolution(opt)
     if summary.status != "finished":
@@ -79,8 +90,13 @@ def plot(curves: dict[str, np.ndarray], noise: np.ndarray, path: Path) -> None:
         mean, std = runs.mean(0), runs.std(0)
         ax.plot(x, mean, label=strategy)
         ax.fill_between(x, mean - std, mean + std, alpha=0.2)
-    ax.axhspan(noise.mean() - noise.std(), noise.mean() + noise.std(), color="grey", alpha=0.25,
-               label="base hyp, mean ± std over training seeds")
+    ax.axhspan(
+        noise.mean() - noise.std(),
+        noise.mean() + noise.std(),
+        color="grey",
+        alpha=0.25,
+        label="base hyp, mean ± std over training seeds",
+    )
     ax.set_xlabel("trials (evolve.csv rows)")
     ax.set_ylabel("best fitness so far")
     ax.legend(fontsize=8)
@@ -99,8 +115,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--imgsz", type=int, default=160)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--cfg", default=None, help="model yaml (default: as evolve.py; yolov5n from scratch on user data)")
-    p.add_argument("--weights", default=None,
-                   help="starting weights (default: as evolve.py; the shipped yolov5n checkpoint on the built-in data)")
+    p.add_argument(
+        "--weights",
+        default=None,
+        help="starting weights (default: as evolve.py; the shipped yolov5n checkpoint on the built-in data)",
+    )
     p.add_argument("--data", default=None, help="dataset yaml (default: the built-in synthetic data)")
     p.add_argument("--concurrency", type=int, default=2)
     p.add_argument("--cpus", type=int, default=None, help="CPUs of the local Ray cluster (default: all)")
@@ -118,43 +137,65 @@ def main(argv: list[str] | None = None) -> None:
         for strategy in args.strategies:
             runs, walls, reach = [], [], []
             for seed in range(args.seeds):
-                rows, wall = evolve(args, f"{strategy}-seed{seed}", strategy=strategy, generations=args.trials,
-                                    seed=1000 + seed)
+                rows, wall = evolve(
+                    args, f"{strategy}-seed{seed}", strategy=strategy, generations=args.trials, seed=1000 + seed
+                )
                 best = np.maximum.accumulate(np.nan_to_num(rows, nan=-np.inf))
                 runs.append(best)
                 walls.append(wall)
                 reach.append(trials_to_reach(best, noise.mean()))
             curves[strategy] = np.stack(runs)
             final = curves[strategy][:, -1]
-            table.append({"strategy": strategy, "best_mean": float(final.mean()), "best_std": float(final.std()),
-                          "trials_to_base": reach, "wall_s": float(np.mean(walls))})
+            table.append(
+                {
+                    "strategy": strategy,
+                    "best_mean": float(final.mean()),
+                    "best_std": float(final.std()),
+                    "trials_to_base": reach,
+                    "wall_s": float(np.mean(walls)),
+                }
+            )
     finally:
         ray.shutdown()
 
     plot(curves, noise, args.out / "search_quality.png")
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    (args.out / "search_quality.json").write_text(json.dumps(
-        {"settings": settings, "noise": noise.tolist(), "strategies": table,
-         "curves": {k: v.tolist() for k, v in curves.items()}}, indent=1))
+    (args.out / "search_quality.json").write_text(
+        json.dumps(
+            {
+                "settings": settings,
+                "noise": noise.tolist(),
+                "strategies": table,
+                "curves": {k: v.tolist() for k, v in curves.items()},
+            },
+            indent=1,
+        )
+    )
     report(noise, table, args)
 
 
 def report(noise: np.ndarray, table: list[dict], args: argparse.Namespace) -> None:
     band = noise.std()
     model = args.weights or args.cfg or ("the built-in yolov5n checkpoint" if not args.data else "yolov5n.yaml")
-    print(f"\nsettings: {model}, {args.epochs} epoch(s) at {args.imgsz} px, batch {args.batch_size}, "
-          f"{args.trials} trials x {args.seeds} search seeds per strategy, concurrency {args.concurrency}, "
-          f"data {args.data or 'built-in synthetic'}")
+    print(
+        f"\nsettings: {model}, {args.epochs} epoch(s) at {args.imgsz} px, batch {args.batch_size}, "
+        f"{args.trials} trials x {args.seeds} search seeds per strategy, concurrency {args.concurrency}, "
+        f"data {args.data or 'built-in synthetic'}"
+    )
     print(f"noise: base hyp fitness {noise.mean():.5f} ± {band:.5f} over {len(noise)} training seeds\n")
-    print(f"| strategy | best fitness after {args.trials} trials (mean ± std) | trials to reach the base mean "
-          "| wall per run | vs noise |")
+    print(
+        f"| strategy | best fitness after {args.trials} trials (mean ± std) | trials to reach the base mean "
+        "| wall per run | vs noise |"
+    )
     print("|---|---|---|---|---|")
     for row in table:
         reach = ", ".join("—" if r is None else str(r) for r in row["trials_to_base"])
         gap = row["best_mean"] - noise.mean()
         verdict = "within noise" if abs(gap) <= 2 * band else ("above" if gap > 0 else "below")
-        print(f"| {row['strategy']} | {row['best_mean']:.5f} ± {row['best_std']:.5f} | {reach} | "
-              f"{row['wall_s']:.0f} s | {verdict} (2σ = {2 * band:.5f}) |")
+        print(
+            f"| {row['strategy']} | {row['best_mean']:.5f} ± {row['best_std']:.5f} | {reach} | "
+            f"{row['wall_s']:.0f} s | {verdict} (2σ = {2 * band:.5f}) |"
+        )
     print(f"\nplot: {args.out / 'search_quality.png'}")
 
 

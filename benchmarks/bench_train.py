@@ -28,10 +28,22 @@ def train_config(args: argparse.Namespace, save_dir: str) -> dict:
     from yolo_ray.config import load_hyp
 
     return {
-        "cfg": args.cfg, "weights": None, "data": str(Path(args.data).resolve()), "hyp": load_hyp(None),
-        "epochs": args.epochs, "batch_size": args.batch_size, "imgsz": args.imgsz, "workers": args.workers,
-        "device": args.device, "save_dir": save_dir, "noplots": True, "noval": True, "nosave": True,
-        "noautoanchor": True, "amp": not args.no_amp, "channels_last": not args.no_channels_last,
+        "cfg": args.cfg,
+        "weights": None,
+        "data": str(Path(args.data).resolve()),
+        "hyp": load_hyp(None),
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "imgsz": args.imgsz,
+        "workers": args.workers,
+        "device": args.device,
+        "save_dir": save_dir,
+        "noplots": True,
+        "noval": True,
+        "nosave": True,
+        "noautoanchor": True,
+        "amp": not args.no_amp,
+        "channels_last": not args.no_channels_last,
     }
 
 
@@ -50,8 +62,10 @@ def throughput(args: argparse.Namespace) -> None:
     loop.EpochProgress = TimedProgress
     with tempfile.TemporaryDirectory() as save_dir:
         loop.train_loop_per_worker(train_config(args, save_dir))
-    print(f"\ntorch {torch.__version__}, {torch.get_num_threads()} threads, amp={not args.no_amp}, "
-          f"channels_last={not args.no_channels_last}, {args.cfg} imgsz {args.imgsz} batch {args.batch_size}")
+    print(
+        f"\ntorch {torch.__version__}, {torch.get_num_threads()} threads, amp={not args.no_amp}, "
+        f"channels_last={not args.no_channels_last}, {args.cfg} imgsz {args.imgsz} batch {args.batch_size}"
+    )
     for epoch, (images, seconds) in enumerate(timings):
         print(f"epoch {epoch}: {seconds:.1f} s/epoch, {images / seconds:.1f} img/s ({images} images)")
 
@@ -93,9 +107,14 @@ def startup(args: argparse.Namespace) -> None:
             config = {**train_config(args, save_dir), "epochs": 1}
             stamp = Path(save_dir) / "first_step"
             t0 = time.time()
-            subprocess.run([sys.executable, "-c", STARTUP_CHILD, json.dumps(config), str(stamp), mode],
-                           check=True, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                           env={**os.environ, "RAY_DEDUP_LOGS": "0"})
+            subprocess.run(
+                [sys.executable, "-c", STARTUP_CHILD, json.dumps(config), str(stamp), mode],
+                check=True,
+                cwd=REPO,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env={**os.environ, "RAY_DEDUP_LOGS": "0"},
+            )
             total = time.time() - t0
             first = float(stamp.read_text()) - t0
             print(f"{mode:8s}: {first:.1f} s to the first optimizer step ({total:.1f} s for the whole 1-epoch run)")

@@ -50,8 +50,13 @@ def setup() -> dict:
     """Data, model and size of the checks: the built-in checkpoint on the built-in data, whose mAP is known."""
     from yolo_ray.data.synthetic import builtin_weights, default_data_yaml
 
-    return {"data": str(default_data_yaml()), "cfg": None, "weights": str(builtin_weights()), "imgsz": 160,
-            "min_map50": MIN_BUILTIN_MAP50}
+    return {
+        "data": str(default_data_yaml()),
+        "cfg": None,
+        "weights": str(builtin_weights()),
+        "imgsz": 160,
+        "min_map50": MIN_BUILTIN_MAP50,
+    }
 
 
 def trial_devices(log_text: str) -> list[str]:
@@ -70,28 +75,44 @@ def single_gpu_training(args: argparse.Namespace, cfg: dict, out: Path) -> list[
 
     torch.cuda.reset_peak_memory_stats()
     save_dir = out / "train"
-    results, timings = gpu_throughput.timed_training({
-        "cfg": cfg["cfg"], "weights": cfg["weights"], "data": cfg["data"], "hyp": load_hyp(None),
-        "epochs": args.epochs, "batch_size": 16, "imgsz": cfg["imgsz"], "device": "0", "save_dir": str(save_dir),
-        "noplots": True, "workers": 8, "noautoanchor": bool(cfg["weights"]),
-    })
+    results, timings = gpu_throughput.timed_training(
+        {
+            "cfg": cfg["cfg"],
+            "weights": cfg["weights"],
+            "data": cfg["data"],
+            "hyp": load_hyp(None),
+            "epochs": args.epochs,
+            "batch_size": 16,
+            "imgsz": cfg["imgsz"],
+            "device": "0",
+            "save_dir": str(save_dir),
+            "noplots": True,
+            "workers": 8,
+            "noautoanchor": bool(cfg["weights"]),
+        }
+    )
     peak = torch.cuda.max_memory_reserved() / 2**30
     speed = speed_after_warmup(timings)
     map50, map95 = results["metrics/mAP_0.5"], results["metrics/mAP_0.5:0.95"]
     finite = all(math.isfinite(float(v)) for v in results.values())
     return [
-        (f"train {cfg['cfg'] or 'built-in yolov5n'} {cfg['imgsz']}px fp16 AMP, {args.epochs} epochs",
-         f"{speed:.0f} img/s after the first epoch", len(timings) == args.epochs and speed > 0),
+        (
+            f"train {cfg['cfg'] or 'built-in yolov5n'} {cfg['imgsz']}px fp16 AMP, {args.epochs} epochs",
+            f"{speed:.0f} img/s after the first epoch",
+            len(timings) == args.epochs and speed > 0,
+        ),
         ("peak GPU memory reserved", f"{peak:.2f} GiB", peak > 0),
-        ("mAP@.5 / mAP@.5:.95 of best.pt", f"{map50:.4f} / {map95:.4f} (need mAP@.5 > {cfg['min_map50']})",
-         finite and map50 > cfg["min_map50"]),
+        (
+            "mAP@.5 / mAP@.5:.95 of best.pt",
+            f"{map50:.4f} / {map95:.4f} (need mAP@.5 > {cfg['min_map50']})",
+            finite and map50 > cfg["min_map50"],
+        ),
     ]
 
 
 def run_cli(args: list[str], timeout: int, env: dict | None = None) -> tuple[subprocess.CompletedProcess, float]:
     t0 = time.time()
-    done = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout, cwd=REPO,
-                          env=env)
+    done = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env)
     if done.returncode:
         print(done.stdout[-3000:], done.stderr[-3000:], sep="\n")
     return done, time.time() - t0
@@ -107,16 +128,40 @@ def fractional_evolution(args: argparse.Namespace, cfg: dict, out: Path) -> list
     from yolo_ray.evolution import read_history
 
     model = ["--cfg", cfg["cfg"]] if cfg["cfg"] else ["--weights", cfg["weights"]]
-    done, seconds = run_cli(["scripts/evolve.py", "--data", cfg["data"], *model, "--imgsz", str(cfg["imgsz"]),
-                             "--epochs", "1", "--generations", str(args.generations), "--gpus-per-trial", "0.5",
-                             "--concurrency", "2", "--project", str(out / "evolve"), "--seed", "0"], timeout=300)
+    done, seconds = run_cli(
+        [
+            "scripts/evolve.py",
+            "--data",
+            cfg["data"],
+            *model,
+            "--imgsz",
+            str(cfg["imgsz"]),
+            "--epochs",
+            "1",
+            "--generations",
+            str(args.generations),
+            "--gpus-per-trial",
+            "0.5",
+            "--concurrency",
+            "2",
+            "--project",
+            str(out / "evolve"),
+            "--seed",
+            "0",
+        ],
+        timeout=300,
+    )
     csv = out / "evolve" / "exp" / "evolve.csv"
     n = len(read_history(csv)) if csv.is_file() else 0
     devices = trial_devices(newest_ray_logs())
     on_cuda = bool(devices) and all(d.startswith("cuda") for d in devices)
-    return [(f"evolve {args.generations} generations, two 0.5-GPU trials at once ({seconds:.0f} s)",
-             f"{n} rows; trial devices: {', '.join(sorted(set(devices))) or 'none found in the Ray logs'}",
-             done.returncode == 0 and n == args.generations and on_cuda)]
+    return [
+        (
+            f"evolve {args.generations} generations, two 0.5-GPU trials at once ({seconds:.0f} s)",
+            f"{n} rows; trial devices: {', '.join(sorted(set(devices))) or 'none found in the Ray logs'}",
+            done.returncode == 0 and n == args.generations and on_cuda,
+        )
+    ]
 
 
 def wait_for_port(port: int, proc: subprocess.Popen, timeout: float) -> None:
@@ -136,12 +181,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def train_killing_rank0(address: str, args: list[str], triggers: list[Callable[[str], bool]],
-                        timeout: float) -> tuple[int, str]:
+def train_killing_rank0(
+    address: str, args: list[str], triggers: list[Callable[[str], bool]], timeout: float
+) -> tuple[int, str]:
     """scripts/train.py --address; SIGKILL DDP rank 0 each time the next trigger(output so far) holds."""
-    proc = subprocess.Popen([sys.executable, "scripts/train.py", "--address", address, *args], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "RAY_DEDUP_LOGS": "0"})
+    proc = subprocess.Popen(
+        [sys.executable, "scripts/train.py", "--address", address, *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "RAY_DEDUP_LOGS": "0"},
+    )
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
     reader.start()
@@ -175,9 +226,23 @@ def ray_cli() -> list[str]:
 def ray_train_with_failures(args: argparse.Namespace, cfg: dict, out: Path) -> list[Row]:
     """Ray Train + NCCL + file:// upload on one GPU, rank 0 killed mid-training and in the final validation."""
     port = free_port()
-    head = subprocess.Popen([*ray_cli(), "start", "--head", "--port", str(port),
-                             "--num-gpus", "1", "--include-dashboard", "false", "--block"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    head = subprocess.Popen(
+        [
+            *ray_cli(),
+            "start",
+            "--head",
+            "--port",
+            str(port),
+            "--num-gpus",
+            "1",
+            "--include-dashboard",
+            "false",
+            "--block",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     store, epochs = out / "store", 4
     stored_csv = store / "exp" / "results.csv"
     model = ["--cfg", cfg["cfg"]] if cfg["cfg"] else ["--weights", cfg["weights"], "--noautoanchor"]
@@ -186,11 +251,31 @@ def ray_train_with_failures(args: argparse.Namespace, cfg: dict, out: Path) -> l
         t0 = time.time()
         code, log = train_killing_rank0(
             f"127.0.0.1:{port}",
-            ["--data", cfg["data"], *model, "--imgsz", str(cfg["imgsz"]), "--epochs", str(epochs), "--batch-size", "16",
-             "--gpus-per-worker", "1", "--noplots", "--max-failures", "3", "--storage-path", f"file://{store}"],
+            [
+                "--data",
+                cfg["data"],
+                *model,
+                "--imgsz",
+                str(cfg["imgsz"]),
+                "--epochs",
+                str(epochs),
+                "--batch-size",
+                "16",
+                "--gpus-per-worker",
+                "1",
+                "--noplots",
+                "--max-failures",
+                "3",
+                "--storage-path",
+                f"file://{store}",
+            ],
             # mid-training: epoch 1 is stored; then inside the end-of-training steps
-            triggers=[lambda _: stored_csv.is_file() and len(epochs_in(stored_csv)) >= 2,
-                      lambda log: "Validating " in log], timeout=300)
+            triggers=[
+                lambda _: stored_csv.is_file() and len(epochs_in(stored_csv)) >= 2,
+                lambda log: "Validating " in log,
+            ],
+            timeout=300,
+        )
     finally:
         os.killpg(head.pid, signal.SIGTERM)
         try:
@@ -204,20 +289,46 @@ def ray_train_with_failures(args: argparse.Namespace, cfg: dict, out: Path) -> l
     restarts = log.count("Restarting from")
     on_cuda = bool(re.search(r"DDP rank 0/1 on Ray node \w+, cuda", log))
     stored = all((run / f).is_file() for f in ("weights/last.pt", "weights/best.pt", "opt.yaml"))
-    return [(f"train.py --address, Ray Train + NCCL + file:// upload, rank 0 killed twice ({time.time() - t0:.0f} s)",
-             f"exit {code}, {restarts} restarts, results.csv epochs {rows}, run stored: {stored}, on CUDA: {on_cuda}",
-             code == 0 and restarts == 2 and rows == list(range(epochs)) and stored and on_cuda)]
+    return [
+        (
+            f"train.py --address, Ray Train + NCCL + file:// upload, rank 0 killed twice ({time.time() - t0:.0f} s)",
+            f"exit {code}, {restarts} restarts, results.csv epochs {rows}, run stored: {stored}, on CUDA: {on_cuda}",
+            code == 0 and restarts == 2 and rows == list(range(epochs)) and stored and on_cuda,
+        )
+    ]
 
 
 def ddp_training(cfg: dict, out: Path) -> list[Row]:
     model = ["--cfg", cfg["cfg"]] if cfg["cfg"] else ["--weights", cfg["weights"], "--noautoanchor"]
-    done, seconds = run_cli(["scripts/train.py", "--data", cfg["data"], *model, "--imgsz", str(cfg["imgsz"]),
-                             "--epochs", "2", "--batch-size", "32", "--ray-workers", "2", "--noplots",
-                             "--project", str(out / "ddp")], timeout=300)
+    done, seconds = run_cli(
+        [
+            "scripts/train.py",
+            "--data",
+            cfg["data"],
+            *model,
+            "--imgsz",
+            str(cfg["imgsz"]),
+            "--epochs",
+            "2",
+            "--batch-size",
+            "32",
+            "--ray-workers",
+            "2",
+            "--noplots",
+            "--project",
+            str(out / "ddp"),
+        ],
+        timeout=300,
+    )
     # rank 0's epoch lines: '... 8/8 batches, 512.3 img/s, 4 s'
     speeds = re.findall(r"batches, ([\d.]+) img/s", done.stdout + done.stderr)
-    return [(f"2-worker NCCL DDP, 2 epochs ({seconds:.0f} s)", f"rank 0 img/s per epoch: {', '.join(speeds)}",
-             done.returncode == 0)]
+    return [
+        (
+            f"2-worker NCCL DDP, 2 epochs ({seconds:.0f} s)",
+            f"rank 0 img/s per epoch: {', '.join(speeds)}",
+            done.returncode == 0,
+        )
+    ]
 
 
 def markdown_table(rows: list[Row]) -> str:
@@ -230,8 +341,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=3, help="epochs of the single-GPU training (2 or more)")
     parser.add_argument("--generations", type=int, default=4, help="rows of the fractional-GPU evolution")
-    parser.add_argument("--only", nargs="+", choices=("train", "throughput", "evolve", "ray-train", "ddp"),
-                        help="run only these checks (default: all)")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=("train", "throughput", "evolve", "ray-train", "ddp"),
+        help="run only these checks (default: all)",
+    )
     args = parser.parse_args()
     import torch
 
@@ -240,13 +355,20 @@ def main() -> int:
         return 2
     gpus = torch.cuda.device_count()
     cpus = f"{len(os.sched_getaffinity(0))} of {os.cpu_count()} CPUs usable"
-    rows: list[Row] = [("machine", f"{gpus} x {torch.cuda.get_device_name(0)}, torch {torch.__version__}, "
-                        f"CUDA {torch.version.cuda}, {cpus}", True)]
+    rows: list[Row] = [
+        (
+            "machine",
+            f"{gpus} x {torch.cuda.get_device_name(0)}, torch {torch.__version__}, CUDA {torch.version.cuda}, {cpus}",
+            True,
+        )
+    ]
     cfg = setup()
-    named = {"train": lambda out: single_gpu_training(args, cfg, out),
-             "throughput": lambda out: gpu_throughput.loader_vs_step(out),
-             "evolve": lambda out: fractional_evolution(args, cfg, out),
-             "ray-train": lambda out: ray_train_with_failures(args, cfg, out)}
+    named = {
+        "train": lambda out: single_gpu_training(args, cfg, out),
+        "throughput": lambda out: gpu_throughput.loader_vs_step(out),
+        "evolve": lambda out: fractional_evolution(args, cfg, out),
+        "ray-train": lambda out: ray_train_with_failures(args, cfg, out),
+    }
     if gpus >= 2:
         named["ddp"] = lambda out: ddp_training(cfg, out)
     else:

@@ -38,8 +38,17 @@ def loader_speed(train_path: str, workers: int, passes: int = 3) -> float:
     from yolo_ray.config import load_hyp
     from yolo_ray.data import create_dataloader
 
-    loader, dataset = create_dataloader(train_path, IMGSZ, BATCH, stride=32, hyp=load_hyp(None), augment=True,
-                                        workers=workers, shuffle=True, pin_memory=True)
+    loader, dataset = create_dataloader(
+        train_path,
+        IMGSZ,
+        BATCH,
+        stride=32,
+        hyp=load_hyp(None),
+        augment=True,
+        workers=workers,
+        shuffle=True,
+        pin_memory=True,
+    )
     for _ in loader:
         pass
     t0 = time.perf_counter()
@@ -135,25 +144,42 @@ def training_speed(data_yaml: str, workers: int, out: Path, epochs: int = 3) -> 
     """img/s of real training epochs after the first (yolov5s from its yaml, 640, batch 32)."""
     from yolo_ray.config import load_hyp
 
-    _, timings = timed_training({
-        "cfg": "yolov5s.yaml", "weights": None, "data": data_yaml, "hyp": load_hyp(None), "epochs": epochs,
-        "batch_size": BATCH, "imgsz": IMGSZ, "device": DEVICE, "save_dir": str(out / f"train-w{workers}"),
-        "noplots": True, "noval": True, "workers": workers,
-    })
+    _, timings = timed_training(
+        {
+            "cfg": "yolov5s.yaml",
+            "weights": None,
+            "data": data_yaml,
+            "hyp": load_hyp(None),
+            "epochs": epochs,
+            "batch_size": BATCH,
+            "imgsz": IMGSZ,
+            "device": DEVICE,
+            "save_dir": str(out / f"train-w{workers}"),
+            "noplots": True,
+            "noval": True,
+            "workers": workers,
+        }
+    )
     return speed_after_warmup(timings)
 
 
 def loader_vs_step(out: Path, n_train: int = 512) -> list[Row]:
     data_yaml, data = synthetic_640(out, n_train)
     step, _, _ = step_speed(len(data["names"]), one_batch(data["train"]), compile_model=False)
-    rows: list[Row] = [(f"yolov5s {IMGSZ}px batch {BATCH}: GPU step alone (fp16 AMP, channels-last)",
-                        f"{step:.0f} img/s", step > 0)]
+    rows: list[Row] = [
+        (f"yolov5s {IMGSZ}px batch {BATCH}: GPU step alone (fp16 AMP, channels-last)", f"{step:.0f} img/s", step > 0)
+    ]
     for workers in (2, 8):
         feed = loader_speed(data["train"], workers)
         train = training_speed(data_yaml, workers, out)
         waits = "the GPU waits on the loader" if train < 0.8 * step and feed < 1.2 * step else "the GPU is the limit"
-        rows.append((f"yolov5s {IMGSZ}px, loader at {workers} cores per GPU",
-                     f"loader alone {feed:.0f} img/s, training {train:.0f} img/s: {waits}", feed > 0 and train > 0))
+        rows.append(
+            (
+                f"yolov5s {IMGSZ}px, loader at {workers} cores per GPU",
+                f"loader alone {feed:.0f} img/s, training {train:.0f} img/s: {waits}",
+                feed > 0 and train > 0,
+            )
+        )
     return rows
 
 
@@ -164,9 +190,14 @@ def compiled_step(out: Path) -> list[Row]:
     eager, _, eager_loss = step_speed(len(data["names"]), batch, compile_model=False)
     compiled, compile_s, compiled_loss = step_speed(len(data["names"]), batch, compile_model=True)
     same = abs(compiled_loss - eager_loss) <= 1e-2 * abs(eager_loss)
-    return [("torch.compile GPU step (option under study)",
-             f"{compiled:.0f} img/s vs eager {eager:.0f} ({compiled / eager:.2f}x), first step {compile_s:.0f} s, "
-             f"first loss {compiled_loss:.4f} vs eager {eager_loss:.4f}", same)]
+    return [
+        (
+            "torch.compile GPU step (option under study)",
+            f"{compiled:.0f} img/s vs eager {eager:.0f} ({compiled / eager:.2f}x), first step {compile_s:.0f} s, "
+            f"first loss {compiled_loss:.4f} vs eager {eager_loss:.4f}",
+            same,
+        )
+    ]
 
 
 def main() -> int:

@@ -22,8 +22,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from yolo_ray.data.synthetic import builtin_weights  # noqa: E402
 from yolo_ray.training.checkpoint import load_training_checkpoint, save_checkpoint  # noqa: E402
 
-SETTINGS = {"cfg": "yolov5n.yaml", "hyp": "hyp.scratch-low.yaml", "epochs": 60, "imgsz": 160, "batch_size": 16,
-            "seed": 0}
+SETTINGS = {
+    "cfg": "yolov5n.yaml",
+    "hyp": "hyp.scratch-low.yaml",
+    "epochs": 60,
+    "imgsz": 160,
+    "batch_size": 16,
+    "seed": 0,
+}
 # Options kept in the shipped file's "opt": what the model was trained with, nothing machine-specific.
 KEPT_OPTIONS = (*SETTINGS, "optimizer", "data")
 

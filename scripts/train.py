@@ -10,7 +10,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from yolo_ray.commands.train import (  # noqa: E402,F401  (tests reach the driver's steps here)
-    build_parser, claim_run_dir, fresh_run_options, main, resume_options,
+    build_parser,
+    claim_run_dir,
+    fresh_run_options,
+    main,
+    resume_options,
 )
 
 if __name__ == "__main__":

@@ -80,7 +80,7 @@ class AssetServer:
                 pieces = 10 if server.slow_s else 1
                 step = max(1, -(-len(data) // pieces))
                 for i in range(0, len(data), step):
-                    self.wfile.write(data[i:i + step])
+                    self.wfile.write(data[i : i + step])
                     self.wfile.flush()
                     if server.slow_s:
                         time.sleep(server.slow_s / pieces)

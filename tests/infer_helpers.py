@@ -53,9 +53,20 @@ def trained_run(tmp_path_factory) -> TrainedRun:
         data = make_dataset(root / "data", seed=1, n_train=64, n_val=16, size=IMGSZ)
         hyp = load_hyp(DEFAULT_HYP)
         hyp["mosaic"], hyp["warmup_epochs"] = 0.0, 1.0  # plain images, short warmup: a signal in few epochs
-        config = {"cfg": "yolov5n.yaml", "data": str(data), "hyp": hyp, "epochs": EPOCHS, "batch_size": TRAIN_BATCH,
-                  "imgsz": IMGSZ, "workers": 0, "device": "cpu", "save_dir": str(root / "run"), "seed": 0,
-                  "noautoanchor": True, "save_period": 1}
+        config = {
+            "cfg": "yolov5n.yaml",
+            "data": str(data),
+            "hyp": hyp,
+            "epochs": EPOCHS,
+            "batch_size": TRAIN_BATCH,
+            "imgsz": IMGSZ,
+            "workers": 0,
+            "device": "cpu",
+            "save_dir": str(root / "run"),
+            "seed": 0,
+            "noautoanchor": True,
+            "save_period": 1,
+        }
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         log = io.StringIO()

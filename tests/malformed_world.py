@@ -95,28 +95,44 @@ def make_files(w: Path) -> None:
     write(f / "text.pt", "not a checkpoint\n")
     with open(f / "malicious.pt", "wb") as file:
         pickle.dump(_Payload(os.system, f"touch {w / 'pwned'}"), file, protocol=2)
-    torch.save({"epoch": -1, "model": _Payload(eval, f"open({str(w / 'pwned')!r}, 'w').close()")},
-               f / "malicious_zip.pt")
+    torch.save(
+        {"epoch": -1, "model": _Payload(eval, f"open({str(w / 'pwned')!r}, 'w').close()")}, f / "malicious_zip.pt"
+    )
     torch.save([1, 2, 3], f / "list.pt")
     torch.save({"epoch": 3, "model": 5}, f / "no_model.pt")
     torch.save({"w": torch.zeros(3)}, f / "state_dict.pt")
-    write(f / "cfg_module.yaml", "nc: 80\ndepth_multiple: 1\nwidth_multiple: 1\nanchors: 3\n"
-                                 "backbone: [[-1, 1, Focus2, [64]]]\nhead: [[[0], 1, Detect, [nc, anchors]]]\n")
+    write(
+        f / "cfg_module.yaml",
+        "nc: 80\ndepth_multiple: 1\nwidth_multiple: 1\nanchors: 3\n"
+        "backbone: [[-1, 1, Focus2, [64]]]\nhead: [[[0], 1, Detect, [nc, anchors]]]\n",
+    )
     write(f / "cfg_no_anchors.yaml", "nc: 80\ndepth_multiple: 1\nwidth_multiple: 1\n")
 
     hyp = yaml.safe_load(DEFAULT_HYP.read_text())
     for name, change in {
-        "lr0_nan": {"lr0": math.nan}, "lr0_neg": {"lr0": -0.01}, "momentum_1": {"momentum": 1.0},
-        "mosaic": {"mosaic": 1.5}, "fliplr": {"fliplr": -0.5}, "scale": {"scale": 1.0}, "wd": {"weight_decay": -1e-4},
-        "hsv_inf": {"hsv_h": math.inf}, "anchor_t": {"anchor_t": 0.5}, "text": {"lr0": "fast"},
+        "lr0_nan": {"lr0": math.nan},
+        "lr0_neg": {"lr0": -0.01},
+        "momentum_1": {"momentum": 1.0},
+        "mosaic": {"mosaic": 1.5},
+        "fliplr": {"fliplr": -0.5},
+        "scale": {"scale": 1.0},
+        "wd": {"weight_decay": -1e-4},
+        "hsv_inf": {"hsv_h": math.inf},
+        "anchor_t": {"anchor_t": 0.5},
+        "text": {"lr0": "fast"},
     }.items():
         write(f / f"hyp_{name}.yaml", yaml.safe_dump({**hyp, **change}, sort_keys=False))
     write(f / "hyp_partial.yaml", "lr0: 0.01\n")
 
     spaces = {
-        "key": "lr9: [1, 0.00001, 0.1]\n", "pair": "lr0: [1, 0.1]\n", "order": "lr0: [1, 0.1, 0.001]\n",
-        "nan": "lr0: [1, .nan, 0.1]\n", "gain": "lr0: [-1, 0.00001, 0.1]\n", "frozen": "lr0: [0, 0.00001, 0.1]\n",
-        "text": "lr0: [one, 0.00001, 0.1]\n", "limit": "momentum: [0.3, 0.6, 1.2]\n",
+        "key": "lr9: [1, 0.00001, 0.1]\n",
+        "pair": "lr0: [1, 0.1]\n",
+        "order": "lr0: [1, 0.1, 0.001]\n",
+        "nan": "lr0: [1, .nan, 0.1]\n",
+        "gain": "lr0: [-1, 0.00001, 0.1]\n",
+        "frozen": "lr0: [0, 0.00001, 0.1]\n",
+        "text": "lr0: [one, 0.00001, 0.1]\n",
+        "limit": "momentum: [0.3, 0.6, 1.2]\n",
     }
     for name, text in spaces.items():
         write(f / f"space_{name}.yaml", text)
@@ -162,8 +178,16 @@ def make_runs(w: Path) -> None:
     write(torn_run / "opt.yaml", "epochs: 3\n")
     write(torn_run / "weights" / "last.pt", bytes((i * 97 + 13) % 256 for i in range(4096)))
 
-    evolve_opt = {"generations": 5, "search_space": "yolov5", "data": str(w / "good" / "data.yaml"),
-                  "cfg": "yolov5n.yaml", "imgsz": 64, "epochs": 1, "batch_size": 4, "workers": 0}
+    evolve_opt = {
+        "generations": 5,
+        "search_space": "yolov5",
+        "data": str(w / "good" / "data.yaml"),
+        "cfg": "yolov5n.yaml",
+        "imgsz": 64,
+        "epochs": 1,
+        "batch_size": 4,
+        "workers": 0,
+    }
     good_csv = evolve_csv_text(2, hyp)
     evolutions = w / "runs" / "evolve"
     for name, csv_text, opt in [

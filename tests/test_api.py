@@ -43,12 +43,15 @@ def test_train_returns_the_runs_folder_metrics_and_best_weights(tmp_path, one_th
     assert again.save_dir == tmp_path / "runs" / "again" and again.best.is_file()
 
 
-@pytest.mark.parametrize("options, argv", [
-    (dict(epochs=0), ["--epochs", "0"]),
-    (dict(imgsz=-1), ["--imgsz", "-1"]),
-    (dict(label_smoothing=1.5), ["--label-smoothing", "1.5"]),
-    (dict(batch_size=6, ray_workers=4), ["--batch-size", "6", "--ray-workers", "4"]),
-])
+@pytest.mark.parametrize(
+    "options, argv",
+    [
+        (dict(epochs=0), ["--epochs", "0"]),
+        (dict(imgsz=-1), ["--imgsz", "-1"]),
+        (dict(label_smoothing=1.5), ["--label-smoothing", "1.5"]),
+        (dict(batch_size=6, ray_workers=4), ["--batch-size", "6", "--ray-workers", "4"]),
+    ],
+)
 def test_a_bad_value_is_the_commands_error_and_creates_nothing(tmp_path, capsys, options, argv):
     project = tmp_path / "runs"
     with pytest.raises(yolo_ray.UserError) as raised:
@@ -83,7 +86,12 @@ def test_evolve_bad_values_raise_before_anything_exists(tmp_path, capsys):
 def test_configs_hold_one_default_per_option_and_round_trip_through_opt_yaml():
     train = yolo_ray.TrainConfig()
     assert (train.epochs, train.batch_size, train.imgsz, train.hyp, train.patience) == (
-        100, 16, 640, "hyp.scratch-low.yaml", 100)  # upstream train.py's defaults
+        100,
+        16,
+        640,
+        "hyp.scratch-low.yaml",
+        100,
+    )  # upstream train.py's defaults
     assert yolo_ray.TrainConfig.from_options({**train.to_dict(), "an_old_key": 1}) == train
     evolve = yolo_ray.EvolveConfig(train=dataclasses.replace(train, epochs=3), generations=8)
     flat = evolve.to_dict()
@@ -103,8 +111,15 @@ def test_evolves_old_patience_spelling_works_and_says_it_is_old(capsys):
 def test_evolve_returns_the_folder_and_its_best_row_and_hyps(ray_cluster, tmp_path, tiny_data, one_thread):
     from yolo_ray.evolution import best_row, read_history
 
-    evo = yolo_ray.evolve(generations=2, epochs=1, data=str(tiny_data), concurrency=1, seed=0,
-                          project=str(tmp_path / "runs"), **{k: v for k, v in TINY.items() if k != "device"})
+    evo = yolo_ray.evolve(
+        generations=2,
+        epochs=1,
+        data=str(tiny_data),
+        concurrency=1,
+        seed=0,
+        project=str(tmp_path / "runs"),
+        **{k: v for k, v in TINY.items() if k != "device"},
+    )
     assert evo.status == "finished" and evo.rows == 2 and evo.save_dir == tmp_path / "runs" / "exp"
     best = best_row(read_history(evo.save_dir / "evolve.csv"))
     assert evo.best_row == best.results and evo.best_hyp == best.hyp

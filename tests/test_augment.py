@@ -9,8 +9,15 @@ import numpy as np
 import pytest
 
 from yolo_ray.config import load_hyp
-from yolo_ray.data.augment import (augment_hsv, bbox_ioa, box_candidates, copy_paste, letterbox, mixup,
-                                   random_perspective)
+from yolo_ray.data.augment import (
+    augment_hsv,
+    bbox_ioa,
+    box_candidates,
+    copy_paste,
+    letterbox,
+    mixup,
+    random_perspective,
+)
 from yolo_ray.data.dataset import LoadImagesAndLabels
 
 BACKGROUND = (40, 40, 40)
@@ -18,7 +25,7 @@ COLOURS = [(0, 0, 255), (0, 255, 0), (255, 0, 0), (0, 255, 255)]  # BGR, one per
 
 
 def colour_mask(img: np.ndarray, colour, tol: int = 60) -> np.ndarray:
-    return (np.abs(img.astype(int) - np.array(colour)).max(-1) <= tol)
+    return np.abs(img.astype(int) - np.array(colour)).max(-1) <= tol
 
 
 def mask_box(mask: np.ndarray) -> np.ndarray:
@@ -98,10 +105,15 @@ def test_random_perspective_uses_segments_for_tight_boxes():
 @pytest.mark.timeout(10)
 def test_box_candidates_thresholds():
     before = np.array([[0, 0, 10, 10]] * 4, dtype=float).T
-    after = np.array([[0, 0, 10, 10],  # unchanged: kept
-                      [0, 0, 2, 10],  # 2 px wide: not > wh_thr
-                      [0, 0, 3, 3],  # 9% of the area left: below area_thr 0.1
-                      [0, 0, 4, 4]], dtype=float).T  # 16%: kept
+    after = np.array(
+        [
+            [0, 0, 10, 10],  # unchanged: kept
+            [0, 0, 2, 10],  # 2 px wide: not > wh_thr
+            [0, 0, 3, 3],  # 9% of the area left: below area_thr 0.1
+            [0, 0, 4, 4],
+        ],
+        dtype=float,
+    ).T  # 16%: kept
     assert box_candidates(before, after).tolist() == [True, False, False, True]
     thin_before = np.array([[0, 0, 1000, 1000]], dtype=float).T
     thin_after = np.array([[0, 0, 500, 4]], dtype=float).T  # aspect 125 >= ar_thr 100
@@ -173,8 +185,21 @@ def write_coloured_dataset(root, sizes, boxes):
 
 def quiet_hyp(**overrides) -> dict:
     hyp = load_hyp()
-    for key in ("hsv_h", "hsv_s", "hsv_v", "degrees", "translate", "scale", "shear", "perspective", "flipud",
-                "fliplr", "mosaic", "mixup", "copy_paste"):
+    for key in (
+        "hsv_h",
+        "hsv_s",
+        "hsv_v",
+        "degrees",
+        "translate",
+        "scale",
+        "shear",
+        "perspective",
+        "flipud",
+        "fliplr",
+        "mosaic",
+        "mixup",
+        "copy_paste",
+    ):
         hyp[key] = 0.0
     hyp.update(overrides)
     return hyp
@@ -195,8 +220,10 @@ def check_item(img_chw, labels, tol=2.5):
     for cls in range(len(COLOURS)):
         mask = colour_mask(img, COLOURS[cls])
         own = boxes[boxes[:, 0] == cls]
-        label_boxes = [np.array([(xc - bw / 2) * w, (yc - bh / 2) * h, (xc + bw / 2) * w, (yc + bh / 2) * h])
-                       for _, xc, yc, bw, bh in own]
+        label_boxes = [
+            np.array([(xc - bw / 2) * w, (yc - bh / 2) * h, (xc + bw / 2) * w, (yc + bh / 2) * h])
+            for _, xc, yc, bw, bh in own
+        ]
         blobs = component_boxes(mask)
         for box in label_boxes:
             assert any(np.abs(box - blob).max() <= tol for blob in blobs), (cls, box, blobs)

@@ -29,17 +29,40 @@ def free_port() -> int:
 
 def autoscaling_config(head_ip: str, port: int) -> dict:
     return {
-        "cluster_name": "fake", "max_workers": 2, "upscaling_speed": 1.0, "idle_timeout_minutes": 5,
-        "provider": {"type": "fake_multinode", "use_node_id_as_ip": True, "disable_node_updaters": True,
-                     "disable_launch_config_check": True, "gcs_address": f"{head_ip}:{port}"},
+        "cluster_name": "fake",
+        "max_workers": 2,
+        "upscaling_speed": 1.0,
+        "idle_timeout_minutes": 5,
+        "provider": {
+            "type": "fake_multinode",
+            "use_node_id_as_ip": True,
+            "disable_node_updaters": True,
+            "disable_launch_config_check": True,
+            "gcs_address": f"{head_ip}:{port}",
+        },
         "available_node_types": {
             "ray.head.default": {"resources": {"CPU": 0}, "node_config": {}, "max_workers": 0},
             "gpu_node": {"resources": {"CPU": 2, "GPU": 2}, "node_config": {}, "min_workers": 0, "max_workers": 2},
         },
-        "head_node_type": "ray.head.default", "docker": {}, "auth": {}, "file_mounts": {},
-        "cluster_synced_files": [], "file_mounts_sync_continuously": False, "rsync_exclude": [], "rsync_filter": [],
-        **{k: [] for k in ("initialization_commands", "setup_commands", "head_setup_commands",
-                           "worker_setup_commands", "head_start_ray_commands", "worker_start_ray_commands")},
+        "head_node_type": "ray.head.default",
+        "docker": {},
+        "auth": {},
+        "file_mounts": {},
+        "cluster_synced_files": [],
+        "file_mounts_sync_continuously": False,
+        "rsync_exclude": [],
+        "rsync_filter": [],
+        **{
+            k: []
+            for k in (
+                "initialization_commands",
+                "setup_commands",
+                "head_setup_commands",
+                "worker_setup_commands",
+                "head_start_ray_commands",
+                "worker_start_ray_commands",
+            )
+        },
     }
 
 
@@ -48,15 +71,43 @@ def start_head(config: Path, port: int) -> subprocess.Popen:
     ray_cli = Path(sys.executable).with_name("ray")
     # agent_register_timeout: a loaded machine starts the dashboard agent slower than the raylet waits by default.
     # Auth as this process has it (unset: none), so that it can join.
-    env = {**os.environ, "RAY_FAKE_CLUSTER": "1", "RAY_agent_register_timeout_ms": "180000",
-           "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
+    env = {
+        **os.environ,
+        "RAY_FAKE_CLUSTER": "1",
+        "RAY_agent_register_timeout_ms": "180000",
+        "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled"),
+    }
     # Every port the head opens is a free one: other Ray clusters may run on this machine (their agents hold
     # the default ports).
-    ports = [f"--{name}={free_port()}" for name in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
-                                                     "metrics-export-port", "runtime-env-agent-port")]
-    return subprocess.Popen([str(ray_cli), "start", "--head", "--num-cpus", "0", "--port", str(port), *ports,
-                             "--include-dashboard", "false", f"--autoscaling-config={config}", "--block"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    ports = [
+        f"--{name}={free_port()}"
+        for name in (
+            "dashboard-agent-listen-port",
+            "dashboard-agent-grpc-port",
+            "metrics-export-port",
+            "runtime-env-agent-port",
+        )
+    ]
+    return subprocess.Popen(
+        [
+            str(ray_cli),
+            "start",
+            "--head",
+            "--num-cpus",
+            "0",
+            "--port",
+            str(port),
+            *ports,
+            "--include-dashboard",
+            "false",
+            f"--autoscaling-config={config}",
+            "--block",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def wait_until_up(head: subprocess.Popen, port: int, timeout: float = 120) -> bool:
@@ -124,8 +175,9 @@ def gpu_recording_trainable(record_dir: Path):
 
 
 @pytest.mark.timeout(400)
-def test_gpu_trials_on_a_cluster_with_zero_gpu_nodes_wait_for_the_autoscaler(autoscaling_cluster, tmp_path, stub_data,
-                                                                              capsys):
+def test_gpu_trials_on_a_cluster_with_zero_gpu_nodes_wait_for_the_autoscaler(
+    autoscaling_cluster, tmp_path, stub_data, capsys
+):
     import ray
 
     from yolo_ray.evolution.driver import run_evolution
@@ -133,8 +185,10 @@ def test_gpu_trials_on_a_cluster_with_zero_gpu_nodes_wait_for_the_autoscaler(aut
     assert sum(n["Resources"].get("GPU", 0) for n in ray.nodes() if n["Alive"]) == 0  # at rest: no GPU node
     common = {"project": str(tmp_path / "runs"), "data": str(stub_data), "seed": 1}
     with pytest.raises(UserError, match="no node or node type .* 3 CPU \\+ 1 GPU .*autoscaler: up to 2 more gpu_node"):
-        run_evolution({**common, "generations": 2, "gpus_per_trial": 1, "cpus_per_trial": 3},
-                      trainable=gpu_recording_trainable(tmp_path))
+        run_evolution(
+            {**common, "generations": 2, "gpus_per_trial": 1, "cpus_per_trial": 3},
+            trainable=gpu_recording_trainable(tmp_path),
+        )
     assert not (tmp_path / "runs").exists()
 
     records = tmp_path / "records"

@@ -42,8 +42,9 @@ def test_rect_ddp_loaders_batch_one_shape_per_batch(tmp_path):
     images = mixed_aspect_dataset(tmp_path / "data")
     seen = []
     for rank in (0, 1):
-        loader, dataset = create_dataloader(str(images), 128, 2, 32, rect=True, rank=rank, world_size=2, workers=0,
-                                            pad=0.5)
+        loader, dataset = create_dataloader(
+            str(images), 128, 2, 32, rect=True, rank=rank, world_size=2, workers=0, pad=0.5
+        )
         for imgs, _, paths, _ in loader:
             index = dataset.im_files.index(paths[0])
             expected = dataset.batch_shapes[dataset.batch[index]]
@@ -97,15 +98,29 @@ def test_restart_takes_only_this_runs_own_unstripped_last_pt(tmp_path):
     assert restart_checkpoint(last, "run-a") is None  # finished: nothing to restart from
 
 
-@pytest.mark.parametrize("script, extra", [
-    ("train.py", ["--cfg", "yolov5n.yaml", "--ray-workers", "2", "--batch-size", "2"]),
-    ("evolve.py", ["--generations", "2"]),
-])
+@pytest.mark.parametrize(
+    "script, extra",
+    [
+        ("train.py", ["--cfg", "yolov5n.yaml", "--ray-workers", "2", "--batch-size", "2"]),
+        ("evolve.py", ["--generations", "2"]),
+    ],
+)
 def test_unreachable_address_is_one_error_line_within_seconds(tmp_path, script, extra):
     t0 = time.time()
-    done = subprocess.run([sys.executable, str(REPO / "scripts" / script), "--address", "127.0.0.1:1",
-                           "--project", str(tmp_path / "runs"), *extra],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / script),
+            "--address",
+            "127.0.0.1:1",
+            "--project",
+            str(tmp_path / "runs"),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert lines == [line for line in lines if line.startswith("error:")]

@@ -74,8 +74,11 @@ def test_quiet_keeps_warnings_and_log_files_hold_no_colour_codes(logged, capsys)
 
 def test_verbosity_follows_the_options_and_upstreams_yolov5_verbose(monkeypatch):
     monkeypatch.delenv("YOLOv5_VERBOSE", raising=False)
-    assert [console.verbosity(), console.verbosity(quiet=True), console.verbosity(verbose=True)] == \
-        ["info", "quiet", "verbose"]
+    assert [console.verbosity(), console.verbosity(quiet=True), console.verbosity(verbose=True)] == [
+        "info",
+        "quiet",
+        "verbose",
+    ]
     monkeypatch.setenv("YOLOv5_VERBOSE", "False")
     assert console.verbosity() == "quiet"
 
@@ -84,17 +87,22 @@ def test_printed_commands_are_quoted_and_use_this_python(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     weights = tmp_path / "my runs" / "best.pt"
     words = shlex.split(console.shell_command("val.py", "--weights", weights))
-    assert Path(words[0]).name.startswith("python") and words[1:] == [str(REPO / "scripts" / "val.py"), "--weights",
-                                                                       str(weights)]
+    assert Path(words[0]).name.startswith("python") and words[1:] == [
+        str(REPO / "scripts" / "val.py"),
+        "--weights",
+        str(weights),
+    ]
     found = words[0] if os.sep in words[0] else __import__("shutil").which(words[0])
     assert os.path.abspath(found) == os.path.abspath(sys.executable)
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.stem)
 def test_help_shows_defaults_and_imports_nothing_heavy(script):
-    probe = (f"import runpy, sys; sys.argv = [{str(script)!r}, '--help']\n"
-             f"try:\n    runpy.run_path({str(script)!r}, run_name='__main__')\nexcept SystemExit:\n    pass\n"
-             f"print('HEAVY', sorted(m for m in {HEAVY_MODULES!r} if m in sys.modules))")
+    probe = (
+        f"import runpy, sys; sys.argv = [{str(script)!r}, '--help']\n"
+        f"try:\n    runpy.run_path({str(script)!r}, run_name='__main__')\nexcept SystemExit:\n    pass\n"
+        f"print('HEAVY', sorted(m for m in {HEAVY_MODULES!r} if m in sys.modules))"
+    )
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=script_env(), timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "HEAVY []"  # --help in well under a second
@@ -114,8 +122,11 @@ def test_train_and_evolve_pick_the_same_model_for_user_data_and_say_so(stub_data
     assert default_model(None, None, None) == (None, str(builtin_weights()), default_model(None, None, None)[2])
     assert default_model("d.yaml", "yolov5s.yaml", None) == ("yolov5s.yaml", None, "")
     console.setup_logging("info")
-    opt = vars(train_cli.build_parser().parse_args(["--data", str(stub_data), "--imgsz", "64",
-                                                    "--project", str(tmp_path / "runs")]))
+    opt = vars(
+        train_cli.build_parser().parse_args(
+            ["--data", str(stub_data), "--imgsz", "64", "--project", str(tmp_path / "runs")]
+        )
+    )
     for key in ("quiet", "verbose"):
         opt.pop(key)
     trained = train_cli.fresh_run_options(opt)
@@ -130,10 +141,13 @@ def test_train_and_evolve_pick_the_same_model_for_user_data_and_say_so(stub_data
 def test_a_checkout_named_yolo_ray_imports_from_the_folder_holding_it(tmp_path):
     (tmp_path / "yolo_ray").symlink_to(REPO, target_is_directory=True)  # a clone named as the package
     env = {k: v for k, v in script_env().items() if k != "PYTHONPATH"}
-    probe = ("import yolo_ray, yolo_ray.evolution.space as s; "
-             "print(yolo_ray.__file__, callable(yolo_ray.load), s.SEARCH_SPACE_DIR.is_dir())")
-    proc = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, env=env,
-                          timeout=60)
+    probe = (
+        "import yolo_ray, yolo_ray.evolution.space as s; "
+        "print(yolo_ray.__file__, callable(yolo_ray.load), s.SEARCH_SPACE_DIR.is_dir())"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=60
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == [str(REPO / "yolo_ray" / "__init__.py"), "True", "True"]
 
@@ -170,9 +184,17 @@ def test_evolve_png_tick_labels_do_not_overlap(tmp_path):
     from yolo_ray.evolution.plots import evolve_figure
 
     rng = np.random.default_rng(0)
-    rows = [(float(rng.uniform(0, 0.4)), {"lr0": float(rng.uniform(0.008, 0.012)),
-                                          "momentum": float(rng.uniform(0.90, 0.95)),
-                                          "weight_decay": float(rng.uniform(0.00046, 0.00054))}) for _ in range(30)]
+    rows = [
+        (
+            float(rng.uniform(0, 0.4)),
+            {
+                "lr0": float(rng.uniform(0.008, 0.012)),
+                "momentum": float(rng.uniform(0.90, 0.95)),
+                "weight_decay": float(rng.uniform(0.00046, 0.00054)),
+            },
+        )
+        for _ in range(30)
+    ]
     fig = evolve_figure(read_history(evolve_csv_with(tmp_path, rows)))
     renderer = FigureCanvasAgg(fig).get_renderer()
     fig.canvas.draw()
@@ -191,9 +213,24 @@ def test_three_epoch_training_console_log_file_and_printed_commands(tmp_path):
     data = make_dataset(tmp_path / "my data", seed=3, n_train=8, n_val=4, size=64)  # a space to quote
     project = tmp_path / "runs"
     tiny = ["--imgsz", "64", "--batch-size", "4", "--workers", "0", "--noautoanchor", "--noplots"]
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "train.py"), "--data", str(data), *tiny,
-                           "--epochs", "3", "--project", str(project)], cwd=tmp_path, capture_output=True, text=True,
-                          env=script_env(), timeout=240)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "train.py"),
+            "--data",
+            str(data),
+            *tiny,
+            "--epochs",
+            "3",
+            "--project",
+            str(project),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=script_env(),
+        timeout=240,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out, run = proc.stdout, project / "exp"
     assert "no --cfg/--weights: training yolov5n.yaml from scratch" in out  # the default, said
@@ -205,10 +242,19 @@ def test_three_epoch_training_console_log_file_and_printed_commands(tmp_path):
     assert out.count("Results saved to") == 1
     log = (run / "train.log").read_text()
     assert len(re.findall(r"all\s+4\s", log)) == 3 and len(re.findall(r"\d/2 batches", log)) == 3
-    commands = {line.split(": ", 1)[0]: shlex.split(line.split(": ", 1)[1]) for line in out.splitlines()
-                if line.startswith(("Validate: ", "Train on: "))}
-    assert commands["Validate"][2:] == ["--weights", str(run / "weights" / "best.pt"), "--data", str(data),
-                                        "--imgsz", "64"]
+    commands = {
+        line.split(": ", 1)[0]: shlex.split(line.split(": ", 1)[1])
+        for line in out.splitlines()
+        if line.startswith(("Validate: ", "Train on: "))
+    }
+    assert commands["Validate"][2:] == [
+        "--weights",
+        str(run / "weights" / "best.pt"),
+        "--data",
+        str(data),
+        "--imgsz",
+        "64",
+    ]
     for name, cmd in commands.items():  # each runs as printed (train shortened to one epoch)
         extra = ["--project", str(tmp_path / name)] + (tiny + ["--epochs", "1"] if name == "Train on" else [])
         done = subprocess.run(cmd + extra, cwd=tmp_path, capture_output=True, text=True, env=script_env(), timeout=200)

@@ -69,16 +69,21 @@ def test_bad_rows_exclude_the_image_and_duplicates_are_removed(tmp_path):
     assert check.duplicates == 1 and check.corrupt == 0
     np.testing.assert_allclose(check.labels, [[0, 0.5, 0.5, 0.2, 0.2], [4, 0.1, 0.1, 0.3, 0.3]])
 
-    make_label(im, "\n".join([
-        "0 0.5 0.5 0.2 0.2",
-        "1 0.5 0.5 1.5 0.2",  # not normalised
-        "-1 0.5 0.5 0.2 0.2",  # negative class
-        "2 0.5 0.5 0.2",  # too few columns
-        "2 0.5 0.5 0.2 0.2 0.3",  # 6 columns: neither box nor polygon
-        "a b c d e",  # not numbers
-        "1.5 0.5 0.5 0.2 0.2",  # fractional class
-        "4 0.1 0.1 0.3 0.3",
-    ]))
+    make_label(
+        im,
+        "\n".join(
+            [
+                "0 0.5 0.5 0.2 0.2",
+                "1 0.5 0.5 1.5 0.2",  # not normalised
+                "-1 0.5 0.5 0.2 0.2",  # negative class
+                "2 0.5 0.5 0.2",  # too few columns
+                "2 0.5 0.5 0.2 0.2 0.3",  # 6 columns: neither box nor polygon
+                "a b c d e",  # not numbers
+                "1.5 0.5 0.5 0.2 0.2",  # fractional class
+                "4 0.1 0.1 0.3 0.3",
+            ]
+        ),
+    )
     check = verify_image_label(im, img2label_paths([im])[0])
     assert check.bad_rows == 6 and check.corrupt == 1 and check.labels is None
     assert "ignoring corrupt image/label" in check.msg
@@ -112,8 +117,7 @@ def test_scan_counts_in_one_warning_line(tmp_path, caplog):
     files = sorted([one_bad_row, background, empty, str(broken), tiny])
     with caplog.at_level(logging.INFO, logger="yolo_ray.data"):
         cache = scan_labels(files, img2label_paths(files), verbose=True)
-    assert cache["counts"] == {"found": 2, "missing": 1, "empty": 1, "corrupt": 3, "bad_rows": 1,
-                               "duplicates": 0}
+    assert cache["counts"] == {"found": 2, "missing": 1, "empty": 1, "corrupt": 3, "bad_rows": 1, "duplicates": 0}
     assert sorted(cache["labels"]) == sorted([background, empty])  # a bad row excludes its whole image
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1

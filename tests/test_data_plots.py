@@ -53,8 +53,12 @@ def test_plot_images_draws_each_box_in_its_tile(tmp_path):
 @pytest.mark.timeout(30)
 def test_plot_images_accepts_float_tensors_and_hides_low_confidence_predictions(tmp_path):
     images = torch.full((2, 3, 32, 48), 0.5)
-    preds = torch.tensor([[0, 0, 0.5, 0.5, 0.5, 0.5, 0.9],  # drawn
-                          [1, 1, 0.5, 0.5, 0.5, 0.5, 0.1]])  # below 0.25: not drawn
+    preds = torch.tensor(
+        [
+            [0, 0, 0.5, 0.5, 0.5, 0.5, 0.9],  # drawn
+            [1, 1, 0.5, 0.5, 0.5, 0.5, 0.1],
+        ]
+    )  # below 0.25: not drawn
     path = plot_images(images, preds, paths=["a.jpg", "b.jpg"], fname=tmp_path / "pred.jpg")
     mosaic = cv2.imread(str(path))
     # 2 images -> 2x2 grid with one row used; tiles 96x64 (2x).

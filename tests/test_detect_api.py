@@ -52,8 +52,21 @@ def test_detect_folder_with_video_and_unreadable_image(run, detect_cli, model, t
         (source / f.name).write_bytes(f.read_bytes())
     (source / "broken.jpg").write_bytes(b"not an image")
     write_video(source / "clip.mp4", [cv2.imread(str(f)) for f in run.val_images[:3]])
-    args = ["--weights", str(run.last), "--source", str(source), "--imgsz", str(IMGSZ), "--conf-thres", str(CONF),
-            "--save-txt", "--save-conf", "--save-crop", "--project", str(tmp_path / "runs")]
+    args = [
+        "--weights",
+        str(run.last),
+        "--source",
+        str(source),
+        "--imgsz",
+        str(IMGSZ),
+        "--conf-thres",
+        str(CONF),
+        "--save-txt",
+        "--save-conf",
+        "--save-crop",
+        "--project",
+        str(tmp_path / "runs"),
+    ]
     assert detect_cli.main(args) == 0
     out = capsys.readouterr().out
     save_dir = tmp_path / "runs" / "exp"
@@ -76,8 +89,12 @@ def test_detect_folder_with_video_and_unreadable_image(run, detect_cli, model, t
 
     # the API on the same files gives the same boxes (detect.py rounds them to whole pixels)
     for f in images:
-        rows = np.array([list(map(float, line.split())) for line in (save_dir / "labels" / f"{f.stem}.txt")
-                         .read_text().splitlines()])
+        rows = np.array(
+            [
+                list(map(float, line.split()))
+                for line in (save_dir / "labels" / f"{f.stem}.txt").read_text().splitlines()
+            ]
+        )
         api = model(str(f), size=IMGSZ).xywhn[0].numpy()
         assert len(rows) == len(api) > 0
         theirs = list(api[:, [5, 0, 1, 2, 3, 4]])
@@ -140,12 +157,15 @@ def test_api_settings_fresh_models_and_devices(run, tmp_path):
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("args, expected", [
-    (["--weights", "{tmp}/missing.pt", "--source", "{img}"], "missing.pt: weights file not found"),
-    (["--weights", "{last}", "--source", "{tmp}/nowhere"], "nowhere: does not exist"),
-    (["--weights", "{last}", "--source", "{tmp}"], "no images or videos found"),
-    (["--weights", "{last}", "--source", "{img}", "--classes", "7"], "--classes [7]"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--weights", "{tmp}/missing.pt", "--source", "{img}"], "missing.pt: weights file not found"),
+        (["--weights", "{last}", "--source", "{tmp}/nowhere"], "nowhere: does not exist"),
+        (["--weights", "{last}", "--source", "{tmp}"], "no images or videos found"),
+        (["--weights", "{last}", "--source", "{img}", "--classes", "7"], "--classes [7]"),
+    ],
+)
 def test_bad_inputs_print_one_error_line_and_exit_2(run, detect_cli, tmp_path, capsys, args, expected):
     args = [a.format(tmp=tmp_path, last=run.last, img=run.val_images[0]) for a in args]
     assert detect_cli.main(args + ["--project", str(tmp_path / "runs")]) == 2
@@ -157,8 +177,12 @@ def test_bad_inputs_print_one_error_line_and_exit_2(run, detect_cli, tmp_path, c
 @pytest.mark.timeout(60)
 def test_all_sources_unreadable_is_an_error(run, detect_cli, tmp_path, capsys):
     (tmp_path / "a.jpg").write_bytes(b"x")
-    assert detect_cli.main(["--weights", str(run.last), "--source", str(tmp_path / "*.jpg"),
-                            "--project", str(tmp_path / "runs")]) == 2
+    assert (
+        detect_cli.main(
+            ["--weights", str(run.last), "--source", str(tmp_path / "*.jpg"), "--project", str(tmp_path / "runs")]
+        )
+        == 2
+    )
     assert "no readable images or videos among the sources" in capsys.readouterr().err
 
 
@@ -167,10 +191,18 @@ def label_rows(path):
 
 
 @pytest.mark.timeout(300)
-def test_off_a_terminal_detect_logs_progress_lines_and_lines_per_image_with_verbose(run, detect_cli, tmp_path,
-                                                                                    capsys):
-    args = ["--weights", str(run.last), "--source", str(run.val_images[0].parent), "--imgsz", str(IMGSZ),
-            "--nosave", "--project", str(tmp_path / "runs")]
+def test_off_a_terminal_detect_logs_progress_lines_and_lines_per_image_with_verbose(run, detect_cli, tmp_path, capsys):
+    args = [
+        "--weights",
+        str(run.last),
+        "--source",
+        str(run.val_images[0].parent),
+        "--imgsz",
+        str(IMGSZ),
+        "--nosave",
+        "--project",
+        str(tmp_path / "runs"),
+    ]
     n = len(run.val_images)
     assert detect_cli.main(args) == 0
     out = capsys.readouterr().out  # not a terminal: the progress, not a line per image
@@ -181,13 +213,29 @@ def test_off_a_terminal_detect_logs_progress_lines_and_lines_per_image_with_verb
 
 
 @pytest.mark.timeout(300)
-def test_vid_stride_txt_order_relative_lists_and_nominal_shape_as_upstream(run, detect_cli, tmp_path, capsys,
-                                                                          monkeypatch):
+def test_vid_stride_txt_order_relative_lists_and_nominal_shape_as_upstream(
+    run, detect_cli, tmp_path, capsys, monkeypatch
+):
     frames = [cv2.imread(str(f)) for f in run.val_images[:5]]
     write_video(tmp_path / "clip.mp4", frames)
-    args = ["--weights", str(run.last), "--source", str(tmp_path / "clip.mp4"), "--imgsz", str(IMGSZ), "128",
-            "--conf-thres", str(CONF), "--vid-stride", "2", "--save-txt", "--save-conf", "--save-crop",
-            "--project", str(tmp_path / "runs")]
+    args = [
+        "--weights",
+        str(run.last),
+        "--source",
+        str(tmp_path / "clip.mp4"),
+        "--imgsz",
+        str(IMGSZ),
+        "128",
+        "--conf-thres",
+        str(CONF),
+        "--vid-stride",
+        "2",
+        "--save-txt",
+        "--save-conf",
+        "--save-crop",
+        "--project",
+        str(tmp_path / "runs"),
+    ]
     assert detect_cli.main(args) == 0
     out = capsys.readouterr().out
     # frames 2 and 4 of 5 (upstream grabs vid_stride frames, then reads), counted (k/2) with no overrun
@@ -219,8 +267,17 @@ def test_http_video_stream_and_streams_file(run, detect_cli, tmp_path, capsys):
     served.mkdir()
     write_video(served / "clip.mp4", [cv2.imread(str(f)) for f in run.val_images[:4]])
     (served / "live").write_bytes((served / "clip.mp4").read_bytes())  # no media suffix: read as a stream
-    common = ["--weights", str(run.last), "--imgsz", str(IMGSZ), "--conf-thres", str(CONF), "--save-txt",
-              "--project", str(tmp_path / "runs")]
+    common = [
+        "--weights",
+        str(run.last),
+        "--imgsz",
+        str(IMGSZ),
+        "--conf-thres",
+        str(CONF),
+        "--save-txt",
+        "--project",
+        str(tmp_path / "runs"),
+    ]
     with serve_folder(served) as url:
         assert detect_cli.main([*common, "--source", f"{url}/clip.mp4"]) == 0  # a video URL: every frame
         out = capsys.readouterr().out

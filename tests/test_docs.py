@@ -45,7 +45,7 @@ def script_invocation(words: list[str]) -> tuple[str, list[str]] | None:
     scripts = [i for i, w in enumerate(words) if RUNNABLE.match(w)]
     if not scripts:
         return None
-    options = [w.split("=", 1)[0] for w in words[scripts[0] + 1:] if w.startswith("--")]
+    options = [w.split("=", 1)[0] for w in words[scripts[0] + 1 :] if w.startswith("--")]
     return words[scripts[0]], options
 
 
@@ -53,23 +53,30 @@ def script_invocation(words: list[str]) -> tuple[str, list[str]] | None:
 def accepted_options(script: str) -> frozenset[str]:
     """The options the script's --help lists (its argparse parser, as a user sees it)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    help_text = subprocess.run([sys.executable, str(REPO / script), "--help"], capture_output=True, text=True,
-                               cwd=REPO, env=env, timeout=120)
+    help_text = subprocess.run(
+        [sys.executable, str(REPO / script), "--help"], capture_output=True, text=True, cwd=REPO, env=env, timeout=120
+    )
     assert help_text.returncode == 0, f"{script} --help failed:\n{help_text.stderr[-2000:]}"
     return frozenset(re.findall(r"--[\w-]+", help_text.stdout))
 
 
 def all_invocations() -> list[tuple[str, str, list[str]]]:
-    found = [(doc.relative_to(REPO).as_posix(), script_invocation(words))
-             for doc in DOCS for words in bash_commands(doc)]
+    found = [
+        (doc.relative_to(REPO).as_posix(), script_invocation(words)) for doc in DOCS for words in bash_commands(doc)
+    ]
     return [(doc, *invocation) for doc, invocation in found if invocation]
 
 
 def test_the_docs_run_project_scripts():
     """The extraction itself: the README's quick start and its evolve/train/val commands are found."""
     scripts = {script for _, script, _ in all_invocations()}
-    assert {"scripts/evolve.py", "scripts/train.py", "scripts/val.py", "scripts/detect.py",
-            "scripts/export.py"} <= scripts
+    assert {
+        "scripts/evolve.py",
+        "scripts/train.py",
+        "scripts/val.py",
+        "scripts/detect.py",
+        "scripts/export.py",
+    } <= scripts
 
 
 @pytest.mark.parametrize("doc,script,options", all_invocations(), ids=lambda v: v if isinstance(v, str) else None)

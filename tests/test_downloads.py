@@ -92,8 +92,17 @@ RANK_SCRIPT = textwrap.dedent("""
 def test_eight_processes_asking_at_once_download_once(server, standin, tmp_path):
     server.slow_s = 1.0  # each body takes a second: all eight ask while the first is downloading
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen([sys.executable, "-c", RANK_SCRIPT, "yolov5n.pt"], cwd=tmp_path, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(8)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", RANK_SCRIPT, "yolov5n.pt"],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(8)
+    ]
     outputs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0] * 8, [err[-500:] for _, err in outputs]
     assert {out.strip() for out, _ in outputs} == {str(cached(tmp_path))}
@@ -124,8 +133,11 @@ def test_a_file_that_always_arrives_truncated_is_never_put_in_place(server, tmp_
 
 
 def test_404_is_one_error_without_retries(server, tmp_path):
-    with pytest.raises(UserError, match=r"yolov5x6\.pt: cannot download .*/yolov5x6\.pt \(HTTP 404 Not Found\); "
-                                        r"put the file at .*weights/yolov5x6\.pt"):
+    with pytest.raises(
+        UserError,
+        match=r"yolov5x6\.pt: cannot download .*/yolov5x6\.pt \(HTTP 404 Not Found\); "
+        r"put the file at .*weights/yolov5x6\.pt",
+    ):
         from yolo_ray.official import resolve_weights
 
         resolve_weights("yolov5x6")
@@ -165,10 +177,20 @@ def test_offline_the_api_raises_one_line_naming_url_and_destination(tmp_path, mo
 
 
 def test_offline_train_prints_one_error_line_and_creates_nothing(tmp_path):
-    env = {**os.environ, "YOLO_RAY_HOME": str(tmp_path / "home"), "YOLO_RAY_ASSETS_URL": closed_port_url(),
-           "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, str(REPO / "scripts" / "train.py"), "--weights", "yolov5s.pt"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+    env = {
+        **os.environ,
+        "YOLO_RAY_HOME": str(tmp_path / "home"),
+        "YOLO_RAY_ASSETS_URL": closed_port_url(),
+        "OMP_NUM_THREADS": "1",
+    }
+    done = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "train.py"), "--weights", "yolov5s.pt"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert done.returncode == 2, done.stderr[-2000:]
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith("error: yolov5s.pt: cannot download "), done.stderr[-2000:]

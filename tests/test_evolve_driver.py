@@ -75,8 +75,17 @@ def test_killed_trial_is_retried_and_nan_trial_replaced(ray_cluster, tmp_path, s
     pickle_this_module_by_value()
     markers = tmp_path / "markers"
     markers.mkdir()
-    summary = run_evolution({"generations": 5, "project": str(tmp_path / "runs"), "data": str(stub_data),
-                             "seed": 0, "concurrency": 2, "max_retries": 2}, trainable=faulty_trainable(markers))
+    summary = run_evolution(
+        {
+            "generations": 5,
+            "project": str(tmp_path / "runs"),
+            "data": str(stub_data),
+            "seed": 0,
+            "concurrency": 2,
+            "max_retries": 2,
+        },
+        trainable=faulty_trainable(markers),
+    )
     assert summary.status == "finished"
     history = read_history(summary.save_dir / "evolve.csv")
     assert len(history) == 5
@@ -97,8 +106,10 @@ def test_an_evolution_whose_trials_all_score_0_warns_and_suggests_nothing(ray_cl
     from yolo_ray.evolution.driver import run_evolution
 
     pickle_this_module_by_value()
-    summary = run_evolution({"generations": 3, "project": str(tmp_path / "runs"), "data": str(stub_data),
-                             "seed": 0, "concurrency": 2}, trainable=scoreless_trainable)
+    summary = run_evolution(
+        {"generations": 3, "project": str(tmp_path / "runs"), "data": str(stub_data), "seed": 0, "concurrency": 2},
+        trainable=scoreless_trainable,
+    )
     assert summary.status == "finished" and summary.exit_code == 0 and not summary.ranked
     assert "WARNING: nothing was ranked: all 3 trials scored the same fitness (0)" in summary.message
     assert "Usage example" not in summary.message and "hyp_evolve.yaml" in summary.message
@@ -114,8 +125,17 @@ def test_failure_cap_ends_the_run_with_a_clear_message(ray_cluster, tmp_path, st
     from yolo_ray.evolution.driver import run_evolution
 
     pickle_this_module_by_value()
-    summary = run_evolution({"generations": 20, "project": str(tmp_path), "data": str(stub_data),
-                             "concurrency": 1, "max_retries": 0, "max_failed_trials": 2}, trainable=failing_trainable)
+    summary = run_evolution(
+        {
+            "generations": 20,
+            "project": str(tmp_path),
+            "data": str(stub_data),
+            "concurrency": 1,
+            "max_retries": 0,
+            "max_failed_trials": 2,
+        },
+        trainable=failing_trainable,
+    )
     assert summary.status == "failure cap" and summary.exit_code == 1
     assert summary.rows == 0 and summary.failed == 2
     assert "2 trials failed (--max-failed-trials 2)" in summary.message
@@ -123,8 +143,9 @@ def test_failure_cap_ends_the_run_with_a_clear_message(ray_cluster, tmp_path, st
 
 @pytest.mark.timeout(60)
 def test_cli_usage_errors_are_one_line_and_exit_2(tmp_path, capsys):
-    proc = subprocess.run([sys.executable, str(EVOLVE_CLI), "--parent", "best"], capture_output=True, text=True,
-                          timeout=50)
+    proc = subprocess.run(
+        [sys.executable, str(EVOLVE_CLI), "--parent", "best"], capture_output=True, text=True, timeout=50
+    )
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ") and "--parent" in proc.stderr
 
@@ -133,9 +154,11 @@ def test_cli_usage_errors_are_one_line_and_exit_2(tmp_path, capsys):
         import evolve as cli
     finally:
         sys.path.remove(str(EVOLVE_CLI.parent))
-    for argv, expected in [(["--generations", "0"], "--generations 0"),
-                           (["--search-space", str(tmp_path / "nope.yaml")], "nope.yaml"),
-                           (["--resume", str(tmp_path / "missing")], "--resume directory not found")]:
+    for argv, expected in [
+        (["--generations", "0"], "--generations 0"),
+        (["--search-space", str(tmp_path / "nope.yaml")], "nope.yaml"),
+        (["--resume", str(tmp_path / "missing")], "--resume directory not found"),
+    ]:
         assert cli.main([*argv, "--project", str(tmp_path)]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith("error: ") and expected in err, err
@@ -151,9 +174,26 @@ def test_cli_evolves_on_synthetic_data_end_to_end(ray_cluster, tmp_path):
     synthetic.make_dataset(home / "datasets" / synthetic.DATASET_VERSION, n_train=16, n_val=8, size=64)
     env = {**os.environ, "YOLO_RAY_HOME": str(home), "OMP_NUM_THREADS": "1"}
     address = ray_cluster.get_runtime_context().gcs_address
-    cmd = [sys.executable, str(EVOLVE_CLI), "--imgsz", "64", "--epochs", "1",  # from the built-in weights
-           "--generations", "2", "--batch-size", "8", "--workers", "0", "--address", address,
-           "--project", str(tmp_path / "runs"), "--seed", "0"]
+    cmd = [
+        sys.executable,
+        str(EVOLVE_CLI),
+        "--imgsz",
+        "64",
+        "--epochs",
+        "1",  # from the built-in weights
+        "--generations",
+        "2",
+        "--batch-size",
+        "8",
+        "--workers",
+        "0",
+        "--address",
+        address,
+        "--project",
+        str(tmp_path / "runs"),
+        "--seed",
+        "0",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=230, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     run = tmp_path / "runs" / "exp"
@@ -169,6 +209,12 @@ def test_cli_evolves_on_synthetic_data_end_to_end(ray_cluster, tmp_path):
     assert usage.startswith("Usage example: $ ")
     train = shlex.split(usage.split("$ ", 1)[1])  # runnable as printed (one epoch here)
     assert train[2:] == ["--hyp", str(run / "hyp_evolve.yaml"), "--imgsz", "64", "--batch-size", "8"]
-    done = subprocess.run([*train, "--epochs", "1", "--workers", "0", "--noplots", "--project", str(tmp_path / "t")],
-                          capture_output=True, text=True, timeout=200, env=env, cwd=tmp_path)
+    done = subprocess.run(
+        [*train, "--epochs", "1", "--workers", "0", "--noplots", "--project", str(tmp_path / "t")],
+        capture_output=True,
+        text=True,
+        timeout=200,
+        env=env,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]

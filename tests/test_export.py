@@ -27,8 +27,19 @@ def exported(tmp_path_factory):
     folder = tmp_path_factory.mktemp("export")
     weights = folder / "best.pt"
     shutil.copy(run.last, weights)
-    args = ["--weights", str(weights), "--include", "yolov5", "onnx", "torchscript", "--imgsz", str(IMGSZ),
-            "--dynamic", "--device", "cpu"]
+    args = [
+        "--weights",
+        str(weights),
+        "--include",
+        "yolov5",
+        "onnx",
+        "torchscript",
+        "--imgsz",
+        str(IMGSZ),
+        "--dynamic",
+        "--device",
+        "cpu",
+    ]
     assert load_script("export").main(args) == 0
     return run, weights
 
@@ -113,8 +124,18 @@ def test_simplify_opset_and_openvino_match_pytorch(exported, tmp_path, capsys):
     run, source = exported
     weights = tmp_path / "w.pt"
     shutil.copy(source, weights)
-    args = ["--weights", str(weights), "--include", "onnx", "openvino", "--imgsz", str(IMGSZ), "--simplify",
-            "--opset", "17"]
+    args = [
+        "--weights",
+        str(weights),
+        "--include",
+        "onnx",
+        "openvino",
+        "--imgsz",
+        str(IMGSZ),
+        "--simplify",
+        "--opset",
+        "17",
+    ]
     assert load_script("export").main(args) == 0
     assert "slimming with onnxslim" in capsys.readouterr().out
     slim = onnx.load(str(weights.with_suffix(".onnx")))
@@ -140,13 +161,16 @@ def test_simplify_opset_and_openvino_match_pytorch(exported, tmp_path, capsys):
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("args, expected", [
-    (["--include", "tflite"], "--include tflite: TensorFlow formats are not built here"),
-    (["--include", "engine"], "--include engine: TensorRT engines are not built here"),
-    (["--include", "pdf"], "--include pdf: unknown format"),
-    (["--half"], "--half only compatible with GPU export, i.e. use --device 0"),
-    (["--opset", "7", "--include", "onnx"], "--opset 7: the ONNX exporter refused it"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--include", "tflite"], "--include tflite: TensorFlow formats are not built here"),
+        (["--include", "engine"], "--include engine: TensorRT engines are not built here"),
+        (["--include", "pdf"], "--include pdf: unknown format"),
+        (["--half"], "--half only compatible with GPU export, i.e. use --device 0"),
+        (["--opset", "7", "--include", "onnx"], "--opset 7: the ONNX exporter refused it"),
+    ],
+)
 def test_bad_options_print_one_error_line_and_exit_2(exported, tmp_path, capsys, args, expected):
     _, weights = exported
     copy = tmp_path / "w.pt"

@@ -195,8 +195,16 @@ def test_mosaic_mixing_boxes_and_polygons_warps_every_label_through_its_polygon(
     polygon = write_image(tmp_path / "images" / "polygon.png")
     triangle = [0.2, 0.2, 0.8, 0.3, 0.5, 0.8]
     write_label(polygon, "1 " + " ".join(map(str, triangle)) + "\n")
-    hyp = {**load_hyp(DEFAULT_HYP), "degrees": 45.0, "translate": 0.0, "scale": 0.0, "shear": 0.0,
-           "perspective": 0.0, "copy_paste": 0.0, "mosaic": 1.0}
+    hyp = {
+        **load_hyp(DEFAULT_HYP),
+        "degrees": 45.0,
+        "translate": 0.0,
+        "scale": 0.0,
+        "shear": 0.0,
+        "perspective": 0.0,
+        "copy_paste": 0.0,
+        "mosaic": 1.0,
+    }
     ds = LoadImagesAndLabels(str(tmp_path / "images"), img_size=64, augment=True, hyp=hyp, verbose=False)
 
     calls, matrices = [], []
@@ -298,8 +306,13 @@ def test_relative_data_path_falls_back_to_the_current_directory(tmp_path, monkey
 
 def finished_run(cli, project: Path, data: Path, epochs: int, last_epoch: int) -> Path:
     """A run dir made by the CLI's own option handling, with a last.pt as training leaves it."""
-    opt = cli.fresh_run_options(vars(cli.build_parser().parse_args(
-        ["--cfg", "yolov5n.yaml", "--data", str(data), "--epochs", str(epochs), "--project", str(project)])))
+    opt = cli.fresh_run_options(
+        vars(
+            cli.build_parser().parse_args(
+                ["--cfg", "yolov5n.yaml", "--data", str(data), "--epochs", str(epochs), "--project", str(project)]
+            )
+        )
+    )
     cli.claim_run_dir(opt)
     last = Path(opt["save_dir"]) / "weights" / "last.pt"
     last.parent.mkdir()
@@ -372,8 +385,22 @@ def test_finished_runs_resume_to_the_end_steps_or_fine_tune_with_more_epochs(cli
 
     data = make_dataset(tmp_path / "data", seed=3, n_train=16, n_val=8, size=64)
     project = tmp_path / "runs"
-    tiny = ["--cfg", "yolov5n.yaml", "--imgsz", "64", "--batch-size", "8", "--workers", "0", "--noautoanchor",
-            "--noplots", "--data", str(data), "--project", str(project)]
+    tiny = [
+        "--cfg",
+        "yolov5n.yaml",
+        "--imgsz",
+        "64",
+        "--batch-size",
+        "8",
+        "--workers",
+        "0",
+        "--noautoanchor",
+        "--noplots",
+        "--data",
+        str(data),
+        "--project",
+        str(project),
+    ]
     assert cli.main([*tiny, "--epochs", "1", "--save-period", "1"]) == 0
     run = project / "exp"
     last = run / "weights" / "last.pt"

@@ -8,7 +8,13 @@ import pytest
 
 from yolo_ray.config import UserError, load_hyp
 from yolo_ray.evolution import (
-    EVOLVE_RESULT_KEYS, constrain, load_search_space, mutate, mutation_factors, prepare_evolution, propose,
+    EVOLVE_RESULT_KEYS,
+    constrain,
+    load_search_space,
+    mutate,
+    mutation_factors,
+    prepare_evolution,
+    propose,
 )
 
 # Fitness = 0.1 * mAP@.5 + 0.9 * mAP@.5:.95, so rows with both set to m have fitness m.
@@ -184,8 +190,9 @@ def test_upstream_history_without_anchors_column_mutates_the_base_anchors():
     meta = {"anchors": (2.0, 2.0, 10.0), "box": (0.0, 0.02, 0.2)}
     history = history_frame([0.3], [{"box": 0.07, "lr0": 0.02}])
     rng = np.random.default_rng(9)
-    children = [mutate(history.iloc[0].to_dict(), {"box": 0.05, "lr0": 0.01, "anchors": 3.0}, meta, rng)
-                for _ in range(300)]
+    children = [
+        mutate(history.iloc[0].to_dict(), {"box": 0.05, "lr0": 0.01, "anchors": 3.0}, meta, rng) for _ in range(300)
+    ]
     anchors = np.array([c["anchors"] for c in children])
     assert np.all(anchors != 3.0) and 2.0 <= anchors.min() and anchors.max() <= 9.0
     assert all(c["box"] == 0.07 and c["lr0"] == 0.01 for c in children)

@@ -21,8 +21,7 @@ def gpu_check():
 
 
 def test_trials_on_cpu_are_seen_in_the_ray_logs(gpu_check):
-    logs = ("(pid=11) Trial on Ray node 3f2a9c, cuda:0, pid 11\n"
-            "noise\n(pid=12) Trial on Ray node 3f2a9c, cpu, pid 12\n")
+    logs = "(pid=11) Trial on Ray node 3f2a9c, cuda:0, pid 11\nnoise\n(pid=12) Trial on Ray node 3f2a9c, cpu, pid 12\n"
     devices = gpu_check.trial_devices(logs)
     assert devices == ["cuda:0", "cpu"]
     assert not all(d.startswith("cuda") for d in devices)  # what makes the evolution check fail
@@ -57,6 +56,11 @@ def test_without_a_gpu_it_says_so_in_one_line(tmp_path):
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU: the check would run")
-    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_check.py")], capture_output=True, text=True,
-                          timeout=120, check=False)
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "gpu_check.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 2 and done.stderr.strip().startswith("error: no CUDA GPU")

@@ -8,8 +8,13 @@ import pytest
 import torch
 
 from yolo_ray.config import load_hyp
-from yolo_ray.data import (DecodedImages, create_dataloader, labels_to_class_weights, labels_to_image_weights,
-                           load_data_config)
+from yolo_ray.data import (
+    DecodedImages,
+    create_dataloader,
+    labels_to_class_weights,
+    labels_to_image_weights,
+    load_data_config,
+)
 from yolo_ray.data import dataset as dataset_mod
 from yolo_ray.data.loader import ShardSampler
 
@@ -152,11 +157,16 @@ def test_disk_cache_writes_npy_outside_read_only_folder(tmp_path):
 
 @pytest.mark.timeout(10)
 def test_class_and_image_weights_by_hand():
-    labels = [np.array([[0, .5, .5, .1, .1], [0, .5, .5, .1, .1]]), np.array([[2, .5, .5, .1, .1]]), np.zeros((0, 5))]
+    labels = [
+        np.array([[0, 0.5, 0.5, 0.1, 0.1], [0, 0.5, 0.5, 0.1, 0.1]]),
+        np.array([[2, 0.5, 0.5, 0.1, 0.1]]),
+        np.zeros((0, 5)),
+    ]
     # counts [2, 0, 1] -> absent class counts 1 -> inverse [1/2, 1, 1] / 2.5
     np.testing.assert_allclose(labels_to_class_weights(labels, nc=3), [0.2, 0.4, 0.4])
-    np.testing.assert_allclose(labels_to_image_weights(labels, nc=3, class_weights=np.array([1.0, 5.0, 3.0])),
-                               [2.0, 3.0, 0.0])
+    np.testing.assert_allclose(
+        labels_to_image_weights(labels, nc=3, class_weights=np.array([1.0, 5.0, 3.0])), [2.0, 3.0, 0.0]
+    )
 
 
 @pytest.mark.timeout(20)
@@ -172,8 +182,9 @@ def test_image_weights_indices_steer_sampling_and_single_cls(tmp_path):
 @pytest.mark.timeout(40)
 def test_coco128_train_and_val_loaders(coco128):
     cfg = load_data_config(coco128)
-    loader, ds = create_dataloader(cfg["train"], 320, 8, 32, augment=True, hyp=load_hyp(), shuffle=True,
-                                   workers=2, nc=cfg["nc"], seed=0)
+    loader, ds = create_dataloader(
+        cfg["train"], 320, 8, 32, augment=True, hyp=load_hyp(), shuffle=True, workers=2, nc=cfg["nc"], seed=0
+    )
     imgs, targets, paths, shapes = next(iter(loader))
     assert imgs.shape == (8, 3, 320, 320) and len(targets) and shapes == (None,) * 8
     assert ((targets[:, 2:] > 0) & (targets[:, 2:] <= 1)).all() and targets[:, 1].max() < 80

@@ -25,10 +25,40 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = {"train": REPO / "scripts" / "train.py", "evolve": REPO / "scripts" / "evolve.py"}
 # What every case starts from; a case's own arguments come after and override these.
 BASE_ARGS = {
-    "train": ["--cfg", "yolov5n.yaml", "--data", "{w}/good/data.yaml", "--imgsz", "64", "--batch-size", "4",
-              "--workers", "0", "--epochs", "1", "--noautoanchor", "--noplots", "--project", "{w}/runs/train"],
-    "evolve": ["--data", "{w}/good/data.yaml", "--imgsz", "64", "--batch-size", "4", "--workers", "0",
-               "--epochs", "1", "--generations", "2", "--project", "{w}/runs/evolve"],
+    "train": [
+        "--cfg",
+        "yolov5n.yaml",
+        "--data",
+        "{w}/good/data.yaml",
+        "--imgsz",
+        "64",
+        "--batch-size",
+        "4",
+        "--workers",
+        "0",
+        "--epochs",
+        "1",
+        "--noautoanchor",
+        "--noplots",
+        "--project",
+        "{w}/runs/train",
+    ],
+    "evolve": [
+        "--data",
+        "{w}/good/data.yaml",
+        "--imgsz",
+        "64",
+        "--batch-size",
+        "4",
+        "--workers",
+        "0",
+        "--epochs",
+        "1",
+        "--generations",
+        "2",
+        "--project",
+        "{w}/runs/evolve",
+    ],
 }
 
 
@@ -63,10 +93,14 @@ CASES: list[Case] = [
     *train("data-empty-file", ["--data", f"{F}/empty.yaml"], "empty.yaml: expected a YAML mapping"),
     *train("data-binary", ["--data", f"{F}/binary.yaml"], "binary.yaml: "),
     *train("data-no-train", ["--data", f"{F}/data_no_train.yaml"], "data_no_train.yaml: 'train' is missing"),
-    *train("data-train-not-found", ["--data", f"{F}/data_train_missing.yaml"],
-           "data_train_missing.yaml: train images not found"),
-    *train("data-val-not-found", ["--data", f"{F}/data_val_missing.yaml"],
-           "data_val_missing.yaml: val images not found"),
+    *train(
+        "data-train-not-found",
+        ["--data", f"{F}/data_train_missing.yaml"],
+        "data_train_missing.yaml: train images not found",
+    ),
+    *train(
+        "data-val-not-found", ["--data", f"{F}/data_val_missing.yaml"], "data_val_missing.yaml: val images not found"
+    ),
     *train("data-no-names", ["--data", f"{F}/data_no_names.yaml"], "data_no_names.yaml: needs 'names'"),
     *train("data-names-gap", ["--data", f"{F}/data_names_gap.yaml"], "data_names_gap.yaml: 'names' ids must be"),
     *train("data-nc-mismatch", ["--data", f"{F}/data_nc_mismatch.yaml"], "nc=3 but 'names' has 4 entries"),
@@ -74,23 +108,40 @@ CASES: list[Case] = [
     *train("data-path-not-str", ["--data", f"{F}/data_path_number.yaml"], "'path' must be a folder path"),
     *both("data-no-images", ["--data", "{w}/noimages/data.yaml"], "no images found"),
     # ---- labels: nothing usable is an error; a few percent missing is a counted warning
-    *both("labels-all-missing", ["--data", "{w}/labels_missing/data.yaml"],
-          "No labels found in {w}/labels_missing/labels/train, can not start training (16 images: 0 label files "
-          "found, 16 missing"),
+    *both(
+        "labels-all-missing",
+        ["--data", "{w}/labels_missing/data.yaml"],
+        "No labels found in {w}/labels_missing/labels/train, can not start training (16 images: 0 label files "
+        "found, 16 missing",
+    ),
     *both("labels-all-malformed", ["--data", "{w}/labels_malformed/data.yaml"], "can not start training"),
     *train("labels-pixel-coordinates", ["--data", "{w}/labels_pixels/data.yaml"], "can not start training"),
     *train("labels-nan", ["--data", "{w}/labels_nan/data.yaml"], "can not start training"),
     *train("labels-negative", ["--data", "{w}/labels_negative/data.yaml"], "can not start training"),
-    *train("labels-all-empty", ["--data", "{w}/labels_empty/data.yaml"],
-           "No labels found in {w}/labels_empty/labels/train, can not start training (16 images: 16 label files "
-           "found, 0 missing, 16 empty"),
+    *train(
+        "labels-all-empty",
+        ["--data", "{w}/labels_empty/data.yaml"],
+        "No labels found in {w}/labels_empty/labels/train, can not start training (16 images: 16 label files "
+        "found, 0 missing, 16 empty",
+    ),
     *both("labels-class-above-nc", ["--data", "{w}/labels_class/data.yaml"], "has class 7 but the data has nc=4"),
-    *train("images-all-corrupt", ["--data", "{w}/images_corrupt/data.yaml"],
-           "No usable images in {w}/images_corrupt/images/train, can not start training (16 images"),
-    *train("labels-some-missing", ["--data", "{w}/labels_some_missing/data.yaml"],
-           "4 of 16 images have no label file and train as background", warns=True),
-    *train("labels-some-pixel-rows", ["--data", "{w}/labels_some_pixels/data.yaml"],
-           "WARNING: train: {w}/labels_some_pixels/labels/train: ", warns=True),
+    *train(
+        "images-all-corrupt",
+        ["--data", "{w}/images_corrupt/data.yaml"],
+        "No usable images in {w}/images_corrupt/images/train, can not start training (16 images",
+    ),
+    *train(
+        "labels-some-missing",
+        ["--data", "{w}/labels_some_missing/data.yaml"],
+        "4 of 16 images have no label file and train as background",
+        warns=True,
+    ),
+    *train(
+        "labels-some-pixel-rows",
+        ["--data", "{w}/labels_some_pixels/data.yaml"],
+        "WARNING: train: {w}/labels_some_pixels/labels/train: ",
+        warns=True,
+    ),
     # ---- weights and model cfg
     *both("weights-missing", ["--weights", f"{F}/yolov5s.pt"], "yolov5s.pt: weights file not found"),
     *both("weights-random-bytes", ["--weights", f"{F}/random.pt"], "random.pt: not a readable PyTorch checkpoint"),
@@ -99,18 +150,27 @@ CASES: list[Case] = [
     *train("weights-text", ["--weights", f"{F}/text.pt"], "text.pt: not a readable PyTorch checkpoint"),
     *train("weights-a-list", ["--weights", f"{F}/list.pt"], "list.pt: expected a checkpoint dict"),
     *train("weights-no-model", ["--weights", f"{F}/no_model.pt"], "no_model.pt: no model weights"),
-    *both("weights-without-yaml", ["--weights", f"{F}/state_dict.pt", "--cfg", ""],
-          "state_dict.pt: checkpoint holds no model yaml; pass --cfg as well"),
+    *both(
+        "weights-without-yaml",
+        ["--weights", f"{F}/state_dict.pt", "--cfg", ""],
+        "state_dict.pt: checkpoint holds no model yaml; pass --cfg as well",
+    ),
     *both("cfg-unknown", ["--cfg", "yolov9q.yaml"], "yolov9q.yaml: model yaml not found"),
     *both("cfg-invalid-yaml", ["--cfg", f"{F}/invalid.yaml"], "invalid.yaml: not valid YAML"),
     *train("cfg-unknown-module", ["--cfg", f"{F}/cfg_module.yaml"], "cfg_module.yaml: layer 0 module 'Focus2'"),
     *train("cfg-no-anchors", ["--cfg", f"{F}/cfg_no_anchors.yaml"], "cfg_no_anchors.yaml: missing key 'anchors'"),
     # ---- hyperparameters: present, numbers, finite, inside their valid range
     *both("hyp-missing", ["--hyp", f"{F}/hyp_missing.yaml"], "hyp_missing.yaml: file not found"),
-    *both("hyp-lr0-nan", ["--hyp", f"{F}/hyp_lr0_nan.yaml"], "hyp_lr0_nan.yaml: hyperparameter lr0 = nan is not a "
-                                                            "finite number"),
-    *both("hyp-lr0-negative", ["--hyp", f"{F}/hyp_lr0_neg.yaml"],
-          "hyp_lr0_neg.yaml: hyperparameter lr0 = -0.01 is out of range (valid: (0, inf))"),
+    *both(
+        "hyp-lr0-nan",
+        ["--hyp", f"{F}/hyp_lr0_nan.yaml"],
+        "hyp_lr0_nan.yaml: hyperparameter lr0 = nan is not a finite number",
+    ),
+    *both(
+        "hyp-lr0-negative",
+        ["--hyp", f"{F}/hyp_lr0_neg.yaml"],
+        "hyp_lr0_neg.yaml: hyperparameter lr0 = -0.01 is out of range (valid: (0, inf))",
+    ),
     *train("hyp-momentum-1", ["--hyp", f"{F}/hyp_momentum_1.yaml"], "momentum = 1 is out of range (valid: [0, 1))"),
     *train("hyp-mosaic-1.5", ["--hyp", f"{F}/hyp_mosaic.yaml"], "mosaic = 1.5 is out of range (valid: [0, 1])"),
     *train("hyp-fliplr-negative", ["--hyp", f"{F}/hyp_fliplr.yaml"], "fliplr = -0.5 is out of range"),
@@ -125,8 +185,11 @@ CASES: list[Case] = [
     *both("epochs-0", ["--epochs", "0"], "--epochs 0 is out of range (valid: [1, inf))"),
     *both("workers-negative", ["--workers", "-1"], "--workers -1 is out of range (valid: [0, inf))"),
     *both("batch-size-0", ["--batch-size", "0"], "--batch-size must be at least 1, got 0"),
-    *both("batch-split", ["--batch-size", "6", "--ray-workers", "4"], "--batch-size 6 must be a multiple of "
-                                                                     "--ray-workers 4"),
+    *both(
+        "batch-split",
+        ["--batch-size", "6", "--ray-workers", "4"],
+        "--batch-size 6 must be a multiple of --ray-workers 4",
+    ),
     *both("imgsz-0", ["--imgsz", "0"], "--imgsz 0 is out of range (valid: [1, inf))"),
     *both("label-smoothing-1.5", ["--label-smoothing", "1.5"], "--label-smoothing 1.5 is out of range (valid: [0, 1))"),
     *both("freeze-negative", ["--freeze", "-1"], "--freeze -1 is out of range"),
@@ -141,8 +204,12 @@ CASES: list[Case] = [
     *train("cpus-per-worker-negative", ["--cpus-per-worker", "-2"], "--cpus-per-worker -2 is out of range"),
     *train("device-absent-gpu", ["--device", "7"], "--device '7': CUDA device 7 is not available"),
     *train("device-garbage", ["--device", "gpu0"], "--device 'gpu0': expected '', 'cpu' or CUDA indices"),
-    *train("imgsz-31-rounds-up", ["--imgsz", "31"], "WARNING: --img-size 31 must be multiple of max stride 32, "
-                                                    "updating to 64", warns=True),
+    *train(
+        "imgsz-31-rounds-up",
+        ["--imgsz", "31"],
+        "WARNING: --img-size 31 must be multiple of max stride 32, updating to 64",
+        warns=True,
+    ),
     *evolve("generations-0", ["--generations", "0"], "--generations 0 is out of range (valid: [1, inf))"),
     *evolve("concurrency-0", ["--concurrency", "0"], "--concurrency 0 is out of range"),
     *evolve("cpus-per-trial-0", ["--cpus-per-trial", "0"], "--cpus-per-trial 0 is out of range (valid: (0, inf))"),
@@ -151,8 +218,9 @@ CASES: list[Case] = [
     *evolve("max-failed-trials-0", ["--max-failed-trials", "0"], "--max-failed-trials 0 is out of range"),
     *evolve("parent-choice", ["--parent", "best"], "argument --parent: invalid choice: 'best'"),
     # ---- search spaces
-    *evolve("space-missing", ["--search-space", f"{F}/space_missing.yaml"], "space_missing.yaml: search space not "
-                                                                            "found"),
+    *evolve(
+        "space-missing", ["--search-space", f"{F}/space_missing.yaml"], "space_missing.yaml: search space not found"
+    ),
     *evolve("space-invalid-yaml", ["--search-space", f"{F}/invalid.yaml"], "invalid.yaml: not valid YAML"),
     *evolve("space-unknown-key", ["--search-space", f"{F}/space_key.yaml"], "'lr9' is not a YOLOv5 hyperparameter"),
     *evolve("space-not-a-triple", ["--search-space", f"{F}/space_pair.yaml"], "lr0: expected [gain, low, high]"),
@@ -161,8 +229,11 @@ CASES: list[Case] = [
     *evolve("space-negative-gain", ["--search-space", f"{F}/space_gain.yaml"], "lr0: gain must be >= 0"),
     *evolve("space-no-gain", ["--search-space", f"{F}/space_frozen.yaml"], "no key has a gain > 0"),
     *evolve("space-not-numbers", ["--search-space", f"{F}/space_text.yaml"], "lr0: [gain, low, high] must be numbers"),
-    *evolve("space-invalid-limit", ["--search-space", f"{F}/space_limit.yaml"],
-            "limit momentum = 1.2 is out of range (valid: [0, 1))"),
+    *evolve(
+        "space-invalid-limit",
+        ["--search-space", f"{F}/space_limit.yaml"],
+        "limit momentum = 1.2 is out of range (valid: [0, 1))",
+    ),
     # ---- --project that cannot hold a run
     *both("project-is-a-file", ["--project", f"{F}/empty.yaml"], "empty.yaml is not a folder"),
     *both("project-under-a-file", ["--project", f"{F}/empty.yaml/runs"], "empty.yaml is not a folder"),
@@ -170,49 +241,94 @@ CASES: list[Case] = [
     *both("name-empty", ["--name", ""], "--name '': expected a folder name inside --project"),
     # ---- evolve --resume of what is not a (readable) evolution
     *evolve("resume-missing-dir", ["--resume", "{w}/runs/evolve/nope"], "nope: --resume directory not found"),
-    *evolve("resume-empty-folder", ["--resume", "{w}/runs/evolve/empty"],
-            "empty: --resume folder is not an evolution (no evolve.csv)"),
-    *evolve("resume-training-run", ["--resume", "{w}/runs/train/exp"],
-            "{w}/runs/train/exp: --resume folder is not an evolution"),
-    *evolve("resume-bare-only-stubs", ["--resume", "--project", "{w}/runs/stubs"],
-            "{w}/runs/stubs: no evolution to resume (no run folder whose evolve.csv holds a row)"),
+    *evolve(
+        "resume-empty-folder",
+        ["--resume", "{w}/runs/evolve/empty"],
+        "empty: --resume folder is not an evolution (no evolve.csv)",
+    ),
+    *evolve(
+        "resume-training-run",
+        ["--resume", "{w}/runs/train/exp"],
+        "{w}/runs/train/exp: --resume folder is not an evolution",
+    ),
+    *evolve(
+        "resume-bare-only-stubs",
+        ["--resume", "--project", "{w}/runs/stubs"],
+        "{w}/runs/stubs: no evolution to resume (no run folder whose evolve.csv holds a row)",
+    ),
     *evolve("resume-bare-nothing", ["--resume", "--project", "{w}/runs/none"], "no evolution to resume"),
-    *evolve("resume-csv-file-bad-last-line", ["--resume", "{w}/runs/evolve/short_last/evolve.csv"],
-            "short_last/evolve.csv, line 4: expected 36 comma-separated values"),
-    *evolve("resume-csv-bad-header", ["--resume", "{w}/runs/evolve/bad_header"],
-            "bad_header/evolve.csv: header must start with the result columns"),
-    *evolve("resume-csv-not-numbers", ["--resume", "{w}/runs/evolve/not_numbers"],
-            "not_numbers/evolve.csv, line 2: values must be numbers"),
-    *evolve("resume-csv-other-columns", ["--resume", "{w}/runs/evolve/other_columns"],
-            "other_columns/evolve.csv: its hyperparameter columns do not match"),
+    *evolve(
+        "resume-csv-file-bad-last-line",
+        ["--resume", "{w}/runs/evolve/short_last/evolve.csv"],
+        "short_last/evolve.csv, line 4: expected 36 comma-separated values",
+    ),
+    *evolve(
+        "resume-csv-bad-header",
+        ["--resume", "{w}/runs/evolve/bad_header"],
+        "bad_header/evolve.csv: header must start with the result columns",
+    ),
+    *evolve(
+        "resume-csv-not-numbers",
+        ["--resume", "{w}/runs/evolve/not_numbers"],
+        "not_numbers/evolve.csv, line 2: values must be numbers",
+    ),
+    *evolve(
+        "resume-csv-other-columns",
+        ["--resume", "{w}/runs/evolve/other_columns"],
+        "other_columns/evolve.csv: its hyperparameter columns do not match",
+    ),
     *evolve("resume-opt-invalid-yaml", ["--resume", "{w}/runs/evolve/bad_opt"], "bad_opt/opt.yaml: not valid YAML"),
     *evolve("resume-opt-data-gone", ["--resume", "{w}/runs/evolve/data_gone"], "gone.yaml: file not found"),
     *evolve("resume-read-only", ["--resume", "{w}/readonly/evolution"], "evolution: --resume folder is not writable"),
     # ---- train --resume of what is not a checkpoint
     *train("resume-bare-nothing", ["--resume", "--project", "{w}/runs/none"], "no last.pt found to resume"),
     *train("resume-missing", ["--resume", f"{F}/last.pt"], "last.pt: --resume checkpoint not found"),
-    *train("resume-random-bytes", ["--resume", "{w}/runs/train/torn/weights/last.pt"],
-           "last.pt: not a readable yolo_ray training checkpoint"),
-    *train("resume-random-bytes-run-folder", ["--resume", "{w}/runs/train/torn"],
-           "last.pt: not a readable yolo_ray training checkpoint"),
-    *train("resume-copy-inside-another-run", ["--resume", "{w}/runs/train/exp/backup/last.pt"],
-           "backup/last.pt: --resume checkpoint is not in a run folder"),
-    *train("resume-lone-checkpoint", ["--resume", "{w}/runs/train/lone/last.pt"],
-           "lone/last.pt: --resume checkpoint is not in a run folder"),
-    *train("resume-file-not-a-checkpoint-outside-run", ["--resume", f"{F}/random.pt"],
-           "random.pt: --resume checkpoint is not in a run folder"),
-    *train("resume-folder-without-weights", ["--resume", "{w}/runs/train/no_weights"],
-           "no_weights: --resume folder holds no weights/last.pt"),
+    *train(
+        "resume-random-bytes",
+        ["--resume", "{w}/runs/train/torn/weights/last.pt"],
+        "last.pt: not a readable yolo_ray training checkpoint",
+    ),
+    *train(
+        "resume-random-bytes-run-folder",
+        ["--resume", "{w}/runs/train/torn"],
+        "last.pt: not a readable yolo_ray training checkpoint",
+    ),
+    *train(
+        "resume-copy-inside-another-run",
+        ["--resume", "{w}/runs/train/exp/backup/last.pt"],
+        "backup/last.pt: --resume checkpoint is not in a run folder",
+    ),
+    *train(
+        "resume-lone-checkpoint",
+        ["--resume", "{w}/runs/train/lone/last.pt"],
+        "lone/last.pt: --resume checkpoint is not in a run folder",
+    ),
+    *train(
+        "resume-file-not-a-checkpoint-outside-run",
+        ["--resume", f"{F}/random.pt"],
+        "random.pt: --resume checkpoint is not in a run folder",
+    ),
+    *train(
+        "resume-folder-without-weights",
+        ["--resume", "{w}/runs/train/no_weights"],
+        "no_weights: --resume folder holds no weights/last.pt",
+    ),
     *train("resume-folder-not-a-run", ["--resume", "{w}/good"], "good: --resume folder holds no weights/last.pt"),
     # ---- evolve --device: trials on a new local cluster run here, so the device must exist here
     *evolve("device-absent-gpus", ["--device", "7,8"], "--device '7,8': CUDA device 7 is not available"),
     *evolve("device-garbage", ["--device", "banana"], "--device 'banana': expected '', 'cpu' or CUDA indices"),
-    *evolve("device-garbage-on-a-cluster", ["--device", "banana", "--address", "127.0.0.1:1"],
-            "--device 'banana': expected '', 'cpu' or CUDA indices"),
+    *evolve(
+        "device-garbage-on-a-cluster",
+        ["--device", "banana", "--address", "127.0.0.1:1"],
+        "--device 'banana': expected '', 'cpu' or CUDA indices",
+    ),
     *evolve("device-half-garbage", ["--device", "0,x"], "--device '0,x': expected '', 'cpu' or CUDA indices"),
     *train("device-half-garbage", ["--device", "0,x"], "--device '0,x': expected '', 'cpu' or CUDA indices"),
-    *train("resume-bad-opt-yaml", ["--resume", "{w}/runs/train/bad_opt/weights/last.pt"],
-           "bad_opt/opt.yaml: not valid YAML"),
+    *train(
+        "resume-bad-opt-yaml",
+        ["--resume", "{w}/runs/train/bad_opt/weights/last.pt"],
+        "bad_opt/opt.yaml: not valid YAML",
+    ),
 ]
 
 
@@ -268,8 +384,9 @@ def test_malformed_input(case: Case, world: Path, clis: dict, capfd, caplog, mon
     # A real process prints Python warnings and other libraries' WARNING log records on stderr; pytest
     # intercepts both. The package's own records are on stdout already, through its console handler.
     shown = [str(w.message) for w in caught if issubclass(w.category, SHOWN_BY_DEFAULT)]
-    shown += [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and
-              not r.name.startswith("yolo_ray")]
+    shown += [
+        r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and not r.name.startswith("yolo_ray")
+    ]
     err = "".join(f"{line}\n" for line in shown) + err
     check_outcome(case, world, code, out, err)
     after = snapshot(world)
@@ -281,9 +398,16 @@ def test_malformed_input(case: Case, world: Path, clis: dict, capfd, caplog, mon
 
 
 # One case per kind of failure point, run as real processes: what a user's terminal shows.
-PROCESS_CASES = ["train-epochs-0", "train-weights-malicious", "train-labels-all-missing", "train-project-read-only",
-                 "evolve-hyp-lr0-negative", "evolve-space-invalid-limit", "evolve-resume-training-run",
-                 "evolve-labels-all-malformed"]
+PROCESS_CASES = [
+    "train-epochs-0",
+    "train-weights-malicious",
+    "train-labels-all-missing",
+    "train-project-read-only",
+    "evolve-hyp-lr0-negative",
+    "evolve-space-invalid-limit",
+    "evolve-resume-training-run",
+    "evolve-labels-all-malformed",
+]
 
 
 @pytest.mark.slow
@@ -292,8 +416,13 @@ PROCESS_CASES = ["train-epochs-0", "train-weights-malicious", "train-labels-all-
 def test_real_process_prints_only_the_error_line(case_id: str, world: Path):
     case = next(c for c in CASES if c.id == case_id)
     before = snapshot(world)
-    proc = subprocess.run([sys.executable, str(SCRIPTS[case.script]), *argv_of(case, world)], capture_output=True,
-                          text=True, timeout=110, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPTS[case.script]), *argv_of(case, world)],
+        capture_output=True,
+        text=True,
+        timeout=110,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     check_outcome(case, world, proc.returncode, proc.stdout, proc.stderr)
     assert snapshot(world) == before
 

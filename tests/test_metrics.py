@@ -87,6 +87,7 @@ def test_ap_by_hand_tp_fp_tp():
     tp = np.array([[True] * 10, [False] * 10, [True] * 10])[[2, 0, 1]]
     conf = np.array([0.7, 0.9, 0.8])
     res = ap_per_class(tp, conf, np.zeros(3), np.zeros(3))
+
     # recall 1/3, 1/3, 2/3; precision 1, 1/2, 2/3. Envelope over recall, padded with (0, 1) and (1, 0):
     # 1 up to recall 1/3, 2/3 up to 2/3, then linear from 2/3 at recall 2/3 down to 0 at recall 1.
     def envelope(x: float) -> float:
@@ -140,11 +141,13 @@ def prediction(rows: list[list[float]]) -> torch.Tensor:
 
 @pytest.mark.timeout(10)
 def test_nms_keeps_higher_of_overlapping_same_class_boxes():
-    pred = prediction([
-        [50, 50, 20, 20, 0.8, 0.9, 0.1],  # conf 0.72, class 0
-        [51, 50, 20, 20, 0.9, 0.9, 0.1],  # conf 0.81, class 0, IoU ~0.9 with the first
-        [150, 150, 10, 10, 0.9, 0.2, 0.1],  # conf 0.18 < 0.25: dropped
-    ])
+    pred = prediction(
+        [
+            [50, 50, 20, 20, 0.8, 0.9, 0.1],  # conf 0.72, class 0
+            [51, 50, 20, 20, 0.9, 0.9, 0.1],  # conf 0.81, class 0, IoU ~0.9 with the first
+            [150, 150, 10, 10, 0.9, 0.2, 0.1],  # conf 0.18 < 0.25: dropped
+        ]
+    )
     out = non_max_suppression(pred)
     assert len(out) == 1 and out[0].shape == (1, 6)
     assert out[0][0].tolist() == pytest.approx([41, 40, 61, 60, 0.81, 0.0], abs=1e-5)
@@ -152,10 +155,12 @@ def test_nms_keeps_higher_of_overlapping_same_class_boxes():
 
 @pytest.mark.timeout(10)
 def test_nms_class_aware_unless_agnostic():
-    pred = prediction([
-        [50, 50, 20, 20, 0.9, 0.9, 0.1],  # class 0, conf 0.81
-        [51, 50, 20, 20, 0.8, 0.1, 0.9],  # class 1, conf 0.72
-    ])
+    pred = prediction(
+        [
+            [50, 50, 20, 20, 0.9, 0.9, 0.1],  # class 0, conf 0.81
+            [51, 50, 20, 20, 0.8, 0.1, 0.9],  # class 1, conf 0.72
+        ]
+    )
     out = non_max_suppression(pred)[0]
     assert sorted(out[:, 5].tolist()) == [0.0, 1.0]
     agnostic = non_max_suppression(pred, agnostic=True)[0]
@@ -194,12 +199,14 @@ def test_nms_labels_are_added_as_confident_detections():
 def test_match_predictions_thresholds_class_and_uniqueness():
     labels = torch.tensor([[0.0, 0.0, 0.0, 10.0, 10.0], [1.0, 20.0, 20.0, 30.0, 30.0]])
     # rows in NMS order (confidence descending)
-    detections = torch.tensor([
-        [0.0, 0.0, 10.0, 6.2, 0.9, 0.0],  # IoU 0.62 with label 0
-        [0.0, 0.0, 10.0, 9.0, 0.8, 0.0],  # IoU 0.90 with label 0
-        [20.0, 20.0, 30.0, 30.0, 0.7, 0.0],  # perfect box, wrong class
-        [20.0, 20.0, 30.0, 27.5, 0.6, 1.0],  # IoU 0.75 with label 1
-    ])
+    detections = torch.tensor(
+        [
+            [0.0, 0.0, 10.0, 6.2, 0.9, 0.0],  # IoU 0.62 with label 0
+            [0.0, 0.0, 10.0, 9.0, 0.8, 0.0],  # IoU 0.90 with label 0
+            [20.0, 20.0, 30.0, 30.0, 0.7, 0.0],  # perfect box, wrong class
+            [20.0, 20.0, 30.0, 27.5, 0.6, 1.0],  # IoU 0.75 with label 1
+        ]
+    )
     correct = match_predictions(detections, labels, IOUV)
     assert correct.dtype == torch.bool and correct.shape == (4, 10)
     # Where both detections pass the threshold (0.50..0.60) the label goes to the first row, the more

@@ -45,9 +45,16 @@ def model(nano3: DetectionModel) -> DetectionModel:
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.parametrize("size, params, c3_depth", [
-    ("n", 1_872_157, 3), ("s", 7_235_389, 3), ("m", 21_190_557, 6), ("l", 46_563_709, 9), ("x", 86_749_405, 12),
-])
+@pytest.mark.parametrize(
+    "size, params, c3_depth",
+    [
+        ("n", 1_872_157, 3),
+        ("s", 7_235_389, 3),
+        ("m", 21_190_557, 6),
+        ("l", 46_563_709, 9),
+        ("x", 86_749_405, 12),
+    ],
+)
 def test_parameter_counts_match_upstream(size, params, c3_depth):
     # The layers alone (no stride-probe forward, the slow part for l/x); yolov5s is built whole below.
     cfg, source = resolve_cfg(f"yolov5{size}")
@@ -66,10 +73,23 @@ def test_state_dict_keys_and_shapes_match_upstream_yolov5s():
     sd = model.state_dict()
     assert len(sd) == 349  # upstream logs "Transferred 349/349 items" for yolov5s.pt
     keys = list(sd)
-    assert keys[:6] == ["model.0.conv.weight", "model.0.bn.weight", "model.0.bn.bias", "model.0.bn.running_mean",
-                        "model.0.bn.running_var", "model.0.bn.num_batches_tracked"]
-    assert keys[-7:] == ["model.24.anchors", "model.24.m.0.weight", "model.24.m.0.bias", "model.24.m.1.weight",
-                         "model.24.m.1.bias", "model.24.m.2.weight", "model.24.m.2.bias"]
+    assert keys[:6] == [
+        "model.0.conv.weight",
+        "model.0.bn.weight",
+        "model.0.bn.bias",
+        "model.0.bn.running_mean",
+        "model.0.bn.running_var",
+        "model.0.bn.num_batches_tracked",
+    ]
+    assert keys[-7:] == [
+        "model.24.anchors",
+        "model.24.m.0.weight",
+        "model.24.m.0.bias",
+        "model.24.m.1.weight",
+        "model.24.m.1.bias",
+        "model.24.m.2.weight",
+        "model.24.m.2.bias",
+    ]
     assert sd["model.0.conv.weight"].shape == (32, 3, 6, 6)  # 64 * 0.5, 6x6 stride-2 stem
     assert sd["model.9.cv2.conv.weight"].shape == (512, 1024, 1, 1)  # SPPF concat of 4 x 256
     assert sd["model.8.m.0.cv2.conv.weight"].shape == (256, 256, 3, 3)
@@ -119,7 +139,7 @@ def test_train_and_eval_forward_shapes_and_decode(model):
     a, gy, gx = 2, 5, 7
     s = raw[0][1, a, gy, gx].sigmoid()
     xy = (s[:2] * 2 - 0.5 + torch.tensor([gx, gy], dtype=torch.float32)) * 8
-    wh = (s[2:4] * 2) ** 2 * torch.tensor(COCO_ANCHORS[0][2 * a:2 * a + 2], dtype=torch.float32)
+    wh = (s[2:4] * 2) ** 2 * torch.tensor(COCO_ANCHORS[0][2 * a : 2 * a + 2], dtype=torch.float32)
     expected = torch.cat((xy, wh, s[4:]))
     torch.testing.assert_close(pred[1, (a * 8 + gy) * 12 + gx], expected)
     # a second size rebuilds the cached grids
@@ -150,10 +170,20 @@ def test_fused_model_gives_the_same_outputs(model):
 
 
 # A two-level toy layout (both levels at stride 8) that builds in a fraction of yolov5n's time.
-TOY_CFG = {"nc": 80, "depth_multiple": 0.33, "width_multiple": 0.25, "anchors": 2,
-           "backbone": [[-1, 1, "Conv", [64, 6, 2, 2]], [-1, 1, "Conv", [128, 3, 2]],
-                        [-1, 1, "Conv", [256, 3, 2]], [-1, 3, "C3", [256]], [-1, 1, "SPPF", [256, 5]]],
-           "head": [[[3, 4], 1, "Detect", ["nc", "anchors"]]]}
+TOY_CFG = {
+    "nc": 80,
+    "depth_multiple": 0.33,
+    "width_multiple": 0.25,
+    "anchors": 2,
+    "backbone": [
+        [-1, 1, "Conv", [64, 6, 2, 2]],
+        [-1, 1, "Conv", [128, 3, 2]],
+        [-1, 1, "Conv", [256, 3, 2]],
+        [-1, 3, "C3", [256]],
+        [-1, 1, "SPPF", [256, 5]],
+    ],
+    "head": [[[3, 4], 1, "Detect", ["nc", "anchors"]]],
+}
 
 
 @pytest.mark.timeout(20)
@@ -177,16 +207,20 @@ def test_bad_cfgs_raise_user_errors(tmp_path):
     with pytest.raises(UserError, match="yolov9q.*not found.*yolov5n, yolov5s"):
         build_model("yolov9q")
     bad = tmp_path / "bad.yaml"
-    bad.write_text("nc: 80\ndepth_multiple: 1\nwidth_multiple: 1\nanchors: 3\n"
-                   "backbone: [[-1, 1, Focus2, [64]]]\nhead: [[[0], 1, Detect, [nc, anchors]]]\n")
+    bad.write_text(
+        "nc: 80\ndepth_multiple: 1\nwidth_multiple: 1\nanchors: 3\n"
+        "backbone: [[-1, 1, Focus2, [64]]]\nhead: [[[0], 1, Detect, [nc, anchors]]]\n"
+    )
     with pytest.raises(UserError, match=r"bad.yaml: layer 0 module 'Focus2' is not supported"):
         build_model(str(bad))
     bad.write_text("nc: 80\ndepth_multiple: 1\nwidth_multiple: 1\n")
     with pytest.raises(UserError, match=r"bad.yaml: missing key 'anchors'"):
         build_model(bad)
-    bad.write_text("nc: 80\ndepth_multiple: 1\nwidth_multiple: 1\nanchors: 3\n"
-                   "backbone: [[-1, 1, Conv, [16, 3, 2]], [[-1, 5], 1, Concat, [1]]]\n"
-                   "head: [[[1], 1, Detect, [nc, anchors]]]\n")
+    bad.write_text(
+        "nc: 80\ndepth_multiple: 1\nwidth_multiple: 1\nanchors: 3\n"
+        "backbone: [[-1, 1, Conv, [16, 3, 2]], [[-1, 5], 1, Concat, [1]]]\n"
+        "head: [[[1], 1, Detect, [nc, anchors]]]\n"
+    )
     with pytest.raises(UserError, match=r"bad.yaml: layer 1 'from' must name earlier layers"):
         build_model(bad)
     bad.write_text("nc: [\n")
@@ -197,9 +231,18 @@ def test_bad_cfgs_raise_user_errors(tmp_path):
 def _our_checkpoint(model: DetectionModel, ema: DetectionModel) -> dict:
     half = lambda m: {k: v.half() if v.is_floating_point() else v for k, v in m.state_dict().items()}  # noqa: E731
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    return {"epoch": 4, "best_fitness": 0.25, "model": half(model), "ema": half(ema), "updates": 40,
-            "optimizer": optimizer.state_dict(), "opt": {"imgsz": 64}, "yaml": model.yaml,
-            "names": {0: "a", 1: "b", 2: "c"}, "date": "2024-01-01"}
+    return {
+        "epoch": 4,
+        "best_fitness": 0.25,
+        "model": half(model),
+        "ema": half(ema),
+        "updates": 40,
+        "optimizer": optimizer.state_dict(),
+        "opt": {"imgsz": 64},
+        "yaml": model.yaml,
+        "names": {0: "a", 1: "b", 2: "c"},
+        "date": "2024-01-01",
+    }
 
 
 @pytest.mark.timeout(20)
@@ -225,8 +268,10 @@ def test_our_checkpoint_loads_ema_as_float32(model, tmp_path):
 def _fake_upstream_classes() -> dict[type, type]:
     """Subclasses named and placed like upstream's (models.common.Conv, models.yolo.DetectionModel, ...)."""
     mapping = {}
-    for module_name, classes in (("models.common", (Conv, Bottleneck, C3, SPPF, Concat)),
-                                 ("models.yolo", (Detect, DetectionModel))):
+    for module_name, classes in (
+        ("models.common", (Conv, Bottleneck, C3, SPPF, Concat)),
+        ("models.yolo", (Detect, DetectionModel)),
+    ):
         module = types.ModuleType(module_name)
         for cls in classes:
             fake = type(cls.__name__, (cls,), {"__module__": module_name})
@@ -245,8 +290,19 @@ def _save_like_upstream(path, model: DetectionModel, ema: DetectionModel | None)
         for tree in trees:
             for m in tree.modules() if tree is not None else ():
                 m.__class__ = mapping.get(type(m), type(m))
-        torch.save({"epoch": -1, "best_fitness": np.array([0.42]), "model": trees[0], "ema": trees[1],
-                    "updates": None, "optimizer": None, "opt": {"weights": "yolov5s.pt"}, "date": "2022-11-22"}, path)
+        torch.save(
+            {
+                "epoch": -1,
+                "best_fitness": np.array([0.42]),
+                "model": trees[0],
+                "ema": trees[1],
+                "updates": None,
+                "optimizer": None,
+                "opt": {"weights": "yolov5s.pt"},
+                "date": "2022-11-22",
+            },
+            path,
+        )
     finally:
         for name in ("models.common", "models.yolo", "models"):
             sys.modules.pop(name, None)
@@ -267,16 +323,22 @@ def test_upstream_pickled_checkpoint_loads_without_upstream_code(model, tmp_path
     ckpt = load_checkpoint(path)
     assert "models" not in sys.modules and "models.yolo" not in sys.modules
     assert ckpt["yaml"] == model.yaml and ckpt["names"] == {0: "cat", 1: "dog", 2: "car"}
-    assert ckpt["meta"] == {"epoch": -1, "best_fitness": [0.42], "updates": None,
-                            "opt": {"weights": "yolov5s.pt"}, "date": "2022-11-22"}
+    assert ckpt["meta"] == {
+        "epoch": -1,
+        "best_fitness": [0.42],
+        "updates": None,
+        "opt": {"weights": "yolov5s.pt"},
+        "date": "2022-11-22",
+    }
     expected = {k: v.half().float() if v.is_floating_point() else v for k, v in ema.state_dict().items()}
     assert list(ckpt["state_dict"]) == list(expected)
     for k, v in expected.items():
         assert ckpt["state_dict"][k].dtype == v.dtype and torch.equal(ckpt["state_dict"][k], v), k
 
     _save_like_upstream(path, model, None)  # stripped release files: ema is None, take model
-    torch.testing.assert_close(load_weights(path)["model.24.m.2.weight"],
-                               model.state_dict()["model.24.m.2.weight"].half().float())
+    torch.testing.assert_close(
+        load_weights(path)["model.24.m.2.weight"], model.state_dict()["model.24.m.2.weight"].half().float()
+    )
 
 
 class _Payload:
@@ -313,8 +375,7 @@ def test_malicious_pickles_are_refused_without_running(tmp_path):
 @pytest.mark.timeout(20)
 def test_pickle_cannot_patch_allowed_functions(tmp_path):
     # GLOBAL of an allowed function, then BUILD with slot state {"__doc__": "patched"}: a setattr on it
-    patch = (b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\nN}X\x07\x00\x00\x00__doc__"
-             b"X\x07\x00\x00\x00patcheds\x86b.")
+    patch = b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\nN}X\x07\x00\x00\x00__doc__X\x07\x00\x00\x00patcheds\x86b."
     path = tmp_path / "patch.pt"
     path.write_bytes(patch)
     doc = torch._utils._rebuild_tensor_v2.__doc__

@@ -72,8 +72,10 @@ def evolve(tmp_path: Path, stub_data: Path, generations: int, seconds: float = 0
 
     records = tmp_path / "records"
     records.mkdir(exist_ok=True)
-    summary = run_evolution({"generations": generations, "project": str(tmp_path / "runs"), "data": str(stub_data),
-                             "seed": 1, **opt}, trainable=node_trainable(records, seconds))
+    summary = run_evolution(
+        {"generations": generations, "project": str(tmp_path / "runs"), "data": str(stub_data), "seed": 1, **opt},
+        trainable=node_trainable(records, seconds),
+    )
     nodes = [p.read_text().split(" ") for p in records.iterdir()]
     return summary, nodes
 
@@ -85,8 +87,14 @@ def assert_exactly_n_distinct_rows(csv: Path, n: int) -> None:
 
 
 def train_cli(cluster, *args: str, timeout: int = 400) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(TRAIN_CLI), "--address", cluster.address, *args],
-                          capture_output=True, text=True, timeout=timeout, cwd=REPO, env=cli_env())
+    return subprocess.run(
+        [sys.executable, str(TRAIN_CLI), "--address", cluster.address, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        env=cli_env(),
+    )
 
 
 @pytest.fixture
@@ -104,9 +112,26 @@ def tiny_data(tmp_path_factory) -> Path:
 
 
 def ddp_args(data: Path, project: Path, epochs: int, *extra: str) -> list[str]:
-    return ["--cfg", "yolov5n.yaml", "--data", str(data), "--epochs", str(epochs), "--imgsz", "64",
-            "--batch-size", "8", "--ray-workers", "2", "--workers", "0", "--noautoanchor", "--project", str(project),
-            *extra]
+    return [
+        "--cfg",
+        "yolov5n.yaml",
+        "--data",
+        str(data),
+        "--epochs",
+        str(epochs),
+        "--imgsz",
+        "64",
+        "--batch-size",
+        "8",
+        "--ray-workers",
+        "2",
+        "--workers",
+        "0",
+        "--noautoanchor",
+        "--project",
+        str(project),
+        *extra,
+    ]
 
 
 def rank_nodes(output: str) -> dict[int, str]:
@@ -156,8 +181,9 @@ def test_logical_gpus_give_fractional_trials_and_concurrency_from_gpus(cluster, 
 
 
 @pytest.mark.timeout(600)
-def test_run_folder_not_shared_by_a_node_is_refused_and_a_shared_one_trains(cluster, tmp_path, tiny_data,
-                                                                             coco128_or_none):
+def test_run_folder_not_shared_by_a_node_is_refused_and_a_shared_one_trains(
+    cluster, tmp_path, tiny_data, coco128_or_none
+):
     """A node in its own mount namespace sees an empty tmpfs where the driver sees `private/`."""
     if os.geteuid() != 0 or not shutil.which("unshare"):
         pytest.skip("needs root and unshare(1) to give a node a folder the driver does not share")
@@ -165,9 +191,19 @@ def test_run_folder_not_shared_by_a_node_is_refused_and_a_shared_one_trains(clus
     private.mkdir()
     ray_cli = Path(sys.executable).with_name("ray")
     node = subprocess.Popen(
-        ["unshare", "-m", "--propagation", "private", "sh", "-c",
-         f"mount -t tmpfs tmpfs {private} && exec {ray_cli} start --address {cluster.address} --num-cpus 1 --block"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        [
+            "unshare",
+            "-m",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            f"mount -t tmpfs tmpfs {private} && exec {ray_cli} start --address {cluster.address} --num-cpus 1 --block",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         _wait_for_alive_nodes(5, starting=node)
         refused = train_cli(cluster, *ddp_args(tiny_data, private, 1), timeout=240)
@@ -222,9 +258,14 @@ def test_node_removed_mid_evolution_retries_its_trials_and_ends_with_n_rows(clus
 def test_node_removed_during_ddp_training_restarts_from_its_last_epoch(cluster, tmp_path, tiny_data):
     project = tmp_path / "runs"
     results = project / "exp" / "results.csv"
-    proc = subprocess.Popen([sys.executable, str(TRAIN_CLI), "--address", cluster.address,
-                             *ddp_args(tiny_data, project, 5, "--noplots")],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, env=cli_env())
+    proc = subprocess.Popen(
+        [sys.executable, str(TRAIN_CLI), "--address", cluster.address, *ddp_args(tiny_data, project, 5, "--noplots")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=REPO,
+        env=cli_env(),
+    )
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
     reader.start()
@@ -275,8 +316,14 @@ def slow_val_data(tmp_path_factory) -> Path:
 
 def run_and_kill_rank0_when(cluster, args: list[str], trigger: str, timeout: float = 400) -> tuple[int, str]:
     """Run scripts/train.py; SIGKILL the process of DDP rank 0 once `trigger` shows in the output (once)."""
-    proc = subprocess.Popen([sys.executable, str(TRAIN_CLI), "--address", cluster.address, *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, env=cli_env())
+    proc = subprocess.Popen(
+        [sys.executable, str(TRAIN_CLI), "--address", cluster.address, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=REPO,
+        env=cli_env(),
+    )
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
     reader.start()

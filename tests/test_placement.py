@@ -115,8 +115,10 @@ def test_request_no_node_type_can_ever_hold_is_one_error_naming_the_autoscaler()
     from yolo_ray.cluster.placement import with_node_types
 
     nodes = with_node_types([Node(4, 0, "head")], AUTOSCALING)
-    with pytest.raises(UserError, match="no node or node type .* hold one worker of 16 CPU \\+ 1 GPU .*autoscaler: "
-                                        "up to 3 more gpu_node"):
+    with pytest.raises(
+        UserError,
+        match="no node or node type .* hold one worker of 16 CPU \\+ 1 GPU .*autoscaler: up to 3 more gpu_node",
+    ):
         plan_placement(nodes, workers=1, gpus=1, cpus=16)
     with pytest.raises(UserError, match="8 workers of 4 CPU \\+ 1 GPU each do not fit"):
         plan_placement(nodes, workers=8)

@@ -11,8 +11,16 @@ from yolo_ray.config import UserError, load_hyp, load_yaml
 from yolo_ray.evolution import EVOLVE_RESULT_KEYS, append_row, load_search_space, read_history
 from yolo_ray.evolution.strategies.classic import prepare_evolution
 from yolo_ray.evolution.strategies.population import (
-    POPULATION_FILE, PopulationStrategy, breed, crossover_rate, elite_size, ga_generations, initial_population,
-    mutation_rate, select, tournament_size,
+    POPULATION_FILE,
+    PopulationStrategy,
+    breed,
+    crossover_rate,
+    elite_size,
+    ga_generations,
+    initial_population,
+    mutation_rate,
+    select,
+    tournament_size,
 )
 
 SPACE = "yolov5_population"
@@ -30,20 +38,37 @@ def results_for(map50: float, fitness_value: float = 0.1) -> dict[str, float]:
 def test_shipped_space_enables_upstreams_augmentation_keys_only():
     meta = load_search_space(SPACE, enabled_flags=True)
     enabled = [k for k, (on, _, _) in meta.items() if on]
-    assert enabled == ["hsv_h", "hsv_s", "hsv_v", "degrees", "translate", "scale", "shear", "perspective",
-                       "flipud", "fliplr", "mosaic", "mixup", "copy_paste"]
+    assert enabled == [
+        "hsv_h",
+        "hsv_s",
+        "hsv_v",
+        "degrees",
+        "translate",
+        "scale",
+        "shear",
+        "perspective",
+        "flipud",
+        "fliplr",
+        "mosaic",
+        "mixup",
+        "copy_paste",
+    ]
     assert meta["lr0"] == (0.0, 1e-5, 0.1) and meta["degrees"] == (1.0, 0.0, 45.0)
     assert {k: v[1:] for k, v in meta.items()} == {k: v[1:] for k, v in load_search_space("yolov5").items()}
 
 
 @pytest.mark.timeout(10)
 def test_space_formats_are_not_interchangeable(tmp_path):
-    with pytest.raises(UserError, match=r"lr0, lrf, momentum and 26 more: \[gain, low, high\] triples, but --strategy "
-                                        "population takes") as info:
+    with pytest.raises(
+        UserError,
+        match=r"lr0, lrf, momentum and 26 more: \[gain, low, high\] triples, but --strategy "
+        "population takes",
+    ) as info:
         load_search_space("yolov5", enabled_flags=True)
     assert str(info.value).count("triples") == 1 and len(str(info.value)) < 300  # one sentence, not one per key
-    with pytest.raises(UserError, match="population \\[enabled, low, high\\] triples; use them with --strategy "
-                                        "population"):
+    with pytest.raises(
+        UserError, match="population \\[enabled, low, high\\] triples; use them with --strategy population"
+    ):
         load_search_space(SPACE)
     none_on = tmp_path / "off.yaml"
     none_on.write_text("hsv_h: [false, 0.0, 0.1]\n")
@@ -82,7 +107,7 @@ def test_selection_replays_tournaments_and_elites():
         pool = select(scores, generation, total, np.random.default_rng(seed))
         assert pool == replay_select(scores, generation, total, np.random.default_rng(seed))
         assert len(pool) >= len(scores)  # breeding draws pool[0 .. P-1]
-        elites = pool[len(scores) - elite_size(generation, total):]
+        elites = pool[len(scores) - elite_size(generation, total) :]
         assert sorted(scores[i] for i in elites)[0] == sorted(scores)[-elite_size(generation, total)]
 
 

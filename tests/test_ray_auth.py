@@ -32,9 +32,24 @@ def test_a_head_that_turned_token_auth_on_is_joined_with_the_machines_token(tmp_
     subprocess.run([str(RAY), "get-auth-token", "--generate"], env=env, capture_output=True, timeout=120, check=True)
     assert (tmp_path / ".ray" / "auth_token").is_file()
     port = free_port()
-    head = subprocess.Popen([str(RAY), "start", "--head", "--port", str(port), "--num-cpus", "1",
-                             "--include-dashboard", "false", "--block"], env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    head = subprocess.Popen(
+        [
+            str(RAY),
+            "start",
+            "--head",
+            "--port",
+            str(port),
+            "--num-cpus",
+            "1",
+            "--include-dashboard",
+            "false",
+            "--block",
+        ],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.time() + 120
         while time.time() < deadline and head.poll() is None:
@@ -43,11 +58,19 @@ def test_a_head_that_turned_token_auth_on_is_joined_with_the_machines_token(tmp_
                 break
             except OSError:
                 time.sleep(0.5)
-        join = ("from yolo_ray.cluster.nodes import connect; import ray, os; "
-                f"connect('127.0.0.1:{port}'); print('CPU', ray.cluster_resources().get('CPU'), "
-                "os.environ.get('RAY_AUTH_MODE'))")
-        done = subprocess.run([sys.executable, "-c", join], env={**env, "PYTHONPATH": str(REPO)}, cwd=tmp_path,
-                              capture_output=True, text=True, timeout=240)
+        join = (
+            "from yolo_ray.cluster.nodes import connect; import ray, os; "
+            f"connect('127.0.0.1:{port}'); print('CPU', ray.cluster_resources().get('CPU'), "
+            "os.environ.get('RAY_AUTH_MODE'))"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", join],
+            env={**env, "PYTHONPATH": str(REPO)},
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
         assert done.returncode == 0, done.stderr[-2000:]
         assert "CPU 1.0 token" in done.stdout
     finally:

@@ -64,16 +64,39 @@ def ray_head():
     (root / "auth_token").write_text(token)
     # Token auth on, with this head's own token (not ~/.ray/auth_token); `python` is this venv's, as
     # when the head is started from an activated venv.
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(root / "auth_token"),
-           "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-           "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}  # a test head: stop at once on SIGTERM
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN_PATH": str(root / "auth_token"),
+        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
+    }  # a test head: stop at once on SIGTERM
     env.pop("RAY_ADDRESS", None)
     dashboard_port = free_port()
-    cmd = [str(VENV_BIN / "ray"), "start", "--head", "--block", "--port", str(free_port()),
-           "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard_port), "--num-cpus", "2",
-           "--include-dashboard", "true", "--temp-dir", str(root / "ray"), "--disable-usage-stats",
-           # fixed defaults (52365, 10001) collide with any other Ray on this machine: the agent would not start
-           "--dashboard-agent-listen-port", str(free_port()), "--ray-client-server-port", str(free_port())]
+    cmd = [
+        str(VENV_BIN / "ray"),
+        "start",
+        "--head",
+        "--block",
+        "--port",
+        str(free_port()),
+        "--dashboard-host",
+        "127.0.0.1",
+        "--dashboard-port",
+        str(dashboard_port),
+        "--num-cpus",
+        "2",
+        "--include-dashboard",
+        "true",
+        "--temp-dir",
+        str(root / "ray"),
+        "--disable-usage-stats",
+        # fixed defaults (52365, 10001) collide with any other Ray on this machine: the agent would not start
+        "--dashboard-agent-listen-port",
+        str(free_port()),
+        "--ray-client-server-port",
+        str(free_port()),
+    ]
     log = open(root / "head.log", "w")
     head = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     address = f"http://127.0.0.1:{dashboard_port}"
@@ -105,11 +128,41 @@ def test_submitted_ddp_training_job_succeeds_and_results_outlive_the_job(ray_hea
     data = make_dataset(tmp_path / "data", seed=5, n_train=8, n_val=4, size=64)
     home = tmp_path / "home"  # the durable root the job's relative --project resolves against
     runtime_env = {"env_vars": {"YOLO_RAY_HOME": str(home)}}
-    train_args = ["--data", str(data), "--cfg", "yolov5n.yaml", "--epochs", "1", "--imgsz", "64",
-                  "--batch-size", "4", "--workers", "0", "--noautoanchor", "--noplots",
-                  "--ray-workers", "2", "--cpus-per-worker", "1"]
-    cmd = [str(VENV_BIN / "ray"), "job", "submit", "--address", ray_head.address, "--working-dir", str(REPO),
-           "--runtime-env-json", json.dumps(runtime_env), "--", "python", "scripts/train.py", *train_args]
+    train_args = [
+        "--data",
+        str(data),
+        "--cfg",
+        "yolov5n.yaml",
+        "--epochs",
+        "1",
+        "--imgsz",
+        "64",
+        "--batch-size",
+        "4",
+        "--workers",
+        "0",
+        "--noautoanchor",
+        "--noplots",
+        "--ray-workers",
+        "2",
+        "--cpus-per-worker",
+        "1",
+    ]
+    cmd = [
+        str(VENV_BIN / "ray"),
+        "job",
+        "submit",
+        "--address",
+        ray_head.address,
+        "--working-dir",
+        str(REPO),
+        "--runtime-env-json",
+        json.dumps(runtime_env),
+        "--",
+        "python",
+        "scripts/train.py",
+        *train_args,
+    ]
     for _ in range(5):  # the node's dashboard agent can register a little after the job API answers
         job = subprocess.run(cmd, env=ray_head.env, capture_output=True, text=True, timeout=170)
         out = job.stdout + job.stderr

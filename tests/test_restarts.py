@@ -25,8 +25,9 @@ def save_last(path: Path, state, epoch: int, run_id: str, epochs: int = 5, done:
 
     model, optimizer = state
     path.parent.mkdir(parents=True, exist_ok=True)
-    ckpt = build_checkpoint(epoch, 0.1, model, deepcopy(model), 5, optimizer, {"run_id": run_id, "epochs": epochs},
-                            training_done=done)
+    ckpt = build_checkpoint(
+        epoch, 0.1, model, deepcopy(model), 5, optimizer, {"run_id": run_id, "epochs": epochs}, training_done=done
+    )
     save_checkpoint(ckpt, path)
 
 
@@ -183,8 +184,13 @@ def test_nodes_find_the_shipped_weights_in_their_own_install_and_a_stored_run_th
     with pytest.raises(UserError, match="weights file not found on Ray node"):
         node_weights(str(tmp_path / "mine.pt"))
     data = tmp_path / "data.yaml"
-    stored = {"weights": "/driver/staging/ab12/weights/last.pt", "resume": "/driver/staging/ab12/weights/last.pt",
-              "storage_uri": "s3://bucket/exp", "data": str(data), "cfg": "yolov5n.yaml"}
+    stored = {
+        "weights": "/driver/staging/ab12/weights/last.pt",
+        "resume": "/driver/staging/ab12/weights/last.pt",
+        "storage_uri": "s3://bucket/exp",
+        "data": str(data),
+        "cfg": "yolov5n.yaml",
+    }
     assert files_every_node_needs(stored) == [str(data)]  # each node downloads the run; yolov5n.yaml is shipped
     local = {**stored, "storage_uri": None, "cfg": str(tmp_path / "my.yaml"), "weights": drivers_install}
     assert files_every_node_needs(local) == [str(data), local["resume"], local["cfg"]]

@@ -25,8 +25,12 @@ def make_searcher(tmp_path: Path, generations: int = 5, **kwargs) -> EvolveSearc
 
 def done_result(mapk: float, **extra) -> dict:
     """A finished trial's last report: fitness = 0.1 * mAP@.5 + 0.9 * mAP@.5:.95 = mapk here."""
-    return {**dict(zip(EVOLVE_RESULT_KEYS, [0.6, 0.5, mapk, mapk, 0.03, 0.02, 0.01])), "done": True,
-            COMPLETE_KEY: True, **extra}
+    return {
+        **dict(zip(EVOLVE_RESULT_KEYS, [0.6, 0.5, mapk, mapk, 0.03, 0.02, 0.01])),
+        "done": True,
+        COMPLETE_KEY: True,
+        **extra,
+    }
 
 
 @pytest.mark.timeout(20)
@@ -135,8 +139,15 @@ def stub_trainable(config: dict, train_config: dict) -> None:
     time.sleep(1.5)  # long enough to overlap even when trial actors start slowly under load
     h = config["hyp"]
     f = 1.0 / (1.0 + abs(h["lr0"] - 0.02) * 10 + abs(h["momentum"] - 0.9))
-    tune.report({**dict(zip(EVOLVE_RESULT_KEYS, [f, f, f, f, 0.1, 0.1, 0.1])), "fitness": f,
-                 "t_start": start, "t_end": time.time(), COMPLETE_KEY: True})
+    tune.report(
+        {
+            **dict(zip(EVOLVE_RESULT_KEYS, [f, f, f, f, 0.1, 0.1, 0.1])),
+            "fitness": f,
+            "t_start": start,
+            "t_end": time.time(),
+            COMPLETE_KEY: True,
+        }
+    )
 
 
 @pytest.mark.slow
@@ -148,8 +159,10 @@ def test_tune_run_writes_exactly_n_rows_with_concurrent_trials(ray_cluster, tmp_
     from yolo_ray.evolution.driver import run_evolution
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import tests/
-    summary = run_evolution({"generations": 10, "project": str(tmp_path), "data": str(stub_data),
-                             "seed": 0, "concurrency": 4}, trainable=stub_trainable)
+    summary = run_evolution(
+        {"generations": 10, "project": str(tmp_path), "data": str(stub_data), "seed": 0, "concurrency": 4},
+        trainable=stub_trainable,
+    )
     assert summary.status == "finished" and summary.exit_code == 0
     history = read_history(summary.save_dir / "evolve.csv")
     assert len(history) == 10
@@ -160,7 +173,10 @@ def test_tune_run_writes_exactly_n_rows_with_concurrent_trials(ray_cluster, tmp_
     assert "python scripts/train.py --hyp" in summary.message
 
     (experiment,) = [p for p in summary.save_dir.iterdir() if p.name.startswith("tune-")]
-    spans = [(r["t_start"], r["t_end"]) for r in ExperimentAnalysis(str(experiment)).trial_dataframes.values()
-             for _, r in r.iterrows()]
+    spans = [
+        (r["t_start"], r["t_end"])
+        for r in ExperimentAnalysis(str(experiment)).trial_dataframes.values()
+        for _, r in r.iterrows()
+    ]
     overlapping = sum(a[0] < b[1] and b[0] < a[1] for a, b in itertools.combinations(spans, 2))
     assert overlapping > 0, "no two trials ran at the same time"

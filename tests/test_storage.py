@@ -22,11 +22,32 @@ def test_run_is_uploaded_to_a_storage_uri_and_resumed_from_it(tmp_path):
     env = {**os.environ, "YOLO_RAY_HOME": str(tmp_path / "home")}
 
     def train(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, str(REPO / "scripts" / "train.py"), *args], capture_output=True,
-                              text=True, timeout=300, env=env, cwd=tmp_path)
+        return subprocess.run(
+            [sys.executable, str(REPO / "scripts" / "train.py"), *args],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+            cwd=tmp_path,
+        )
 
-    args = ["--cfg", "yolov5n.yaml", "--data", str(data), "--epochs", "2", "--imgsz", "64", "--batch-size", "8",
-            "--workers", "0", "--noautoanchor", "--storage-path", f"file://{store}"]
+    args = [
+        "--cfg",
+        "yolov5n.yaml",
+        "--data",
+        str(data),
+        "--epochs",
+        "2",
+        "--imgsz",
+        "64",
+        "--batch-size",
+        "8",
+        "--workers",
+        "0",
+        "--noautoanchor",
+        "--storage-path",
+        f"file://{store}",
+    ]
     first = train(*args)
     assert first.returncode == 0, first.stderr[-2000:]
     run = store / "exp"

@@ -24,8 +24,9 @@ def rows_seen_in_bucket(bucket_csv: Path, record: Path):
         with open(record, "a") as f:
             f.write(f"{rows}\n")
         fit = 1.0 / (1.0 + abs(config["hyp"]["lr0"] - 0.02) * 10)
-        tune.report({**dict(zip(EVOLVE_RESULT_KEYS, [fit, fit, fit, fit, 0.1, 0.1, 0.1])), "fitness": fit,
-                     COMPLETE_KEY: True})
+        tune.report(
+            {**dict(zip(EVOLVE_RESULT_KEYS, [fit, fit, fit, fit, 0.1, 0.1, 0.1])), "fitness": fit, COMPLETE_KEY: True}
+        )
 
     return trainable
 
@@ -43,7 +44,8 @@ def test_bucket_is_upstreams_spelling_of_a_gcs_storage_path():
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_stored_evolution_is_uploaded_after_every_row_and_resumed_on_a_fresh_machine(
-        ray_cluster, tmp_path, stub_data, monkeypatch):
+    ray_cluster, tmp_path, stub_data, monkeypatch
+):
     from ray import cloudpickle
 
     from yolo_ray.evolution.driver import run_evolution
@@ -53,8 +55,10 @@ def test_stored_evolution_is_uploaded_after_every_row_and_resumed_on_a_fresh_mac
     bucket, record = tmp_path / "bucket", tmp_path / "rows_seen"
     stored_csv = bucket / "exp" / "evolve.csv"
     common = {"data": str(stub_data), "seed": 1, "concurrency": 1, "project": str(tmp_path / "runs")}
-    summary = run_evolution({**common, "generations": 4, "storage_path": f"file://{bucket}"},
-                            trainable=rows_seen_in_bucket(stored_csv, record))
+    summary = run_evolution(
+        {**common, "generations": 4, "storage_path": f"file://{bucket}"},
+        trainable=rows_seen_in_bucket(stored_csv, record),
+    )
     assert summary.status == "finished"
     assert [int(n) for n in record.read_text().split()] == [0, 1, 2, 3]  # each row was there before the next trial
     for name in ("evolve.csv", "hyp_evolve.yaml", "evolve.png", "opt.yaml"):
@@ -63,13 +67,16 @@ def test_stored_evolution_is_uploaded_after_every_row_and_resumed_on_a_fresh_mac
     first = read_history(stored_csv)
 
     shutil.rmtree(tmp_path / "home")  # a fresh head node: only the bucket is left
-    summary = run_evolution({**common, "resume": f"file://{bucket}/exp", "generations": 6},
-                            trainable=rows_seen_in_bucket(stored_csv, record))
+    summary = run_evolution(
+        {**common, "resume": f"file://{bucket}/exp", "generations": 6},
+        trainable=rows_seen_in_bucket(stored_csv, record),
+    )
     assert summary.status == "finished"
     after = read_history(stored_csv)
     assert len(after) == 6
     assert after.iloc[:4].equals(first)  # continued, nothing lost or rewritten
 
     with pytest.raises(UserError, match="no stored evolution there"):
-        run_evolution({**common, "resume": f"file://{bucket}/missing"},
-                      trainable=rows_seen_in_bucket(stored_csv, record))
+        run_evolution(
+            {**common, "resume": f"file://{bucket}/missing"}, trainable=rows_seen_in_bucket(stored_csv, record)
+        )

@@ -112,7 +112,13 @@ def test_tpe_failed_trial_is_told_fail_and_replaced(tmp_path):
 @pytest.mark.timeout(10)
 def test_durations_and_stop_rules():
     assert [parse_duration(x) for x in ("8h", "90m", "1.5d", "30s", " 2H ", 600)] == [
-        28800, 5400, 129600, 30, 7200, 600]
+        28800,
+        5400,
+        129600,
+        30,
+        7200,
+        600,
+    ]
     for bad in ("8", "h", "-1h", "0m", "8 hours"):
         with pytest.raises(UserError, match="--time-budget"):
             parse_duration(bad)
@@ -133,8 +139,9 @@ def test_durations_and_stop_rules():
 
 @pytest.mark.timeout(20)
 def test_patience_finishes_the_search_and_running_trials_still_become_rows(tmp_path):
-    s = EvolveSearcher(tmp_path / "evolve.csv", load_hyp(), load_search_space(), 50, seed=0, patience=2,
-                       strategy="random")
+    s = EvolveSearcher(
+        tmp_path / "evolve.csv", load_hyp(), load_search_space(), 50, seed=0, patience=2, strategy="random"
+    )
     for trial_id in ("a", "b", "c", "d"):
         s.suggest(trial_id)
     for trial_id, f in (("a", 0.5), ("b", 0.2), ("c", 0.4)):
@@ -154,16 +161,19 @@ def evolve_cli():
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("argv, expected", [
-    (["--strategy", "annealing"], "argument --strategy: invalid choice: 'annealing'"),
-    (["--strategy", "population", "--population", "1"], "--population 1: a population needs at least 2"),
-    (["--strategy", "population", "--search-space", "yolov5"], "more: [gain, low, high] triples, but --strategy"),
-    (["--strategy", "random", "--search-space", "yolov5_population"], "population [enabled, low, high] triples"),
-    (["--strategy", "population", "--early-stop"], "--early-stop cannot be used with --strategy population"),
-    (["--time-budget", "8 hours"], "--time-budget '8 hours': expected a number and a unit"),
-    (["--patience-rows", "0"], "--patience-rows 0 is out of range (valid: [1, inf))"),
-    (["--patience", "0"], "--patience-rows 0 is out of range"),  # the old spelling still works
-])
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["--strategy", "annealing"], "argument --strategy: invalid choice: 'annealing'"),
+        (["--strategy", "population", "--population", "1"], "--population 1: a population needs at least 2"),
+        (["--strategy", "population", "--search-space", "yolov5"], "more: [gain, low, high] triples, but --strategy"),
+        (["--strategy", "random", "--search-space", "yolov5_population"], "population [enabled, low, high] triples"),
+        (["--strategy", "population", "--early-stop"], "--early-stop cannot be used with --strategy population"),
+        (["--time-budget", "8 hours"], "--time-budget '8 hours': expected a number and a unit"),
+        (["--patience-rows", "0"], "--patience-rows 0 is out of range (valid: [1, inf))"),
+        (["--patience", "0"], "--patience-rows 0 is out of range"),  # the old spelling still works
+    ],
+)
 def test_strategy_usage_errors_are_one_line_exit_2_and_create_nothing(tmp_path, capsys, argv, expected):
     project = tmp_path / "runs"
     assert evolve_cli().main([*argv, "--project", str(project)]) == 2

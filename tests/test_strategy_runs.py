@@ -66,9 +66,17 @@ def test_asynchronous_strategies_write_exactly_n_rows(ray_cluster, tmp_path, stu
     pytest.importorskip("optuna")
     pickle_this_module_by_value()
     (tmp_path / "log").mkdir()
-    summary = run_evolution({"strategy": strategy, "generations": 6, "project": str(tmp_path / "runs"),
-                             "data": str(stub_data), "seed": 0, "concurrency": 3},
-                            trainable=logging_trainable(tmp_path / "log"))
+    summary = run_evolution(
+        {
+            "strategy": strategy,
+            "generations": 6,
+            "project": str(tmp_path / "runs"),
+            "data": str(stub_data),
+            "seed": 0,
+            "concurrency": 3,
+        },
+        trainable=logging_trainable(tmp_path / "log"),
+    )
     assert summary.status == "finished"
     history = read_history(summary.save_dir / "evolve.csv")
     assert len(history) == 6 and len(list((tmp_path / "log").iterdir())) == 6
@@ -83,14 +91,23 @@ def test_population_generation_barrier_in_a_real_cluster(ray_cluster, tmp_path, 
 
     pickle_this_module_by_value()
     (tmp_path / "log").mkdir()
-    summary = run_evolution({"strategy": "population", "population": 3, "generations": 8,
-                             "project": str(tmp_path / "runs"), "data": str(stub_data), "seed": 0, "concurrency": 3},
-                            trainable=logging_trainable(tmp_path / "log"))
+    summary = run_evolution(
+        {
+            "strategy": "population",
+            "population": 3,
+            "generations": 8,
+            "project": str(tmp_path / "runs"),
+            "data": str(stub_data),
+            "seed": 0,
+            "concurrency": 3,
+        },
+        trainable=logging_trainable(tmp_path / "log"),
+    )
     assert summary.status == "finished"
     history = read_history(summary.save_dir / "evolve.csv")
     assert len(history) == 8
     assert_rows_in_bounds(history, "population")
-    hyp_columns = list(history.columns[len(EVOLVE_RESULT_KEYS):])
+    hyp_columns = list(history.columns[len(EVOLVE_RESULT_KEYS) :])
     spans: dict[str, list] = {}
     for path in (tmp_path / "log").iterdir():
         entry = json.loads(path.read_text())
@@ -98,10 +115,10 @@ def test_population_generation_barrier_in_a_real_cluster(ray_cluster, tmp_path, 
     for runs in spans.values():
         runs.sort()  # an unmutated child repeats its parent: its rows and runs pair up in time order
     row_spans = [spans[signature(row.to_dict())].pop(0) for _, row in history[hyp_columns].iterrows()]
-    generation = [row_spans[g * 3:(g + 1) * 3] for g in range(3)]
+    generation = [row_spans[g * 3 : (g + 1) * 3] for g in range(3)]
     for g in range(2):  # no individual of g + 1 started before every one of g had ended
         assert max(end for _, end in generation[g]) <= min(start for start, _ in generation[g + 1])
-    assert max(len(set(map(tuple, history[hyp_columns].iloc[g * 3:(g + 1) * 3].to_numpy()))) for g in range(2)) > 1
+    assert max(len(set(map(tuple, history[hyp_columns].iloc[g * 3 : (g + 1) * 3].to_numpy()))) for g in range(2)) > 1
     out = capsys.readouterr().out
     assert "population search, 0/8 generations in evolve.csv (GA generation 1 of 3, population 3)" in out
     assert "8/8 generations done (GA generation 3 of 3, population 3)" in out and "ETA" in out
@@ -143,8 +160,12 @@ def test_driver_killed_then_resumed_ends_with_exactly_n_rows(ray_cluster, tmp_pa
     project = tmp_path / "runs"
     address = ray_cluster.get_runtime_context().gcs_address
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    proc = subprocess.Popen([sys.executable, str(script), address, str(project), str(stub_data), strategy],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), address, str(project), str(stub_data), strategy],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
     csv_path = project / "exp" / "evolve.csv"
     try:
         deadline = time.time() + 150
@@ -177,9 +198,23 @@ def test_both_strategy_families_evolve_real_trainings(ray_cluster, tmp_path, one
     # evolution here costs ~30 s of Tune and trial start-up on this machine.
     data = make_dataset(tmp_path / "data", seed=1, n_train=16, n_val=8, size=64)
     for strategy in ("classic", "tpe"):
-        summary = run_evolution({"strategy": strategy, "population": 2, "generations": 2, "cfg": "yolov5n.yaml",
-                                 "data": str(data), "epochs": 1, "imgsz": 64, "batch_size": 8, "workers": 0,
-                                 "seed": 0, "concurrency": 2, "project": str(tmp_path), "name": strategy})
+        summary = run_evolution(
+            {
+                "strategy": strategy,
+                "population": 2,
+                "generations": 2,
+                "cfg": "yolov5n.yaml",
+                "data": str(data),
+                "epochs": 1,
+                "imgsz": 64,
+                "batch_size": 8,
+                "workers": 0,
+                "seed": 0,
+                "concurrency": 2,
+                "project": str(tmp_path),
+                "name": strategy,
+            }
+        )
         assert summary.status == "finished", (strategy, summary.message)
         history = read_history(summary.save_dir / "evolve.csv")
         assert len(history) == 2, strategy
@@ -195,9 +230,18 @@ def test_time_budget_stops_new_trials_and_running_ones_become_rows(ray_cluster, 
 
     pickle_this_module_by_value()
     (tmp_path / "log").mkdir()
-    summary = run_evolution({"strategy": "random", "generations": 500, "time_budget": "8s", "project": str(tmp_path),
-                             "data": str(stub_data), "seed": 0, "concurrency": 2},
-                            trainable=logging_trainable(tmp_path / "log", seconds=1.0))
+    summary = run_evolution(
+        {
+            "strategy": "random",
+            "generations": 500,
+            "time_budget": "8s",
+            "project": str(tmp_path),
+            "data": str(stub_data),
+            "seed": 0,
+            "concurrency": 2,
+        },
+        trainable=logging_trainable(tmp_path / "log", seconds=1.0),
+    )
     assert summary.status == "stopped" and summary.exit_code == 0
     assert "the time budget of 8 s is spent" in summary.message
     rows = len(read_history(summary.save_dir / "evolve.csv"))

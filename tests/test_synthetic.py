@@ -69,17 +69,18 @@ def test_labels_are_valid_and_tight_to_the_drawn_shapes(tmp_path):
 
         shape_pixels = _object_like(image)
         inside_any = np.zeros((h, w), bool)
-        for bx1, by1, bx2, by2 in zip(x1.round().astype(int), y1.round().astype(int), x2.round().astype(int),
-                                      y2.round().astype(int)):
+        for bx1, by1, bx2, by2 in zip(
+            x1.round().astype(int), y1.round().astype(int), x2.round().astype(int), y2.round().astype(int)
+        ):
             # Every box holds a shape: at least the triangle's half of it is shape-coloured.
             assert shape_pixels[by1:by2, bx1:bx2].mean() > 0.4
-            inside_any[max(by1 - 2, 0):by2 + 2, max(bx1 - 2, 0):bx2 + 2] = True
+            inside_any[max(by1 - 2, 0) : by2 + 2, max(bx1 - 2, 0) : bx2 + 2] = True
         assert shape_pixels[~inside_any].mean() < 0.01  # no unlabelled shape anywhere
 
         # The last row is drawn last, so nothing covers it: its pixels' extent must be the box.
         bx1, by1, bx2, by2 = int(round(x1[-1])), int(round(y1[-1])), int(round(x2[-1])), int(round(y2[-1]))
         cx, cy = (bx1 + bx2) // 2, (by1 + by2) // 2
-        color = np.median(image[cy - 1:cy + 2, cx - 1:cx + 2].reshape(-1, 3), axis=0)
+        color = np.median(image[cy - 1 : cy + 2, cx - 1 : cx + 2].reshape(-1, 3), axis=0)
         close = (np.linalg.norm(image.astype(float) - color, axis=2) < 70) & shape_pixels
         _, components = cv2.connectedComponents(close.astype(np.uint8))
         ys, xs = np.nonzero(components == components[cy, cx])
@@ -152,15 +153,34 @@ def test_default_data_yaml_generates_once_even_when_called_concurrently(tmp_path
     assert len(calls) == 1 and expected.stat().st_mtime_ns == first_mtime
     # Only the finished dataset and the lock remain: no half-written temporary folder.
     assert sorted(p.name for p in expected.parent.parent.iterdir()) == [
-        synthetic.DATASET_VERSION, f"{synthetic.DATASET_VERSION}.lock"]
+        synthetic.DATASET_VERSION,
+        f"{synthetic.DATASET_VERSION}.lock",
+    ]
     assert len(list((expected.parent / "images" / "train").glob("*.jpg"))) == 4
 
 
 @pytest.mark.timeout(30)
 def test_cli_prints_the_yaml_path_and_exits_2_on_user_error(tmp_path, capsys):
     out = tmp_path / "cli"
-    done = subprocess.run([sys.executable, "-m", "yolo_ray.data.synthetic", "--out", str(out), "--seed", "2",
-                           "--n-train", "3", "--n-val", "2"], capture_output=True, text=True, cwd=REPO, timeout=60)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "yolo_ray.data.synthetic",
+            "--out",
+            str(out),
+            "--seed",
+            "2",
+            "--n-train",
+            "3",
+            "--n-val",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str(out / "data.yaml")
     assert len(list((out / "images" / "train").glob("*.jpg"))) == 3

@@ -13,8 +13,19 @@ import pytest
 from yolo_ray.evolution import read_history
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_RUN = ["--cfg", "yolov5n.yaml", "--imgsz", "64", "--batch-size", "4", "--workers", "0", "--noautoanchor",
-            "--device", "cpu"]
+TINY_RUN = [
+    "--cfg",
+    "yolov5n.yaml",
+    "--imgsz",
+    "64",
+    "--batch-size",
+    "4",
+    "--workers",
+    "0",
+    "--noautoanchor",
+    "--device",
+    "cpu",
+]
 pytestmark = pytest.mark.slow
 needs_wandb = pytest.mark.skipif(importlib.util.find_spec("wandb") is None, reason="wandb not installed")
 
@@ -49,8 +60,22 @@ def trained(tmp_path_factory, train_cli):
     cli = train_cli
     trackers = ["mlflow", "wandb"] if importlib.util.find_spec("wandb") else ["mlflow"]
     try:
-        assert cli.main([*TINY_RUN, "--data", str(data), "--epochs", "2", "--project", str(root / "runs"),
-                         "--trackers", *trackers]) == 0
+        assert (
+            cli.main(
+                [
+                    *TINY_RUN,
+                    "--data",
+                    str(data),
+                    "--epochs",
+                    "2",
+                    "--project",
+                    str(root / "runs"),
+                    "--trackers",
+                    *trackers,
+                ]
+            )
+            == 0
+        )
     finally:
         mp.undo()
     return root, root / "runs" / "exp"
@@ -111,7 +136,8 @@ def report_fitness_of(config: dict, train_config: dict) -> None:
 
 @pytest.mark.timeout(300)
 def test_evolution_is_one_tensorboard_view_and_one_mlflow_experiment_with_a_run_per_trial(
-        ray_cluster, tmp_path, stub_data, monkeypatch):
+    ray_cluster, tmp_path, stub_data, monkeypatch
+):
     import sys
 
     from ray import cloudpickle
@@ -122,8 +148,17 @@ def test_evolution_is_one_tensorboard_view_and_one_mlflow_experiment_with_a_run_
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import tests/
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    summary = run_evolution({"generations": 2, "project": str(tmp_path / "runs"), "data": str(stub_data), "seed": 0,
-                             "concurrency": 1, "trackers": ["mlflow"]}, trainable=report_fitness_of)
+    summary = run_evolution(
+        {
+            "generations": 2,
+            "project": str(tmp_path / "runs"),
+            "data": str(stub_data),
+            "seed": 0,
+            "concurrency": 1,
+            "trackers": ["mlflow"],
+        },
+        trainable=report_fitness_of,
+    )
     assert summary.status == "finished"
     history = read_history(summary.save_dir / "evolve.csv")
     trial_dirs = sorted(summary.save_dir.glob("tune-*/trial_*"))

@@ -62,8 +62,13 @@ def test_bad_options_print_one_error_line_and_exit_2(cli, tmp_path, capsys, args
 
 @pytest.mark.timeout(60)
 def test_real_process_error_has_no_traceback(tmp_path):
-    proc = subprocess.run([sys.executable, str(TRAIN_PY), "--batch-size", "5", "--ray-workers", "2"],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, str(TRAIN_PY), "--batch-size", "5", "--ray-workers", "2"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert proc.stderr == "error: --batch-size 5 must be a multiple of --ray-workers 2\n"
 
@@ -131,8 +136,17 @@ def fake_run(run_dir: Path, epoch: int, epochs: int) -> Path:
     """A run dir with opt.yaml and a last.pt holding just what resume reads."""
     last = run_dir / "weights" / "last.pt"
     last.parent.mkdir(parents=True)
-    (run_dir / "opt.yaml").write_text(yaml.safe_dump({"epochs": epochs, "cfg": "yolov5n.yaml", "batch_size": 4,
-                                                      "project": str(run_dir.parent), "name": run_dir.name}))
+    (run_dir / "opt.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "epochs": epochs,
+                "cfg": "yolov5n.yaml",
+                "batch_size": 4,
+                "project": str(run_dir.parent),
+                "name": run_dir.name,
+            }
+        )
+    )
     torch.save({"epoch": epoch, "opt": {}}, last)
     return last
 
@@ -163,9 +177,14 @@ def test_data_omitted_trains_on_builtin_synthetic_data(tmp_path):
     # The built-in dataset's cache, pre-filled with a 16-image version so the test stays short.
     home = tmp_path / "home"
     builtin = synthetic.make_dataset(home / "datasets" / synthetic.DATASET_VERSION, n_train=16, n_val=8, size=64)
-    proc = subprocess.run([sys.executable, str(TRAIN_PY), *TINY_RUN, "--epochs", "1", "--project", "runs"],
-                          cwd=tmp_path, env=train_env(YOLO_RAY_HOME=str(home)), capture_output=True, text=True,
-                          timeout=110)
+    proc = subprocess.run(
+        [sys.executable, str(TRAIN_PY), *TINY_RUN, "--epochs", "1", "--project", "runs"],
+        cwd=tmp_path,
+        env=train_env(YOLO_RAY_HOME=str(home)),
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     run = tmp_path / "runs" / "exp"
     opt = yaml.safe_load((run / "opt.yaml").read_text())
@@ -181,8 +200,17 @@ def test_data_omitted_trains_on_builtin_synthetic_data(tmp_path):
 
 
 def start_training(project: Path, data: Path, *extra: str) -> subprocess.Popen:
-    cmd = [sys.executable, str(TRAIN_PY), *TINY_RUN, "--data", str(data), "--project", str(project), "--noplots",
-           *extra]
+    cmd = [
+        sys.executable,
+        str(TRAIN_PY),
+        *TINY_RUN,
+        "--data",
+        str(data),
+        "--project",
+        str(project),
+        "--noplots",
+        *extra,
+    ]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=train_env())
 
 
@@ -204,8 +232,13 @@ def test_kill_9_mid_training_then_resume_matches_an_uninterrupted_run(tiny_data,
     rows_before = read_results(run / "results.csv")[: saved_epoch + 1]
     assert 0 <= saved_epoch < 3
 
-    resumed = subprocess.run([sys.executable, str(TRAIN_PY), "--resume", "--project", str(tmp_path / "runs")],
-                             capture_output=True, text=True, timeout=150, env=train_env())
+    resumed = subprocess.run(
+        [sys.executable, str(TRAIN_PY), "--resume", "--project", str(tmp_path / "runs")],
+        capture_output=True,
+        text=True,
+        timeout=150,
+        env=train_env(),
+    )
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert f"at epoch {saved_epoch + 1}" in resumed.stdout
     assert reference.wait(timeout=150) == 0, reference.communicate()[0]

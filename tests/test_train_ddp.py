@@ -50,8 +50,17 @@ def test_two_workers_end_with_identical_weights(ray_cluster, tmp_path):
     hyp = load_hyp(DEFAULT_HYP)
     save_dir = tmp_path / "run"
     config = {
-        "cfg": "yolov5n.yaml", "data": str(data), "hyp": hyp, "epochs": 2, "batch_size": 8, "imgsz": 64,
-        "workers": 0, "device": "cpu", "save_dir": str(save_dir), "noplots": True, "noautoanchor": False,
+        "cfg": "yolov5n.yaml",
+        "data": str(data),
+        "hyp": hyp,
+        "epochs": 2,
+        "batch_size": 8,
+        "imgsz": 64,
+        "workers": 0,
+        "device": "cpu",
+        "save_dir": str(save_dir),
+        "noplots": True,
+        "noautoanchor": False,
     }
     trainer = TorchTrainer(
         train_and_fingerprint,

@@ -26,8 +26,18 @@ def tiny_config(data, save_dir, **overrides):
     hyp = load_hyp(DEFAULT_HYP)
     hyp["mosaic"] = 0.0  # plain letterboxed images: a steadier signal in two short epochs
     config = {
-        "cfg": "yolov5n.yaml", "weights": None, "data": str(data), "hyp": hyp, "epochs": 2, "batch_size": 8,
-        "imgsz": 64, "workers": 0, "device": "cpu", "save_dir": str(save_dir), "noplots": True, "seed": 0,
+        "cfg": "yolov5n.yaml",
+        "weights": None,
+        "data": str(data),
+        "hyp": hyp,
+        "epochs": 2,
+        "batch_size": 8,
+        "imgsz": 64,
+        "workers": 0,
+        "device": "cpu",
+        "save_dir": str(save_dir),
+        "noplots": True,
+        "seed": 0,
     }
     return {**config, **overrides}
 
@@ -89,7 +99,8 @@ def test_resume_continues_with_the_same_lr_and_ema_updates(two_epoch_run, tiny_d
     continued = torch.load(tmp_path / "weights" / "epoch1.pt", weights_only=True)
     assert continued["updates"] == uninterrupted["updates"]
     assert continued["optimizer"]["param_groups"][0]["lr"] == pytest.approx(
-        uninterrupted["optimizer"]["param_groups"][0]["lr"])
+        uninterrupted["optimizer"]["param_groups"][0]["lr"]
+    )
 
 
 @pytest.mark.timeout(120)

@@ -13,11 +13,24 @@ from torch import nn
 from yolo_ray.config import DEFAULT_HYP, UserError, load_hyp
 from yolo_ray.training.autoanchor import best_possible_recall, check_anchors, kmeans
 from yolo_ray.training.checkpoint import (
-    RESULTS_CSV_KEYS, append_results_row, build_checkpoint, load_training_checkpoint, plain_options,
-    results_header, save_checkpoint, strip_optimizer, truncate_results,
+    RESULTS_CSV_KEYS,
+    append_results_row,
+    build_checkpoint,
+    load_training_checkpoint,
+    plain_options,
+    results_header,
+    save_checkpoint,
+    strip_optimizer,
+    truncate_results,
 )
 from yolo_ray.training.optim import (
-    EarlyStopping, ModelEMA, accumulation_steps, apply_warmup, build_optimizer, lr_lambda, scaled_weight_decay,
+    EarlyStopping,
+    ModelEMA,
+    accumulation_steps,
+    apply_warmup,
+    build_optimizer,
+    lr_lambda,
+    scaled_weight_decay,
     warmup_iterations,
 )
 from yolo_ray.cluster.session import select_device, worker_context
@@ -227,7 +240,9 @@ def test_checkpoint_round_trip(tmp_path):
 @pytest.mark.timeout(10)
 def test_plain_options_drops_objects():
     assert plain_options({"a": 1, "b": [1, 2.5], "c": {"d": None}, "e": np.float32(1), "f": object()}) == {
-        "a": 1, "b": [1, 2.5], "c": {"d": None},
+        "a": 1,
+        "b": [1, 2.5],
+        "c": {"d": None},
     }
 
 
@@ -267,11 +282,13 @@ def letterboxed_batch():
     # two 100x200 (h x w) originals letterboxed to 64x64: ratio 0.32, pad h (64 - 32) / 2 = 16
     imgs = torch.zeros(2, 3, 64, 64, dtype=torch.uint8)
     # normalised labels in the 64x64 letterboxed image: image 0 has 2 boxes, image 1 has 1
-    targets = torch.tensor([
-        [0, 0, 0.25, 0.5, 0.125, 0.125],
-        [0, 1, 0.75, 0.5, 0.25, 0.125],
-        [1, 0, 0.5, 0.5, 0.25, 0.25],
-    ])
+    targets = torch.tensor(
+        [
+            [0, 0, 0.25, 0.5, 0.125, 0.125],
+            [0, 1, 0.75, 0.5, 0.25, 0.125],
+            [1, 0, 0.5, 0.5, 0.25, 0.25],
+        ]
+    )
     shapes = [((100, 200), ((0.32, 0.32), (0.0, 16.0)))] * 2
     return imgs, targets, ("a.jpg", "b.jpg"), shapes
 

@@ -17,8 +17,15 @@ from yolo_ray.models.loading import load_models
 from yolo_ray.models import build_model, prune
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
-PLOTS = ("confusion_matrix.png", "PR_curve.png", "F1_curve.png", "P_curve.png", "R_curve.png",
-         "val_batch0_labels.jpg", "val_batch0_pred.jpg")
+PLOTS = (
+    "confusion_matrix.png",
+    "PR_curve.png",
+    "F1_curve.png",
+    "P_curve.png",
+    "R_curve.png",
+    "val_batch0_labels.jpg",
+    "val_batch0_pred.jpg",
+)
 ALL_ROW = re.compile(r"^\s+all\s+(\d+)\s+(\d+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)$", re.M)
 
 
@@ -33,8 +40,20 @@ def val_cli():
 
 
 def val_args(run, project, *extra):
-    return ["--weights", *extra, "--data", str(run.data), "--imgsz", str(IMGSZ), "--batch-size", str(2 * TRAIN_BATCH),
-            "--workers", "0", "--project", str(project)]
+    return [
+        "--weights",
+        *extra,
+        "--data",
+        str(run.data),
+        "--imgsz",
+        str(IMGSZ),
+        "--batch-size",
+        str(2 * TRAIN_BATCH),
+        "--workers",
+        "0",
+        "--project",
+        str(project),
+    ]
 
 
 def all_row(text: str) -> tuple[float, ...]:
@@ -63,11 +82,18 @@ def test_val_reproduces_the_last_results_row(run, val_cli, tmp_path, capsys):
     expected = last_results_row(run.save_dir)
     assert map50 > 0  # a real comparison, not of zeros
     # last.pt stores the EMA in fp16 and val.py fuses BatchNorm: equal up to that rounding (3 printed digits)
-    for got, key in ((p, "metrics/precision"), (r, "metrics/recall"), (map50, "metrics/mAP_0.5"),
-                     (map5095, "metrics/mAP_0.5:0.95")):
+    for got, key in (
+        (p, "metrics/precision"),
+        (r, "metrics/recall"),
+        (map50, "metrics/mAP_0.5"),
+        (map5095, "metrics/mAP_0.5:0.95"),
+    ):
         assert got == pytest.approx(expected[key], rel=0.02, abs=2e-4), key
-    assert re.search(r"Speed: [\d.]+ms pre-process, [\d.]+ms inference, [\d.]+ms NMS per image at shape "
-                     rf"\(16, 3, {IMGSZ}, {IMGSZ}\)", out)
+    assert re.search(
+        r"Speed: [\d.]+ms pre-process, [\d.]+ms inference, [\d.]+ms NMS per image at shape "
+        rf"\(16, 3, {IMGSZ}, {IMGSZ}\)",
+        out,
+    )
     for name in PLOTS:
         assert (tmp_path / "exp" / name).is_file(), name
 
@@ -113,11 +139,20 @@ def _write_coco_annotations(data_dir):
         for line in (data_dir / "labels" / "val" / f"{image.stem}.txt").read_text().splitlines():
             c, x, y, w, h = map(float, line.split())
             box = [(x - w / 2) * IMGSZ, (y - h / 2) * IMGSZ, w * IMGSZ, h * IMGSZ]
-            annotations.append({"id": len(annotations) + 1, "image_id": image.stem, "category_id": int(c),
-                                "bbox": box, "area": box[2] * box[3], "iscrowd": 0})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image.stem,
+                    "category_id": int(c),
+                    "bbox": box,
+                    "area": box[2] * box[3],
+                    "iscrowd": 0,
+                }
+            )
     (data_dir / "annotations").mkdir()
-    (data_dir / "annotations" / "instances_val2017.json").write_text(json.dumps(
-        {"images": images, "annotations": annotations, "categories": [{"id": i} for i in range(4)]}))
+    (data_dir / "annotations" / "instances_val2017.json").write_text(
+        json.dumps({"images": images, "annotations": annotations, "categories": [{"id": i} for i in range(4)]})
+    )
 
 
 @pytest.mark.timeout(300)
@@ -142,8 +177,12 @@ def test_augment_and_hybrid_change_the_numbers_as_upstream(run, val_cli, tmp_pat
 def test_half_runs_fp16_on_cpu_as_upstream(run):
     from yolo_ray.infer.backends import load_backend
 
-    x = torch.from_numpy(np.ascontiguousarray(
-        __import__("cv2").imread(str(run.val_images[0]))[..., ::-1].transpose(2, 0, 1))).float()[None] / 255
+    x = (
+        torch.from_numpy(
+            np.ascontiguousarray(__import__("cv2").imread(str(run.val_images[0]))[..., ::-1].transpose(2, 0, 1))
+        ).float()[None]
+        / 255
+    )
     full, half = load_backend(run.last), load_backend(run.last, half=True)
     assert half.fp16 and next(half.parameters()).dtype == torch.float16
     got, expected = half(x), full(x)
@@ -198,22 +237,31 @@ def test_prune_zeroes_each_conv_layers_smallest_weights_as_upstream():
 def test_ensemble_of_different_classes_is_refused(run, tmp_path):
     other = build_model("yolov5n", nc=2)
     path = tmp_path / "two.pt"
-    torch.save({"model": {k: v.half() if v.is_floating_point() else v for k, v in other.state_dict().items()},
-                "yaml": other.yaml, "names": {0: "a", 1: "b"}}, path)
+    torch.save(
+        {
+            "model": {k: v.half() if v.is_floating_point() else v for k, v in other.state_dict().items()},
+            "yaml": other.yaml,
+            "names": {0: "a", 1: "b"},
+        },
+        path,
+    )
     with pytest.raises(UserError, match="same classes"):
         load_models([run.last, path])
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("args, expected", [
-    (["--weights", "{tmp}/missing.pt"], "missing.pt: weights file not found"),
-    (["--weights", "{last}", "--conf-thres", "2"], "--conf-thres must be in [0, 1]"),
-    (["--weights", "{last}", "--data", "{tmp}/nope.yaml"], "nope.yaml: file not found"),
-    (["--weights", "{last}", "--task", "bench"], "invalid choice: 'bench'"),
-    (["--weights", "{last}", "--data", "{two_class}"], "has 4 classes but --data"),
-    (["--weights", "{tmp}/model.engine"], "TensorRT models are not supported here"),
-    (["--weights", "{last}", "--prune", "1.5"], "--prune must be in [0, 1)"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--weights", "{tmp}/missing.pt"], "missing.pt: weights file not found"),
+        (["--weights", "{last}", "--conf-thres", "2"], "--conf-thres must be in [0, 1]"),
+        (["--weights", "{last}", "--data", "{tmp}/nope.yaml"], "nope.yaml: file not found"),
+        (["--weights", "{last}", "--task", "bench"], "invalid choice: 'bench'"),
+        (["--weights", "{last}", "--data", "{two_class}"], "has 4 classes but --data"),
+        (["--weights", "{tmp}/model.engine"], "TensorRT models are not supported here"),
+        (["--weights", "{last}", "--prune", "1.5"], "--prune must be in [0, 1)"),
+    ],
+)
 def test_bad_inputs_print_one_error_line_and_exit_2(run, val_cli, tmp_path, capsys, args, expected):
     two_class = tmp_path / "two.yaml"
     two_class.write_text(f"path: {run.data.parent}\ntrain: images/train\nval: images/val\nnc: 2\nnames: [a, b]\n")

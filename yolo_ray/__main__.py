@@ -17,8 +17,10 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] not in COMMANDS:
         given = f"unknown command {argv[0]!r}; " if argv and not argv[0].startswith("-") else ""
         stream = sys.stdout if argv[:1] in (["-h"], ["--help"]) else sys.stderr
-        print(f"usage: yolo-ray {{{','.join(COMMANDS)}}} [options]   ({given}yolo-ray COMMAND --help: its options)",
-              file=stream)
+        print(
+            f"usage: yolo-ray {{{','.join(COMMANDS)}}} [options]   ({given}yolo-ray COMMAND --help: its options)",
+            file=stream,
+        )
         return 0 if stream is sys.stdout else 2
     return importlib.import_module(f"yolo_ray.commands.{argv[0]}").main(argv[1:])
 

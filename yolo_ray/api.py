@@ -75,8 +75,14 @@ def evolve(config: EvolveConfig | None = None, **options: Any) -> EvolveResult:
     history = read_history(summary.save_dir / "evolve.csv") if summary.rows else None
     best = best_row(history) if history is not None and len(history) else None
     LOGGER.info(summary.message)
-    return EvolveResult(summary.save_dir, dict(best.results) if best else {}, dict(best.hyp) if best else {},
-                        summary.rows, summary.status, summary.message)
+    return EvolveResult(
+        summary.save_dir,
+        dict(best.results) if best else {},
+        dict(best.hyp) if best else {},
+        summary.rows,
+        summary.status,
+        summary.message,
+    )
 
 
 def _check_names(options: dict[str, Any], known: set[str], command: str) -> None:

@@ -10,7 +10,6 @@ import numpy as np
 import torch
 
 
-
 def _empty_like(x):
     return x.clone() if isinstance(x, torch.Tensor) else np.copy(x)
 

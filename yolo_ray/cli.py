@@ -68,8 +68,13 @@ def add_config_options(group: argparse._ActionsContainer, config: type, *groups:
         group.add_argument(*flags, **kwargs)
         for old in meta["deprecated"]:  # kept under its old name: the config says once that it is old
             shape = {k: v for k, v in kwargs.items() if k not in ("dest", "default", "help")}
-            group.add_argument(old, dest=old.lstrip("-").replace("-", "_"), default=argparse.SUPPRESS,
-                               help=f"old spelling of {flags[0]} (still works, with a deprecation line)", **shape)
+            group.add_argument(
+                old,
+                dest=old.lstrip("-").replace("-", "_"),
+                default=argparse.SUPPRESS,
+                help=f"old spelling of {flags[0]} (still works, with a deprecation line)",
+                **shape,
+            )
 
 
 def run_script(body: Callable[[], int]) -> int:
@@ -97,8 +102,13 @@ def start_logging(opt: dict[str, Any]) -> None:
     setup_logging(verbosity(opt.pop("quiet", False), opt.pop("verbose", False)))
 
 
-def add_model_options(group: argparse._ActionsContainer, project: str | None, weights_help: str,
-                      device_default: str = "", half_help: str = "use FP16 half-precision inference") -> None:
+def add_model_options(
+    group: argparse._ActionsContainer,
+    project: str | None,
+    weights_help: str,
+    device_default: str = "",
+    half_help: str = "use FP16 half-precision inference",
+) -> None:
     """What val.py, detect.py and export.py share: weights, device, and the run folder (unless project is None)."""
     group.add_argument("--weights", nargs="+", required=True, help=weights_help)
     group.add_argument("--device", default=device_default, help="'' (auto), cpu, or cuda device like 0")

@@ -17,9 +17,34 @@ DEFAULT_HYP = HYP_DIR / "hyp.scratch-low.yaml"
 
 # The 28 keys every YOLOv5 v7.0 hyp file holds, in file order; `anchors` is optional.
 HYP_KEYS = (
-    "lr0", "lrf", "momentum", "weight_decay", "warmup_epochs", "warmup_momentum", "warmup_bias_lr",
-    "box", "cls", "cls_pw", "obj", "obj_pw", "iou_t", "anchor_t", "fl_gamma", "hsv_h", "hsv_s", "hsv_v",
-    "degrees", "translate", "scale", "shear", "perspective", "flipud", "fliplr", "mosaic", "mixup", "copy_paste",
+    "lr0",
+    "lrf",
+    "momentum",
+    "weight_decay",
+    "warmup_epochs",
+    "warmup_momentum",
+    "warmup_bias_lr",
+    "box",
+    "cls",
+    "cls_pw",
+    "obj",
+    "obj_pw",
+    "iou_t",
+    "anchor_t",
+    "fl_gamma",
+    "hsv_h",
+    "hsv_s",
+    "hsv_v",
+    "degrees",
+    "translate",
+    "scale",
+    "shear",
+    "perspective",
+    "flipud",
+    "fliplr",
+    "mosaic",
+    "mixup",
+    "copy_paste",
 )
 
 INF = math.inf
@@ -28,15 +53,30 @@ INF = math.inf
 # [0, 1]; momentum (SGD momentum / Adam beta1) below 1; `scale` below 1, since the image is scaled by
 # up to 1 +/- scale; upstream documents perspective's range as 0-0.001; anchors 0 means the cfg's anchors.
 HYP_RANGES: dict[str, tuple[float, float, bool, bool]] = {
-    "lr0": (0, INF, True, True), "lrf": (0, 1, True, False), "momentum": (0, 1, False, True),
-    "weight_decay": (0, INF, False, True), "warmup_epochs": (0, INF, False, True),
-    "warmup_momentum": (0, 1, False, True), "warmup_bias_lr": (0, INF, False, True),
-    "box": (0, INF, False, True), "cls": (0, INF, False, True), "cls_pw": (0, INF, True, True),
-    "obj": (0, INF, False, True), "obj_pw": (0, INF, True, True), "iou_t": (0, 1, False, False),
-    "anchor_t": (1, INF, True, True), "anchors": (0, INF, False, True), "fl_gamma": (0, INF, False, True),
-    "hsv_h": (0, 1, False, False), "hsv_s": (0, 1, False, False), "hsv_v": (0, 1, False, False),
-    "degrees": (0, 180, False, False), "translate": (0, 1, False, False), "scale": (0, 1, False, True),
-    "shear": (0, 90, False, True), "perspective": (0, 0.001, False, False),
+    "lr0": (0, INF, True, True),
+    "lrf": (0, 1, True, False),
+    "momentum": (0, 1, False, True),
+    "weight_decay": (0, INF, False, True),
+    "warmup_epochs": (0, INF, False, True),
+    "warmup_momentum": (0, 1, False, True),
+    "warmup_bias_lr": (0, INF, False, True),
+    "box": (0, INF, False, True),
+    "cls": (0, INF, False, True),
+    "cls_pw": (0, INF, True, True),
+    "obj": (0, INF, False, True),
+    "obj_pw": (0, INF, True, True),
+    "iou_t": (0, 1, False, False),
+    "anchor_t": (1, INF, True, True),
+    "anchors": (0, INF, False, True),
+    "fl_gamma": (0, INF, False, True),
+    "hsv_h": (0, 1, False, False),
+    "hsv_s": (0, 1, False, False),
+    "hsv_v": (0, 1, False, False),
+    "degrees": (0, 180, False, False),
+    "translate": (0, 1, False, False),
+    "scale": (0, 1, False, True),
+    "shear": (0, 90, False, True),
+    "perspective": (0, 0.001, False, False),
     **{k: (0, 1, False, False) for k in ("flipud", "fliplr", "mosaic", "mixup", "copy_paste")},
 }
 
@@ -126,8 +166,9 @@ def hyp_range_problem(key: str, value: float) -> str | None:
     return f"{key} = {problem}" if problem else None
 
 
-def range_problem(value: float, low: float, high: float = INF, low_open: bool = False,
-                  high_open: bool = True) -> str | None:
+def range_problem(
+    value: float, low: float, high: float = INF, low_open: bool = False, high_open: bool = True
+) -> str | None:
     """'value is out of range (valid: [low, high))' when value (NaN included) lies outside the interval."""
     inside = (low < value if low_open else low <= value) and (value < high if high_open else value <= high)
     if inside:

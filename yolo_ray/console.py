@@ -146,9 +146,19 @@ class Progress:
     even on a terminal, for a caller that shows its own progress there (detect.py's line per image).
     """
 
-    def __init__(self, total: int, desc: str = "", unit: str = "batch", final_line: bool = True,
-                 min_interval_s: float = 30.0, passes_left: int = 0, initial: int = 0, every: int | None = None,
-                 own_counts: bool = False, bar: bool = True):
+    def __init__(
+        self,
+        total: int,
+        desc: str = "",
+        unit: str = "batch",
+        final_line: bool = True,
+        min_interval_s: float = 30.0,
+        passes_left: int = 0,
+        initial: int = 0,
+        every: int | None = None,
+        own_counts: bool = False,
+        bar: bool = True,
+    ):
         self.total, self.desc, self.unit = max(int(total), 0), desc, unit
         self.final_line, self.min_interval_s, self.passes_left = final_line, min_interval_s, passes_left
         self.every, self.own_counts = every, own_counts
@@ -196,8 +206,11 @@ class Progress:
             eta = elapsed / max(self.done, 1) * (self.total - self.done)
         else:
             eta = elapsed * self.passes_left
-        parts = [f"{self.done}/{self.total} {self.unit}{'es' if self.unit.endswith('ch') else 's'}", rate,
-                 f"{format_duration(elapsed)}"]
+        parts = [
+            f"{self.done}/{self.total} {self.unit}{'es' if self.unit.endswith('ch') else 's'}",
+            rate,
+            f"{format_duration(elapsed)}",
+        ]
         if eta > 0:
             parts.append(f"ETA {format_duration(eta)}")
         return f"{self.desc}  " + ", ".join(p for p in parts if p)
@@ -217,7 +230,6 @@ class Progress:
         elif self.final_line:
             self._emit(self.line())
 
-
     def iterate(self, items: Iterable) -> Iterator:
         """The items, counted as they are taken; closed at the end."""
         try:
@@ -228,8 +240,9 @@ class Progress:
             self.close()
 
 
-def track(items: Iterable, total: int | None = None, desc: str = "", unit: str = "batch",
-          final_line: bool = True) -> Iterator:
+def track(
+    items: Iterable, total: int | None = None, desc: str = "", unit: str = "batch", final_line: bool = True
+) -> Iterator:
     """Iterate items with a Progress (total from len(items) when not given)."""
     total = len(items) if total is None else total  # type: ignore[arg-type]
     return Progress(total, desc, unit, final_line).iterate(items)

@@ -71,8 +71,10 @@ def download(url: str, dest: str | Path, sha256: str | None = None, what: str | 
         _transfer_with_retries(url, partial, dest, what or dest.name)
         if sha256 and _sha256(partial) != sha256.lower():
             partial.unlink()
-            raise UserError(f"{what or dest.name}: {url} sent a file whose SHA-256 differs from the expected "
-                            f"{sha256}; put a good copy at {dest}")
+            raise UserError(
+                f"{what or dest.name}: {url} sent a file whose SHA-256 differs from the expected "
+                f"{sha256}; put a good copy at {dest}"
+            )
         os.replace(partial, dest)
     return dest
 
@@ -92,8 +94,10 @@ def _transfer_with_retries(url: str, partial: Path, dest: Path, what: str) -> No
 
 
 def _cannot(what: str, url: str, reason: Exception, dest: Path) -> str:
-    return (f"{what}: cannot download {url} ({reason}); put the file at {dest} "
-            f"(or set {ASSETS_URL_ENV} to a mirror holding it)")
+    return (
+        f"{what}: cannot download {url} ({reason}); put the file at {dest} "
+        f"(or set {ASSETS_URL_ENV} to a mirror holding it)"
+    )
 
 
 def _transfer(url: str, partial: Path) -> None:
@@ -127,11 +131,12 @@ def _transfer(url: str, partial: Path) -> None:
         raise _Retryable(f"got {size} of {total} bytes")
 
 
-def _copy_body(response: http.client.HTTPResponse, partial: Path, have: int, total: int | None,
-               resumed: bool) -> None:
+def _copy_body(response: http.client.HTTPResponse, partial: Path, have: int, total: int | None, resumed: bool) -> None:
     name = partial.with_suffix("").name
-    with open(partial, "ab" if resumed else "wb") as f, \
-            tqdm(total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024, desc=name) as bar:
+    with (
+        open(partial, "ab" if resumed else "wb") as f,
+        tqdm(total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024, desc=name) as bar,
+    ):
         while True:
             try:
                 chunk = response.read(CHUNK)

@@ -15,15 +15,29 @@ import torchvision
 from yolo_ray.boxes import xywh2xyxy
 
 __all__ = [
-    "RESULT_KEYS", "APResult", "PRCurves", "ConfusionMatrix", "box_iou", "bbox_iou", "ap_per_class", "compute_ap",
-    "smooth", "fitness",
-    "match_predictions", "non_max_suppression",
+    "RESULT_KEYS",
+    "APResult",
+    "PRCurves",
+    "ConfusionMatrix",
+    "box_iou",
+    "bbox_iou",
+    "ap_per_class",
+    "compute_ap",
+    "smooth",
+    "fitness",
+    "match_predictions",
+    "non_max_suppression",
 ]
 
 # The 7 validation results, in the order of results.csv and of evolve.csv's first columns.
 RESULT_KEYS = (
-    "metrics/precision", "metrics/recall", "metrics/mAP_0.5", "metrics/mAP_0.5:0.95",
-    "val/box_loss", "val/obj_loss", "val/cls_loss",
+    "metrics/precision",
+    "metrics/recall",
+    "metrics/mAP_0.5",
+    "metrics/mAP_0.5:0.95",
+    "val/box_loss",
+    "val/obj_loss",
+    "val/cls_loss",
 )
 
 # P, R, mAP@0.5, mAP@0.5:0.95: model selection cares almost only about the strict mAP.

@@ -57,6 +57,8 @@ def weights_option(weights: str | None) -> str | None:
         return name
     path = Path(weights).expanduser().resolve()
     if not path.is_file():
-        raise UserError(f"{path}: weights file not found (a local .pt, or an official name such as yolov5s.pt, "
-                        "which is downloaded; --weights '' --cfg yolov5s.yaml trains from scratch)")
+        raise UserError(
+            f"{path}: weights file not found (a local .pt, or an official name such as yolov5s.pt, "
+            "which is downloaded; --weights '' --cfg yolov5s.yaml trains from scratch)"
+        )
     return str(path)

@@ -18,7 +18,11 @@ from typing import Any
 
 from yolo_ray.config import UserError
 from yolo_ray.cluster.nodes import (
-    PLACEMENT_TIMEOUT_S, cluster_nodes, connect, files_every_node_needs, verify_nodes_see,
+    PLACEMENT_TIMEOUT_S,
+    cluster_nodes,
+    connect,
+    files_every_node_needs,
+    verify_nodes_see,
 )
 from yolo_ray.cluster.placement import Node, Placement, plan_placement
 from yolo_ray.console import LOGGER
@@ -27,8 +31,18 @@ from yolo_ray.console import LOGGER
 # other ranks sit in the next collective (upstream allows 3 h; Ray's default of 30 min kills big runs).
 COLLECTIVE_TIMEOUT_S = 3 * 3600
 # Errors that come back on every attempt: bugs and bad values, unless a lost worker or node caused them.
-DETERMINISTIC_ERRORS = (TypeError, KeyError, AttributeError, ValueError, NameError, IndexError, AssertionError,
-                        NotImplementedError, ZeroDivisionError, ImportError)
+DETERMINISTIC_ERRORS = (
+    TypeError,
+    KeyError,
+    AttributeError,
+    ValueError,
+    NameError,
+    IndexError,
+    AssertionError,
+    NotImplementedError,
+    ZeroDivisionError,
+    ImportError,
+)
 # What a failing peer or storage leaves in the survivors: a retry on new workers can succeed.
 RETRYABLE_ERRORS = (OSError, ConnectionError, TimeoutError, EOFError)
 
@@ -53,8 +67,13 @@ def uses_ray(opt: dict[str, Any]) -> bool:
     """Whether a run goes through Ray: several workers or GPUs, a cluster address, or inside a Ray job
     (where the job's driver holds no GPU and may sit on a CPU-only head)."""
     gpus = opt.get("gpus_per_worker") or 0
-    return (int(opt.get("ray_workers", 1)) > 1 or bool(opt.get("address")) or bool(os.environ.get("RAY_ADDRESS"))
-            or device_gpus(opt.get("device", "")) > 1 or gpus > 1)
+    return (
+        int(opt.get("ray_workers", 1)) > 1
+        or bool(opt.get("address"))
+        or bool(os.environ.get("RAY_ADDRESS"))
+        or device_gpus(opt.get("device", "")) > 1
+        or gpus > 1
+    )
 
 
 def prepare_launch(opt: dict[str, Any], shared_dir: str | Path | None = None) -> Launch:
@@ -73,9 +92,15 @@ def prepare_launch(opt: dict[str, Any], shared_dir: str | Path | None = None) ->
     connected = connect(opt.get("address"), visible_gpus=opt["device"] if listed > 1 else None)
     try:
         nodes = cluster_nodes()
-        placement = plan_placement(nodes, workers=workers, gpus=gpus, device=opt.get("device", ""),
-                                   cpus=cpus * workers if cpus else None, single_run=True,
-                                   what="--gpus-per-worker" if opt.get("gpus_per_worker") is not None else "--device")
+        placement = plan_placement(
+            nodes,
+            workers=workers,
+            gpus=gpus,
+            device=opt.get("device", ""),
+            cpus=cpus * workers if cpus else None,
+            single_run=True,
+            what="--gpus-per-worker" if opt.get("gpus_per_worker") is not None else "--device",
+        )
         check_worker_split(opt["batch_size"], placement.workers, opt.get("image_weights", False))
         verify_nodes_see(shared_dir, files_every_node_needs(opt), placement)
     except BaseException:
@@ -101,9 +126,14 @@ def check_worker_split(batch_size: int, workers: int, image_weights: bool = Fals
         raise UserError("--image-weights is not compatible with DDP training (--ray-workers > 1)")
 
 
-def make_torch_trainer(train_fn: Callable[[dict[str, Any]], Any], config: dict[str, Any], placement: Placement,
-                       callbacks: tuple = (), name: str = "ray_train",
-                       placement_timeout_s: float = PLACEMENT_TIMEOUT_S):
+def make_torch_trainer(
+    train_fn: Callable[[dict[str, Any]], Any],
+    config: dict[str, Any],
+    placement: Placement,
+    callbacks: tuple = (),
+    name: str = "ray_train",
+    placement_timeout_s: float = PLACEMENT_TIMEOUT_S,
+):
     """A TorchTrainer running train_fn(config) (the training loop) on the placement's DDP workers, once.
 
     Ray Train's own records go to save_dir/ray_train: metrics and run metadata only, never weights
@@ -122,18 +152,27 @@ def make_torch_trainer(train_fn: Callable[[dict[str, Any]], Any], config: dict[s
         train_fn,
         train_loop_config=config,
         torch_config=TorchConfig(timeout_s=COLLECTIVE_TIMEOUT_S),
-        scaling_config=ScalingConfig(num_workers=placement.workers, use_gpu=placement.gpus_per_worker > 0,
-                                     resources_per_worker=resources,
-                                     placement_strategy="STRICT_PACK" if placement.one_node else "PACK"),
-        run_config=RunConfig(storage_path=str(Path(config["save_dir"]) / "ray_train"), name=name,
-                             callbacks=list(callbacks), failure_config=FailureConfig(
-                                 max_failures=0, controller_failure_limit=_startup_retries(placement_timeout_s))),
+        scaling_config=ScalingConfig(
+            num_workers=placement.workers,
+            use_gpu=placement.gpus_per_worker > 0,
+            resources_per_worker=resources,
+            placement_strategy="STRICT_PACK" if placement.one_node else "PACK",
+        ),
+        run_config=RunConfig(
+            storage_path=str(Path(config["save_dir"]) / "ray_train"),
+            name=name,
+            callbacks=list(callbacks),
+            failure_config=FailureConfig(
+                max_failures=0, controller_failure_limit=_startup_retries(placement_timeout_s)
+            ),
+        ),
     )
 
 
 def _startup_retries(placement_timeout_s: float) -> int:
     from ray.train.v2._internal.constants import (
-        DEFAULT_WORKER_GROUP_START_TIMEOUT_S, WORKER_GROUP_START_TIMEOUT_S_ENV_VAR,
+        DEFAULT_WORKER_GROUP_START_TIMEOUT_S,
+        WORKER_GROUP_START_TIMEOUT_S_ENV_VAR,
     )
 
     start_timeout = float(os.environ.get(WORKER_GROUP_START_TIMEOUT_S_ENV_VAR, DEFAULT_WORKER_GROUP_START_TIMEOUT_S))
@@ -170,8 +209,10 @@ def deterministic_error(error: BaseException) -> UserError | None:
     if user is not None:
         return UserError(str(user))
     if any(_is_out_of_memory(e) for e in causes):
-        return UserError("CUDA out of memory in training: lower --batch-size (or --imgsz); "
-                         "a retry at the same size would fail the same way")
+        return UserError(
+            "CUDA out of memory in training: lower --batch-size (or --imgsz); "
+            "a retry at the same size would fail the same way"
+        )
     bug = next((e for e in causes if isinstance(e, DETERMINISTIC_ERRORS)), None)
     if bug is not None and not any(isinstance(e, RETRYABLE_ERRORS) for e in causes):
         return None if _lost_worker(causes) else _as_user_error(bug)
@@ -179,15 +220,19 @@ def deterministic_error(error: BaseException) -> UserError | None:
 
 
 def _as_user_error(error: BaseException) -> UserError:
-    return UserError(f"training failed with {type(error).__name__}: {_first_line(error)} "
-                     "(not retried: it would fail the same way again; the worker log has the traceback)")
+    return UserError(
+        f"training failed with {type(error).__name__}: {_first_line(error)} "
+        "(not retried: it would fail the same way again; the worker log has the traceback)"
+    )
 
 
 def _lost_worker(causes: list[BaseException]) -> bool:
     import ray.exceptions
 
-    return any(isinstance(e, (ray.exceptions.RayActorError, ray.exceptions.NodeDiedError,
-                              ray.exceptions.WorkerCrashedError)) for e in causes)
+    return any(
+        isinstance(e, (ray.exceptions.RayActorError, ray.exceptions.NodeDiedError, ray.exceptions.WorkerCrashedError))
+        for e in causes
+    )
 
 
 def _is_out_of_memory(error: BaseException) -> bool:
@@ -213,6 +258,5 @@ def _causes(error: BaseException) -> list[BaseException]:
         seen.add(id(e))
         found.append(e)
         pending.extend(getattr(e, "worker_failures", {}).values())
-        pending.extend([getattr(e, "cause", None), getattr(e, "controller_failure", None), e.__cause__,
-                        e.__context__])
+        pending.extend([getattr(e, "cause", None), getattr(e, "controller_failure", None), e.__cause__, e.__context__])
     return found

@@ -44,9 +44,11 @@ def connect(address: str | None, log_to_driver: bool = True, visible_gpus: str |
         return False
     target = ray_init_address(address)
     if target and target.startswith("ray://"):
-        raise UserError(f"--address {target}: Ray Client (ray://) cannot run this: the run's checks and Tune's "
-                        "driver must run on the cluster; run the script on the head node with --address auto, "
-                        "or submit it with `ray job submit`")
+        raise UserError(
+            f"--address {target}: Ray Client (ray://) cannot run this: the run's checks and Tune's "
+            "driver must run on the cluster; run the script on the head node with --address auto, "
+            "or submit it with `ray job submit`"
+        )
     if target not in (None, "local"):
         check_reachable(target)
     if target != "local":
@@ -56,8 +58,12 @@ def connect(address: str | None, log_to_driver: bool = True, visible_gpus: str |
     from yolo_ray.console import quiet_ray
 
     try:
-        ray.init(address=target, log_to_driver=log_to_driver, runtime_env=package_runtime_env(target),
-                 logging_level=quiet_ray())
+        ray.init(
+            address=target,
+            log_to_driver=log_to_driver,
+            runtime_env=package_runtime_env(target),
+            logging_level=quiet_ray(),
+        )
     except ConnectionError as e:
         raise UserError(f"--address {address or os.environ.get('RAY_ADDRESS')}: no Ray cluster there ({e})") from None
     return True
@@ -92,8 +98,10 @@ def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
     try:
         socket.create_connection((host, int(port)), timeout=timeout_s).close()
     except OSError as e:
-        raise UserError(f"--address {address}: no Ray cluster answers at {host}:{port} "
-                        f"({e.strerror or e or 'timed out'} after at most {timeout_s:.0f} s)") from None
+        raise UserError(
+            f"--address {address}: no Ray cluster answers at {host}:{port} "
+            f"({e.strerror or e or 'timed out'} after at most {timeout_s:.0f} s)"
+        ) from None
 
 
 def _resolve_auto(address: str) -> str:
@@ -133,15 +141,24 @@ def autoscaler_node_types() -> list[NodeType]:
 
     config = state.get_cluster_config()
     if config is not None and config.node_group_configs:
-        return [NodeType(g.name, float(g.resources.get("CPU", 0)), float(g.resources.get("GPU", 0)),
-                         int(g.max_count) if g.max_count >= 0 else 1000) for g in config.node_group_configs]
-    head = next((n["NodeID"] for n in ray.nodes() if n.get("Alive") and "node:__internal_head__" in n["Resources"]),
-                None)
+        return [
+            NodeType(
+                g.name,
+                float(g.resources.get("CPU", 0)),
+                float(g.resources.get("GPU", 0)),
+                int(g.max_count) if g.max_count >= 0 else 1000,
+            )
+            for g in config.node_group_configs
+        ]
+    head = next(
+        (n["NodeID"] for n in ray.nodes() if n.get("Alive") and "node:__internal_head__" in n["Resources"]), None
+    )
     if head is None:
         return []
     reader = ray.remote(num_cpus=0)(_node_types_in_autoscaler_config)
     ref = reader.options(scheduling_strategy=NodeAffinitySchedulingStrategy(head, soft=False)).remote(
-        ray.get_runtime_context().gcs_address)
+        ray.get_runtime_context().gcs_address
+    )
     try:
         return [NodeType(*t) for t in ray.get(ref, timeout=PROBE_TIMEOUT_S)]
     except ray.exceptions.GetTimeoutError:
@@ -168,13 +185,21 @@ def _node_types_in_autoscaler_config(gcs_address: str) -> list[tuple[str, float,
     except (OSError, yaml.YAMLError):
         return []
     head_type = config.get("head_node_type")
-    return [(name, float(t.get("resources", {}).get("CPU", 0)), float(t.get("resources", {}).get("GPU", 0)),
-             int(t.get("max_workers", config.get("max_workers", 0))))
-            for name, t in (config.get("available_node_types") or {}).items() if name != head_type]
+    return [
+        (
+            name,
+            float(t.get("resources", {}).get("CPU", 0)),
+            float(t.get("resources", {}).get("GPU", 0)),
+            int(t.get("max_workers", config.get("max_workers", 0))),
+        )
+        for name, t in (config.get("available_node_types") or {}).items()
+        if name != head_type
+    ]
 
 
-def wait_for_resources(placement: Placement, nodes: list[Node], timeout_s: float,
-                       what: str = "the run", interval_s: float = WAIT_REPORT_S) -> None:
+def wait_for_resources(
+    placement: Placement, nodes: list[Node], timeout_s: float, what: str = "the run", interval_s: float = WAIT_REPORT_S
+) -> None:
     """Return once the cluster can hold one run of placement, waiting up to timeout_s for the autoscaler
     (or for other jobs to free what they hold), with a progress line every interval_s; UserError after.
 
@@ -196,16 +221,20 @@ def wait_for_resources(placement: Placement, nodes: list[Node], timeout_s: float
         t0 = time.monotonic()
         while True:
             waited = time.monotonic() - t0
-            LOGGER.info(f"Ray placement: waiting for {lacking} for {what} ({grow}; {waited:.0f} s of at most "
-                  f"{timeout_s:.0f} s, --placement-timeout)")
+            LOGGER.info(
+                f"Ray placement: waiting for {lacking} for {what} ({grow}; {waited:.0f} s of at most "
+                f"{timeout_s:.0f} s, --placement-timeout)"
+            )
             try:
                 ray.get(group.ready(), timeout=max(0.1, min(interval_s, timeout_s - waited)))
                 LOGGER.info(f"Ray placement: resources ready after {time.monotonic() - t0:.0f} s")
                 return
             except ray.exceptions.GetTimeoutError:
                 if time.monotonic() - t0 >= timeout_s:
-                    raise UserError(f"{what} could not be placed within {timeout_s:.0f} s (--placement-timeout): "
-                                    f"{placement.workers} worker(s) of {bundle} did not fit; {grow}") from None
+                    raise UserError(
+                        f"{what} could not be placed within {timeout_s:.0f} s (--placement-timeout): "
+                        f"{placement.workers} worker(s) of {bundle} did not fit; {grow}"
+                    ) from None
     finally:
         remove_placement_group(group)
 
@@ -231,8 +260,10 @@ def node_weights(weights: str | None) -> str | None:
     if weights and Path(weights).name == BUILTIN_WEIGHTS_NAME and not Path(weights).is_file():
         return str(builtin_weights())
     if weights and not Path(weights).is_file():  # a node that joined after the start-up check
-        raise UserError(f"{weights}: weights file not found on Ray node {socket.gethostname()}; weights must be "
-                        "on a filesystem every node mounts at the same path")
+        raise UserError(
+            f"{weights}: weights file not found on Ray node {socket.gethostname()}; weights must be "
+            "on a filesystem every node mounts at the same path"
+        )
     return weights
 
 
@@ -276,8 +307,13 @@ def verify_nodes_see(shared_dir: str | Path | None, inputs: list[str | None], pl
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     here = ray.get_runtime_context().get_node_id()
-    others = [n for n in ray.nodes() if n.get("Alive") and n["NodeID"] != here and can_hold_worker(
-        Node(float(n["Resources"].get("CPU", 0)), float(n["Resources"].get("GPU", 0))), placement)]
+    others = [
+        n
+        for n in ray.nodes()
+        if n.get("Alive")
+        and n["NodeID"] != here
+        and can_hold_worker(Node(float(n["Resources"].get("CPU", 0)), float(n["Resources"].get("GPU", 0))), placement)
+    ]
     if not others:
         return
     paths = [str(p) for p in inputs if p and Path(p).is_absolute()]
@@ -295,8 +331,12 @@ def verify_nodes_see(shared_dir: str | Path | None, inputs: list[str | None], pl
             raise UserError(f"{shared_dir}: cannot write into the output folder ({e.strerror or e})") from None
     probe = ray.remote(num_cpus=0)(_probe_missing)
     try:
-        refs = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
-                .remote(paths + ([str(marker)] if marker else [])) for n in others]
+        refs = [
+            probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(
+                paths + ([str(marker)] if marker else [])
+            )
+            for n in others
+        ]
         try:
             answers = ray.get(refs, timeout=PROBE_TIMEOUT_S)
         except ray.exceptions.GetTimeoutError:
@@ -306,14 +346,18 @@ def verify_nodes_see(shared_dir: str | Path | None, inputs: list[str | None], pl
             marker.unlink(missing_ok=True)
     unshared = sorted({host for host, missing in answers if marker and str(marker) in missing})
     if unshared:
-        raise UserError(f"{shared_dir}: this folder is not shared with Ray node(s) {', '.join(unshared)}: rank 0 "
-                        "may run there and its results would be lost; put --project on a filesystem every node "
-                        "mounts at the same path (NFS or similar)")
+        raise UserError(
+            f"{shared_dir}: this folder is not shared with Ray node(s) {', '.join(unshared)}: rank 0 "
+            "may run there and its results would be lost; put --project on a filesystem every node "
+            "mounts at the same path (NFS or similar)"
+        )
     for path in paths:
         hosts = sorted({host for host, missing in answers if path in missing})
         if hosts:
-            raise UserError(f"{path}: not found on Ray node(s) {', '.join(hosts)}; data and weights must be on "
-                            "a filesystem every node mounts at the same path")
+            raise UserError(
+                f"{path}: not found on Ray node(s) {', '.join(hosts)}; data and weights must be on "
+                "a filesystem every node mounts at the same path"
+            )
 
 
 def cluster_nodes() -> list[Node]:
@@ -321,6 +365,13 @@ def cluster_nodes() -> list[Node]:
     nodes its autoscaler may add (a GPU worker group at zero is the normal state of a cloud cluster at rest)."""
     import ray
 
-    live = [Node(float(n["Resources"].get("CPU", 0)), float(n["Resources"].get("GPU", 0)),
-                 n.get("NodeManagerAddress", "node")) for n in ray.nodes() if n.get("Alive")]
+    live = [
+        Node(
+            float(n["Resources"].get("CPU", 0)),
+            float(n["Resources"].get("GPU", 0)),
+            n.get("NodeManagerAddress", "node"),
+        )
+        for n in ray.nodes()
+        if n.get("Alive")
+    ]
     return with_node_types(live, autoscaler_node_types())

@@ -53,13 +53,24 @@ class Placement:
         return self.gpus_per_worker if 0 < self.gpus_per_worker < 1 else None
 
     def describe(self) -> str:
-        return (f"{self.workers} worker(s) x {self.cpus_per_worker:g} CPU / {self.gpus_per_worker:g} GPU, "
-                f"{self.concurrency} at once")
+        return (
+            f"{self.workers} worker(s) x {self.cpus_per_worker:g} CPU / {self.gpus_per_worker:g} GPU, "
+            f"{self.concurrency} at once"
+        )
 
 
-def plan_placement(nodes: list[Node], *, workers: int = 1, gpus: float | None = None, cpus: float | None = None,
-                   device: str = "", concurrency: int | None = None, trial_process: bool = False,
-                   single_run: bool = False, what: str = "--gpus-per-trial") -> Placement:
+def plan_placement(
+    nodes: list[Node],
+    *,
+    workers: int = 1,
+    gpus: float | None = None,
+    cpus: float | None = None,
+    device: str = "",
+    concurrency: int | None = None,
+    trial_process: bool = False,
+    single_run: bool = False,
+    what: str = "--gpus-per-trial",
+) -> Placement:
     """Decide workers, per-worker CPUs/GPUs and concurrency for one run (or trial) on `nodes`.
 
     gpus/cpus are for the whole run (all its workers); None picks them from the cluster: one GPU per
@@ -93,8 +104,10 @@ def plan_placement(nodes: list[Node], *, workers: int = 1, gpus: float | None = 
         kind = "node or node type" if any(not n.live for n in nodes) else "node"
         raise UserError(f"no {kind} of the Ray cluster can hold one worker of {need} ({_describe(nodes)})")
     if slots < workers:
-        raise UserError(f"{workers} workers of {need} each do not fit in the Ray cluster at once: it holds "
-                        f"{slots} ({_describe(nodes)})")
+        raise UserError(
+            f"{workers} workers of {need} each do not fit in the Ray cluster at once: it holds "
+            f"{slots} ({_describe(nodes)})"
+        )
     if concurrency is not None and concurrency < 1:
         raise UserError(f"--concurrency must be at least 1, got {concurrency}")
     one_node = workers > 1 and any(_worker_slots(n, cpus_per_worker, gpus_per_worker) >= workers for n in nodes)
@@ -110,15 +123,18 @@ def _split_gpus(gpus: float, workers: int, what: str) -> tuple[int, float]:
         return 1, per_worker
     if per_worker != int(per_worker):
         hint = "a whole number of GPUs per worker" if workers > 1 else "a whole number of GPUs (or less than 1)"
-        raise UserError(f"{what} {gpus:g} over {workers} worker(s) is {per_worker:g} GPU each: DDP needs {hint}, "
-                        "since Ray would pack fractional ranks onto one device and NCCL refuses that")
+        raise UserError(
+            f"{what} {gpus:g} over {workers} worker(s) is {per_worker:g} GPU each: DDP needs {hint}, "
+            "since Ray would pack fractional ranks onto one device and NCCL refuses that"
+        )
     if per_worker > 1:  # one process drives one device: more GPUs become more DDP ranks
         return int(gpus), 1.0
     return workers, 1.0
 
 
-def _cpus_per_worker(nodes: list[Node], cpus: float | None, workers: int, gpus_per_worker: float,
-                     single_run: bool) -> float:
+def _cpus_per_worker(
+    nodes: list[Node], cpus: float | None, workers: int, gpus_per_worker: float, single_run: bool
+) -> float:
     if cpus is not None:
         return cpus / workers
     if not gpus_per_worker:

@@ -133,8 +133,15 @@ def worker_context(device: str) -> WorkerContext:
         world_size = ctx.get_world_size()
         if world_size > 1 and not dist.is_initialized():
             raise RuntimeError("Ray Train worker without a torch process group: launch with TorchTrainer")
-        worker = WorkerContext(ctx.get_world_rank(), world_size, ray.train.torch.get_device(), "train",
-                               ctx.get_local_rank(), _ray_assigned_cpus(), ctx.get_local_world_size())
+        worker = WorkerContext(
+            ctx.get_world_rank(),
+            world_size,
+            ray.train.torch.get_device(),
+            "train",
+            ctx.get_local_rank(),
+            _ray_assigned_cpus(),
+            ctx.get_local_world_size(),
+        )
         node = ray.get_runtime_context().get_node_id()
         print(f"DDP rank {worker.rank}/{world_size} on Ray node {node}, {worker.device}, pid {os.getpid()}", flush=True)
         return worker
@@ -143,8 +150,10 @@ def worker_context(device: str) -> WorkerContext:
 
         worker = WorkerContext(0, 1, ray_assigned_device(), "tune", 0, _ray_assigned_cpus())
         # in the trial's Ray log: where it ran, on what (benchmarks/gpu_check.py reads it)
-        print(f"Trial on Ray node {ray.get_runtime_context().get_node_id()}, {worker.device}, pid {os.getpid()}",
-              flush=True)
+        print(
+            f"Trial on Ray node {ray.get_runtime_context().get_node_id()}, {worker.device}, pid {os.getpid()}",
+            flush=True,
+        )
         return worker
     return WorkerContext(0, 1, select_device(device), "plain")
 

@@ -59,7 +59,7 @@ def next_run_uri(base_uri: str, name: str, exist_ok: bool) -> str:
     base = base_uri.rstrip("/")
     if exist_ok or name not in taken:
         return f"{base}/{name}"
-    numbers = [int(t[len(name):]) for t in taken if t.startswith(name) and t[len(name):].isdigit()]
+    numbers = [int(t[len(name) :]) for t in taken if t.startswith(name) and t[len(name) :].isdigit()]
     return f"{base}/{name}{max(numbers, default=1) + 1}"
 
 
@@ -100,8 +100,9 @@ class RunUploader:
             self.fs.move(staged, target)
 
 
-def with_retries(action: Callable[[], None], what: str, attempts: int = UPLOAD_ATTEMPTS,
-                 first_wait_s: float = 1.0) -> None:
+def with_retries(
+    action: Callable[[], None], what: str, attempts: int = UPLOAD_ATTEMPTS, first_wait_s: float = 1.0
+) -> None:
     """action(), again after 1, 2, 4, ... s when storage fails (a throttled bucket, a network blip)."""
     import pyarrow
 
@@ -125,9 +126,12 @@ def download_run(run_uri: str, local_dir: str | Path) -> bool:
     if fs.get_file_info(root).type != pafs.FileType.Directory:
         return False
     Path(local_dir).mkdir(parents=True, exist_ok=True)
-    with_retries(lambda: pafs.copy_files(root, str(local_dir), source_filesystem=fs,
-                                         destination_filesystem=pafs.LocalFileSystem()),
-                 f"download of {run_uri}")
+    with_retries(
+        lambda: pafs.copy_files(
+            root, str(local_dir), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem()
+        ),
+        f"download of {run_uri}",
+    )
     return True
 
 

@@ -1,11 +1,11 @@
 """Run a trained YOLOv5 model on images, videos and streams: annotated copies, YOLO txt labels, crops.
 
-    python scripts/detect.py --weights runs/train/exp/weights/best.pt --source images/       # a folder
-    python scripts/detect.py --weights best.pt --source 'frames/*.jpg' --save-txt --save-conf
-    python scripts/detect.py --weights best.pt --source clip.mp4 --conf-thres 0.4
-    python scripts/detect.py --weights a.pt b.pt --source list.txt --save-crop                # ensemble
-    python scripts/detect.py --weights best.onnx --source 0                                    # webcam
-    python scripts/detect.py --weights best.pt --source rtsp://host/stream --imgsz 480 640     # stream
+python scripts/detect.py --weights runs/train/exp/weights/best.pt --source images/       # a folder
+python scripts/detect.py --weights best.pt --source 'frames/*.jpg' --save-txt --save-conf
+python scripts/detect.py --weights best.pt --source clip.mp4 --conf-thres 0.4
+python scripts/detect.py --weights a.pt b.pt --source list.txt --save-crop                # ensemble
+python scripts/detect.py --weights best.onnx --source 0                                    # webcam
+python scripts/detect.py --weights best.pt --source rtsp://host/stream --imgsz 480 640     # stream
 """
 
 from __future__ import annotations
@@ -15,17 +15,27 @@ import sys
 from pathlib import Path
 
 from yolo_ray.cli import (
-    OneLineParser, add_console_options, add_model_options, check_fraction, make_run_dir, start_logging,
+    OneLineParser,
+    add_console_options,
+    add_model_options,
+    check_fraction,
+    make_run_dir,
+    start_logging,
 )
 from yolo_ray.config import UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(description="Detect objects with YOLOv5 (v7.0-compatible) weights.")
-    add_model_options(p, "runs/detect", "model path(s): .pt (several = an ensemble), .torchscript, .onnx, "
-                                        "*_openvino_model")
-    p.add_argument("--source", required=True, help="image, video, folder, glob ('dir/*.jpg'), .txt list of paths, "
-                                                   "URL, webcam index (0), stream URL or .streams file")
+    add_model_options(
+        p, "runs/detect", "model path(s): .pt (several = an ensemble), .torchscript, .onnx, *_openvino_model"
+    )
+    p.add_argument(
+        "--source",
+        required=True,
+        help="image, video, folder, glob ('dir/*.jpg'), .txt list of paths, "
+        "URL, webcam index (0), stream URL or .streams file",
+    )
     p.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, default=[640], help="inference size h,w")
     p.add_argument("--conf-thres", type=float, default=0.25, help="confidence threshold")
     p.add_argument("--iou-thres", type=float, default=0.45, help="NMS IoU threshold")
@@ -73,11 +83,24 @@ def main(argv: list[str] | None = None) -> int:
         batches = Streams(opt.source, opt.vid_stride) if stream else single_frames(files, skipped, opt.vid_stride)
         save_dir = make_run_dir(opt.project, opt.name, opt.exist_ok)
         options = DetectOptions(
-            imgsz=imgsz, conf_thres=opt.conf_thres, iou_thres=opt.iou_thres, max_det=opt.max_det,
-            classes=opt.classes, agnostic_nms=opt.agnostic_nms, augment=opt.augment, visualize=opt.visualize,
-            view_img=opt.view_img, save_txt=opt.save_txt, save_conf=opt.save_conf, save_crop=opt.save_crop,
-            save_img=not opt.nosave and not opt.source.endswith(".txt"), line_thickness=opt.line_thickness,
-            hide_labels=opt.hide_labels, hide_conf=opt.hide_conf, vid_stride=opt.vid_stride)
+            imgsz=imgsz,
+            conf_thres=opt.conf_thres,
+            iou_thres=opt.iou_thres,
+            max_det=opt.max_det,
+            classes=opt.classes,
+            agnostic_nms=opt.agnostic_nms,
+            augment=opt.augment,
+            visualize=opt.visualize,
+            view_img=opt.view_img,
+            save_txt=opt.save_txt,
+            save_conf=opt.save_conf,
+            save_crop=opt.save_crop,
+            save_img=not opt.nosave and not opt.source.endswith(".txt"),
+            line_thickness=opt.line_thickness,
+            hide_labels=opt.hide_labels,
+            hide_conf=opt.hide_conf,
+            vid_stride=opt.vid_stride,
+        )
         images_only = files is not None and not any(Path(f).suffix[1:].lower() in VID_FORMATS for f in files)
         run(model, batches, save_dir, options, total=len(files) if images_only else None)
         if skipped.files:
@@ -94,8 +117,12 @@ def _check(opt: argparse.Namespace) -> tuple[int, int]:
     check_fraction("--iou-thres", opt.iou_thres)
     if len(opt.imgsz) > 2:
         raise UserError(f"--imgsz {' '.join(map(str, opt.imgsz))}: give one size or height and width")
-    for option, value in (("--imgsz", min(opt.imgsz)), ("--max-det", opt.max_det),
-                          ("--line-thickness", opt.line_thickness), ("--vid-stride", opt.vid_stride)):
+    for option, value in (
+        ("--imgsz", min(opt.imgsz)),
+        ("--max-det", opt.max_det),
+        ("--line-thickness", opt.line_thickness),
+        ("--vid-stride", opt.vid_stride),
+    ):
         if value < 1:
             raise UserError(f"{option} must be at least 1, got {value}")
     return tuple(opt.imgsz * 2 if len(opt.imgsz) == 1 else opt.imgsz)
@@ -103,8 +130,10 @@ def _check(opt: argparse.Namespace) -> tuple[int, int]:
 
 def _check_fixed_shape(model, imgsz: tuple[int, int]) -> None:
     if model.input_shape and tuple(model.input_shape[2:]) != imgsz:
-        raise UserError(f"--imgsz {imgsz[0]} {imgsz[1]}: the model was exported for {model.input_shape[2]} "
-                        f"{model.input_shape[3]} (pass that, or export with --dynamic)")
+        raise UserError(
+            f"--imgsz {imgsz[0]} {imgsz[1]}: the model was exported for {model.input_shape[2]} "
+            f"{model.input_shape[3]} (pass that, or export with --dynamic)"
+        )
 
 
 def _check_classes(classes: list[int] | None, nc: int) -> None:

@@ -1,9 +1,9 @@
 """Evolve YOLOv5 hyperparameters with its genetic algorithm, generations running in parallel on Ray.
 
-    python scripts/evolve.py --generations 8 --epochs 3 --imgsz 160      # built-in synthetic data
-    python scripts/evolve.py --data coco128.yaml --weights yolov5s.pt --epochs 10 --address auto
-    python scripts/evolve.py --strategy population --population 8 --generations 32 --epochs 3 --imgsz 160
-    python scripts/evolve.py --resume                                    # newest runs/evolve/exp*
+python scripts/evolve.py --generations 8 --epochs 3 --imgsz 160      # built-in synthetic data
+python scripts/evolve.py --data coco128.yaml --weights yolov5s.pt --epochs 10 --address auto
+python scripts/evolve.py --strategy population --population 8 --generations 32 --epochs 3 --imgsz 160
+python scripts/evolve.py --resume                                    # newest runs/evolve/exp*
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Export trained weights beside themselves: yolov5 (a .pt upstream YOLOv5 loads), torchscript, onnx, openvino.
 
-    python scripts/export.py --weights runs/train/exp/weights/best.pt --include yolov5 onnx torchscript
-    python scripts/export.py --weights best.pt --include onnx --dynamic --simplify --imgsz 320
-    python scripts/export.py --weights best.pt --include openvino                  # best_openvino_model/
+python scripts/export.py --weights runs/train/exp/weights/best.pt --include yolov5 onnx torchscript
+python scripts/export.py --weights best.pt --include onnx --dynamic --simplify --imgsz 320
+python scripts/export.py --weights best.pt --include openvino                  # best_openvino_model/
 """
 
 from __future__ import annotations
@@ -17,8 +17,13 @@ from yolo_ray.infer.formats import FORMATS, ONNX_OPSET, check_include
 
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(description="Export YOLOv5 (v7.0-compatible) weights.")
-    add_model_options(p, None, "model.pt path(s), each exported beside itself", device_default="cpu",
-                      half_help="FP16 half-precision export (CUDA devices only)")
+    add_model_options(
+        p,
+        None,
+        "model.pt path(s), each exported beside itself",
+        device_default="cpu",
+        half_help="FP16 half-precision export (CUDA devices only)",
+    )
     p.add_argument("--include", nargs="+", default=["torchscript"], help=f"formats: {', '.join(FORMATS)}")
     p.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, default=[640, 640], help="image (h, w)")
     p.add_argument("--batch-size", type=int, default=1, help="batch size")
@@ -50,8 +55,17 @@ def main(argv: list[str] | None = None) -> int:
         if opt.half and opt.dynamic:
             raise UserError("--half not compatible with --dynamic, i.e. use either --half or --dynamic but not both")
         for w in weights:
-            export_formats(w, opt.include, tuple(imgsz), opt.batch_size, opt.dynamic, opt.opset, device,
-                           half=opt.half, simplify=opt.simplify)
+            export_formats(
+                w,
+                opt.include,
+                tuple(imgsz),
+                opt.batch_size,
+                opt.dynamic,
+                opt.opset,
+                device,
+                half=opt.half,
+                simplify=opt.simplify,
+            )
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

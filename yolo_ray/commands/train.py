@@ -1,9 +1,9 @@
 """Train a YOLOv5 detector: in this process, or as N DDP workers under Ray Train.
 
-    python scripts/train.py --cfg yolov5n.yaml --epochs 3 --imgsz 160            # built-in data
-    python scripts/train.py --data coco128.yaml --weights runs/train/exp/weights/best.pt
-    python scripts/train.py --cfg yolov5s.yaml --ray-workers 2 --batch-size 32   # DDP via Ray Train
-    python scripts/train.py --resume                                             # newest last.pt
+python scripts/train.py --cfg yolov5n.yaml --epochs 3 --imgsz 160            # built-in data
+python scripts/train.py --data coco128.yaml --weights runs/train/exp/weights/best.pt
+python scripts/train.py --cfg yolov5s.yaml --ray-workers 2 --batch-size 32   # DDP via Ray Train
+python scripts/train.py --resume                                             # newest last.pt
 """
 
 from __future__ import annotations

@@ -1,13 +1,13 @@
 """Validate trained YOLOv5 weights (one model, or several as an ensemble) on a dataset split.
 
-    python scripts/val.py --weights runs/train/exp/weights/best.pt                    # built-in data
-    python scripts/val.py --weights best.pt --data coco128.yaml --imgsz 640 --verbose
-    python scripts/val.py --weights a.pt b.pt --data coco128.yaml                      # ensemble
-    python scripts/val.py --weights best.pt --task speed                               # timing only
-    python scripts/val.py --weights best.pt --prune 0.3                                # mAP after pruning
-    python scripts/val.py --weights best.pt --augment                                  # test-time augmentation
-    python scripts/val.py --weights best.onnx --imgsz 640                              # an export
-    python scripts/val.py --weights best.pt --task study                               # mAP and speed by size
+python scripts/val.py --weights runs/train/exp/weights/best.pt                    # built-in data
+python scripts/val.py --weights best.pt --data coco128.yaml --imgsz 640 --verbose
+python scripts/val.py --weights a.pt b.pt --data coco128.yaml                      # ensemble
+python scripts/val.py --weights best.pt --task speed                               # timing only
+python scripts/val.py --weights best.pt --prune 0.3                                # mAP after pruning
+python scripts/val.py --weights best.pt --augment                                  # test-time augmentation
+python scripts/val.py --weights best.onnx --imgsz 640                              # an export
+python scripts/val.py --weights best.pt --task study                               # mAP and speed by size
 """
 
 from __future__ import annotations
@@ -17,23 +17,33 @@ import sys
 from pathlib import Path
 
 from yolo_ray.cli import (
-    OneLineParser, add_console_options, add_model_options, check_fraction, make_run_dir, start_logging,
+    OneLineParser,
+    add_console_options,
+    add_model_options,
+    check_fraction,
+    make_run_dir,
+    start_logging,
 )
 from yolo_ray.config import UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(description="Validate YOLOv5 (v7.0-compatible) weights.")
-    add_model_options(p, "runs/val", "model path(s): .pt (several = an ensemble), .torchscript, .onnx, "
-                                     "*_openvino_model")
+    add_model_options(
+        p, "runs/val", "model path(s): .pt (several = an ensemble), .torchscript, .onnx, *_openvino_model"
+    )
     p.add_argument("--data", default=None, help="dataset yaml (default: the built-in synthetic dataset)")
     p.add_argument("--batch-size", type=int, default=32, help="batch size")
     p.add_argument("--imgsz", "--img", "--img-size", type=int, default=640, help="inference size (pixels)")
     p.add_argument("--conf-thres", type=float, default=0.001, help="confidence threshold")
     p.add_argument("--iou-thres", type=float, default=0.6, help="NMS IoU threshold")
     p.add_argument("--max-det", type=int, default=300, help="maximum detections per image")
-    p.add_argument("--task", default="val", choices=["train", "val", "test", "speed", "study"],
-                   help="train, val, test, speed or study")
+    p.add_argument(
+        "--task",
+        default="val",
+        choices=["train", "val", "test", "speed", "study"],
+        help="train, val, test, speed or study",
+    )
     p.add_argument("--workers", type=int, default=8, help="max dataloader workers")
     p.add_argument("--single-cls", action="store_true", help="treat as single-class dataset")
     p.add_argument("--augment", action="store_true", help="augmented inference")
@@ -43,8 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-conf", action="store_true", help="save confidences in --save-txt labels")
     p.add_argument("--save-json", action="store_true", help="save a COCO-JSON results file (scored if annotated)")
     p.add_argument("--dnn", action="store_true", help="use OpenCV DNN for ONNX inference")
-    p.add_argument("--prune", type=float, default=None, metavar="AMOUNT",
-                   help="prune this fraction of each conv layer's weights (L1, as upstream's prune) first")
+    p.add_argument(
+        "--prune",
+        type=float,
+        default=None,
+        metavar="AMOUNT",
+        help="prune this fraction of each conv layer's weights (L1, as upstream's prune) first",
+    )
     add_console_options(p, verbose=False)
     return p
 
@@ -91,12 +106,28 @@ def _validate(opt: argparse.Namespace, weights: list[str], data: dict, device) -
     save_dir = make_run_dir(opt.project, opt.name, opt.exist_ok)
 
     def validate(size: int, plots: bool = not speed and opt.task != "study"):
-        ev = run(model, data, save_dir, task=opt.task, imgsz=size, batch_size=opt.batch_size,
-                 conf_thres=0.25 if speed else opt.conf_thres, iou_thres=0.45 if speed else opt.iou_thres,
-                 max_det=opt.max_det, single_cls=opt.single_cls, half=model.fp16, verbose=opt.verbose,
-                 save_txt=opt.save_txt, save_conf=opt.save_conf, save_json=opt.save_json and not speed,
-                 plots=plots, workers=opt.workers, weights_name=name, augment=opt.augment,
-                 save_hybrid=opt.save_hybrid)
+        ev = run(
+            model,
+            data,
+            save_dir,
+            task=opt.task,
+            imgsz=size,
+            batch_size=opt.batch_size,
+            conf_thres=0.25 if speed else opt.conf_thres,
+            iou_thres=0.45 if speed else opt.iou_thres,
+            max_det=opt.max_det,
+            single_cls=opt.single_cls,
+            half=model.fp16,
+            verbose=opt.verbose,
+            save_txt=opt.save_txt,
+            save_conf=opt.save_conf,
+            save_json=opt.save_json and not speed,
+            plots=plots,
+            workers=opt.workers,
+            weights_name=name,
+            augment=opt.augment,
+            save_hybrid=opt.save_hybrid,
+        )
         return ev.results, tuple(t / max(ev.seen, 1) * 1e3 for t in ev.times)
 
     if opt.task != "study":
@@ -125,8 +156,10 @@ def _check(opt: argparse.Namespace) -> None:
 
 def _check_fixed_shape(model, imgsz: int) -> None:
     if model.input_shape and tuple(model.input_shape[2:]) != (imgsz, imgsz):
-        raise UserError(f"--imgsz {imgsz}: the model was exported for {model.input_shape[2]}x"
-                        f"{model.input_shape[3]} (pass that size, or export with --dynamic)")
+        raise UserError(
+            f"--imgsz {imgsz}: the model was exported for {model.input_shape[2]}x"
+            f"{model.input_shape[3]} (pass that size, or export with --dynamic)"
+        )
 
 
 def _builtin_data() -> Path:

@@ -18,9 +18,15 @@ from yolo_ray.boxes import resample_segments, segment2box
 FILL = 114  # grey of padding and of the area a warp uncovers
 
 
-def letterbox(im: np.ndarray, new_shape: int | tuple[int, int] = 640, color: tuple[int, int, int] = (FILL,) * 3,
-              auto: bool = True, scale_fill: bool = False, scaleup: bool = True, stride: int = 32
-              ) -> tuple[np.ndarray, tuple[float, float], tuple[float, float]]:
+def letterbox(
+    im: np.ndarray,
+    new_shape: int | tuple[int, int] = 640,
+    color: tuple[int, int, int] = (FILL,) * 3,
+    auto: bool = True,
+    scale_fill: bool = False,
+    scaleup: bool = True,
+    stride: int = 32,
+) -> tuple[np.ndarray, tuple[float, float], tuple[float, float]]:
     """Resize keeping aspect ratio and pad to new_shape (h, w); returns (image, (rw, rh) ratio, (dw, dh) pad).
 
     auto pads only to the next multiple of stride; scale_fill stretches without padding; scaleup=False
@@ -51,8 +57,14 @@ def letterbox(im: np.ndarray, new_shape: int | tuple[int, int] = 640, color: tup
     return im, ratio, (dw, dh)
 
 
-def box_candidates(box1: np.ndarray, box2: np.ndarray, wh_thr: float = 2, ar_thr: float = 100,
-                   area_thr: float = 0.1, eps: float = 1e-16) -> np.ndarray:
+def box_candidates(
+    box1: np.ndarray,
+    box2: np.ndarray,
+    wh_thr: float = 2,
+    ar_thr: float = 100,
+    area_thr: float = 0.1,
+    eps: float = 1e-16,
+) -> np.ndarray:
     """Which boxes survive a transform: box1 before (4, n) xyxy, box2 after; keeps boxes wider and taller
     than wh_thr px, keeping more than area_thr of their area, with aspect ratio below ar_thr."""
     w1, h1 = box1[2] - box1[0], box1[3] - box1[1]
@@ -61,10 +73,17 @@ def box_candidates(box1: np.ndarray, box2: np.ndarray, wh_thr: float = 2, ar_thr
     return (w2 > wh_thr) & (h2 > wh_thr) & (w2 * h2 / (w1 * h1 + eps) > area_thr) & (ar < ar_thr)
 
 
-def random_perspective(im: np.ndarray, targets: np.ndarray = (), segments: list[np.ndarray] = (),
-                       degrees: float = 10, translate: float = 0.1, scale: float = 0.1, shear: float = 10,
-                       perspective: float = 0.0, border: tuple[int, int] = (0, 0)
-                       ) -> tuple[np.ndarray, np.ndarray]:
+def random_perspective(
+    im: np.ndarray,
+    targets: np.ndarray = (),
+    segments: list[np.ndarray] = (),
+    degrees: float = 10,
+    translate: float = 0.1,
+    scale: float = 0.1,
+    shear: float = 10,
+    perspective: float = 0.0,
+    border: tuple[int, int] = (0, 0),
+) -> tuple[np.ndarray, np.ndarray]:
     """Random rotation/scale/shear/translation/perspective of an image and its xyxy pixel targets.
 
     The output is the input size shrunk by 2*border (negative border: the mosaic's 2s canvas back to s).
@@ -134,16 +153,24 @@ def augment_hsv(im: np.ndarray, hgain: float = 0.5, sgain: float = 0.5, vgain: f
         return
     r = np.random.uniform(-1, 1, 3) * [hgain, sgain, vgain] + 1
     x = np.arange(0, 256, dtype=r.dtype)
-    lut = np.stack(((x * r[0]) % 180,  # OpenCV hue is 0..179 and wraps around
-                    np.clip(x * r[1], 0, 255),
-                    np.clip(x * r[2], 0, 255)), axis=-1).astype(np.uint8).reshape(256, 1, 3)
+    lut = (
+        np.stack(
+            (
+                (x * r[0]) % 180,  # OpenCV hue is 0..179 and wraps around
+                np.clip(x * r[1], 0, 255),
+                np.clip(x * r[2], 0, 255),
+            ),
+            axis=-1,
+        )
+        .astype(np.uint8)
+        .reshape(256, 1, 3)
+    )
     hsv = cv2.cvtColor(im, cv2.COLOR_BGR2HSV)
     cv2.LUT(hsv, lut, dst=hsv)  # all three channels in one pass, no split/merge copies
     cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR, dst=im)
 
 
-def mixup(im: np.ndarray, labels: np.ndarray, im2: np.ndarray, labels2: np.ndarray
-          ) -> tuple[np.ndarray, np.ndarray]:
+def mixup(im: np.ndarray, labels: np.ndarray, im2: np.ndarray, labels2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Blend two images with a beta(32, 32) ratio (about 0.5) and keep both label sets."""
     r = np.random.beta(32.0, 32.0)
     im = (im * r + im2 * (1 - r)).astype(np.uint8)  # truncates, as upstream (cv2.addWeighted would round)
@@ -158,8 +185,9 @@ def bbox_ioa(box: np.ndarray, boxes: np.ndarray, eps: float = 1e-7) -> np.ndarra
     return iw * ih / area
 
 
-def copy_paste(im: np.ndarray, labels: np.ndarray, segments: list[np.ndarray], p: float = 0.5
-               ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+def copy_paste(
+    im: np.ndarray, labels: np.ndarray, segments: list[np.ndarray], p: float = 0.5
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
     """Paste left-right mirrored copies of round(p * n) segmented objects where they cover < 30% of any
     existing box. labels (n, 5) xyxy pixels, segments pixel polygons; both gain the pasted copies."""
     n = len(segments)

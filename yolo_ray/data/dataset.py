@@ -18,9 +18,17 @@ from tqdm import tqdm
 from yolo_ray.boxes import xywhn2xyxy, xyn2xy, xyxy2xywhn
 from yolo_ray.config import UserError, load_hyp, temp_sibling
 from yolo_ray.data.augment import FILL, augment_hsv, copy_paste, letterbox, mixup, random_perspective
-from yolo_ray.data.labels import (LOGGER, NUM_THREADS, box_polygon, count_summary, find_class_row, img2label_paths,
-                                   list_image_files,
-                                  scan_labels, writable_sibling)
+from yolo_ray.data.labels import (
+    LOGGER,
+    NUM_THREADS,
+    box_polygon,
+    count_summary,
+    find_class_row,
+    img2label_paths,
+    list_image_files,
+    scan_labels,
+    writable_sibling,
+)
 
 
 @dataclass
@@ -47,8 +55,9 @@ def _store_key(files: list[str], imgsz: int, augment: bool) -> tuple:
     return hashlib.sha1("\n".join(sorted(files)).encode()).hexdigest(), imgsz, augment
 
 
-def decode_image(path: str, imgsz: int, augment: bool, npy_file: str | None = None
-                 ) -> tuple[np.ndarray, tuple[int, int], tuple[int, int]]:
+def decode_image(
+    path: str, imgsz: int, augment: bool, npy_file: str | None = None
+) -> tuple[np.ndarray, tuple[int, int], tuple[int, int]]:
     """(image resized so its long side is imgsz, (h0, w0), (h, w)); reads a .npy copy when given and present."""
     im = np.load(npy_file) if npy_file and Path(npy_file).is_file() else cv2.imread(path)
     if im is None:
@@ -72,8 +81,9 @@ def available_memory() -> tuple[int, int]:
     return info.get("MemAvailable", info.get("MemFree", 0)), info.get("MemTotal", 0)
 
 
-def ram_cache_fits(shapes: np.ndarray, img_size: int, copies: int = 1, prefix: str = "",
-                   safety_margin: float = 0.1) -> bool:
+def ram_cache_fits(
+    shapes: np.ndarray, img_size: int, copies: int = 1, prefix: str = "", safety_margin: float = 0.1
+) -> bool:
     """Whether `copies` decoded copies of images of these (w, h) shapes fit in this machine's available memory
     (upstream's check_cache_ram, counting the DDP ranks of this node: each caches the whole set).
 
@@ -87,8 +97,10 @@ def ram_cache_fits(shapes: np.ndarray, img_size: int, copies: int = 1, prefix: s
     available, total = available_memory()
     fits = need * (1 + safety_margin) < available
     gb = 1 << 30
-    LOGGER.info(f"{prefix}{need / gb:.1f}GB RAM required for {copies} cached copies, {available / gb:.1f}/"
-                f"{total / gb:.1f}GB available, {'caching images' if fits else 'not caching images'}")
+    LOGGER.info(
+        f"{prefix}{need / gb:.1f}GB RAM required for {copies} cached copies, {available / gb:.1f}/"
+        f"{total / gb:.1f}GB available, {'caching images' if fits else 'not caching images'}"
+    )
     return fits
 
 
@@ -96,11 +108,25 @@ class LoadImagesAndLabels(torch.utils.data.Dataset):
     """Images + YOLO labels; items are (image uint8 CHW RGB tensor, labels (n, 6) [0, cls, xc, yc, w, h]
     normalised, path, shapes) where shapes = ((h0, w0), ((h/h0, w/w0), (padw, padh))) or None for mosaics."""
 
-    def __init__(self, path: str | list[str], img_size: int = 640, batch_size: int = 16, augment: bool = False,
-                 hyp: dict | None = None, rect: bool = False, image_weights: bool = False,
-                 cache_images: str | None = None, single_cls: bool = False, stride: int = 32, pad: float = 0.0,
-                 prefix: str = "", decoded: DecodedImages | None = None, nc: int | None = None,
-                 verbose: bool = True, ram_copies: int = 1):
+    def __init__(
+        self,
+        path: str | list[str],
+        img_size: int = 640,
+        batch_size: int = 16,
+        augment: bool = False,
+        hyp: dict | None = None,
+        rect: bool = False,
+        image_weights: bool = False,
+        cache_images: str | None = None,
+        single_cls: bool = False,
+        stride: int = 32,
+        pad: float = 0.0,
+        prefix: str = "",
+        decoded: DecodedImages | None = None,
+        nc: int | None = None,
+        verbose: bool = True,
+        ram_copies: int = 1,
+    ):
         self.img_size = img_size
         self.augment = augment
         self.hyp = load_hyp(hyp) if augment else hyp
@@ -120,16 +146,20 @@ class LoadImagesAndLabels(torch.utils.data.Dataset):
         if not kept:
             sources = ", ".join(map(str, path)) if isinstance(path, (list, tuple)) else path
             first_problem = f"; e.g. {scan['msgs'][0]}" if scan["msgs"] else ""
-            raise UserError(f"{prefix}No usable images in {sources}, can not start training "
-                            f"({len(self.im_files)} images: {count_summary(scan['counts'])}{first_problem})")
+            raise UserError(
+                f"{prefix}No usable images in {sources}, can not start training "
+                f"({len(self.im_files)} images: {count_summary(scan['counts'])}{first_problem})"
+            )
         self.im_files = [self.im_files[i] for i in kept]
         self.label_files = [self.label_files[i] for i in kept]
         self.labels = [entries[f][0].copy() for f in self.im_files]
         self.shapes = np.array([entries[f][1] for f in self.im_files], dtype=np.float64)
         self.segments = [list(entries[f][2]) for f in self.im_files]
         if augment and not any(len(lb) for lb in self.labels):  # as upstream: training on nothing is no training
-            raise UserError(f"{prefix}No labels found in {Path(self.label_files[0]).parent}, can not start "
-                            f"training ({len(self.im_files)} images: {count_summary(scan['counts'])})")
+            raise UserError(
+                f"{prefix}No labels found in {Path(self.label_files[0]).parent}, can not start "
+                f"training ({len(self.im_files)} images: {count_summary(scan['counts'])})"
+            )
         self._check_classes(nc, single_cls)
         if single_cls:
             for lb in self.labels:
@@ -159,8 +189,10 @@ class LoadImagesAndLabels(torch.utils.data.Dataset):
         for lb, lb_file in zip(self.labels, self.label_files):
             if len(lb) and lb[:, 0].max() >= nc:
                 row, text = find_class_row(lb_file, nc)
-                raise UserError(f"{lb_file}: row {row} has class {text.split()[0]} but the data has nc={nc} "
-                                f"(classes are 0..{nc - 1}): {text!r}")
+                raise UserError(
+                    f"{lb_file}: row {row} has class {text.split()[0]} but the data has nc={nc} "
+                    f"(classes are 0..{nc - 1}): {text!r}"
+                )
 
     def _sort_for_rect(self, batch_size: int, img_size: int, stride: int, pad: float) -> None:
         """Sort images by aspect ratio so each batch gets the smallest padded shape that fits all of them."""
@@ -196,11 +228,23 @@ class LoadImagesAndLabels(torch.utils.data.Dataset):
             return _DECODED_STORE[key]
         npy = self.npy_files if self.cache_disk else [None] * self.n
         with ThreadPool(NUM_THREADS) as pool:
-            results = list(tqdm(pool.imap(lambda i: decode_image(self.im_files[i], self.img_size, self.augment,
-                                                                 npy[i]), range(self.n)),
-                                total=self.n, desc="Decoding images", disable=self.n < 1000))
-        decoded = DecodedImages(images=[r[0] for r in results], hw0=[r[1] for r in results],
-                                hw=[r[2] for r in results], imgsz=self.img_size, files=list(self.im_files))
+            results = list(
+                tqdm(
+                    pool.imap(
+                        lambda i: decode_image(self.im_files[i], self.img_size, self.augment, npy[i]), range(self.n)
+                    ),
+                    total=self.n,
+                    desc="Decoding images",
+                    disable=self.n < 1000,
+                )
+            )
+        decoded = DecodedImages(
+            images=[r[0] for r in results],
+            hw0=[r[1] for r in results],
+            hw=[r[2] for r in results],
+            imgsz=self.img_size,
+            files=list(self.im_files),
+        )
         if store:
             _DECODED_STORE[key] = decoded
             while len(_DECODED_STORE) > _DECODED_STORE_SIZE:
@@ -229,8 +273,14 @@ class LoadImagesAndLabels(torch.utils.data.Dataset):
             os.replace(tmp, target)  # atomic: a concurrent trial never loads half an array
 
         with ThreadPool(NUM_THREADS) as pool:
-            list(tqdm(pool.imap(save, todo), total=len(todo), desc=f"{prefix}Caching images to disk",
-                      disable=len(todo) < 1000))
+            list(
+                tqdm(
+                    pool.imap(save, todo),
+                    total=len(todo),
+                    desc=f"{prefix}Caching images to disk",
+                    disable=len(todo) < 1000,
+                )
+            )
 
     def load_image(self, i: int) -> tuple[np.ndarray, tuple[int, int], tuple[int, int]]:
         """(image resized to long side img_size, (h0, w0), (h, w)); the image must not be modified in place
@@ -238,8 +288,9 @@ class LoadImagesAndLabels(torch.utils.data.Dataset):
         if self.decoded is not None:
             j = self._decoded_index[i]
             return self.decoded.images[j], self.decoded.hw0[j], self.decoded.hw[j]
-        return decode_image(self.im_files[i], self.img_size, self.augment,
-                            self.npy_files[i] if self.cache_disk else None)
+        return decode_image(
+            self.im_files[i], self.img_size, self.augment, self.npy_files[i] if self.cache_disk else None
+        )
 
     def load_mosaic(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Four images around a random centre on a 2s canvas, then copy-paste and random perspective down to s."""
@@ -280,9 +331,17 @@ class LoadImagesAndLabels(torch.utils.data.Dataset):
             np.clip(seg, 0, 2 * s, out=seg)
         hyp = self.hyp
         canvas, labels4, segments4 = copy_paste(canvas, labels4, segments4, p=hyp["copy_paste"])
-        return random_perspective(canvas, labels4, segments4, degrees=hyp["degrees"], translate=hyp["translate"],
-                                  scale=hyp["scale"], shear=hyp["shear"], perspective=hyp["perspective"],
-                                  border=self.mosaic_border)
+        return random_perspective(
+            canvas,
+            labels4,
+            segments4,
+            degrees=hyp["degrees"],
+            translate=hyp["translate"],
+            scale=hyp["scale"],
+            shear=hyp["shear"],
+            perspective=hyp["perspective"],
+            border=self.mosaic_border,
+        )
 
     def __getitem__(self, index: int):
         index = self.indices[index]  # image weights resample through indices
@@ -302,9 +361,15 @@ class LoadImagesAndLabels(torch.utils.data.Dataset):
             if labels.size:
                 labels[:, 1:] = xywhn2xyxy(labels[:, 1:], ratio[0] * w, ratio[1] * h, padw=pad[0], padh=pad[1])
             if self.augment:
-                img, labels = random_perspective(img, labels, degrees=hyp["degrees"], translate=hyp["translate"],
-                                                 scale=hyp["scale"], shear=hyp["shear"],
-                                                 perspective=hyp["perspective"])
+                img, labels = random_perspective(
+                    img,
+                    labels,
+                    degrees=hyp["degrees"],
+                    translate=hyp["translate"],
+                    scale=hyp["scale"],
+                    shear=hyp["shear"],
+                    perspective=hyp["perspective"],
+                )
         nl = len(labels)
         if nl:
             labels[:, 1:5] = xyxy2xywhn(labels[:, 1:5], w=img.shape[1], h=img.shape[0], clip=True, eps=1e-3)
@@ -332,6 +397,7 @@ def check_training_data(data: dict, hyp: dict, single_cls: bool = False) -> None
     """Scan the train and val sets of a load_data_config dict as training will (silently, filling the label
     caches), so missing images, no usable labels or class ids >= nc fail before a run folder exists."""
     nc = 1 if single_cls else data["nc"]
-    LoadImagesAndLabels(data["train"], augment=True, hyp=hyp, single_cls=single_cls, prefix="train: ", nc=nc,
-                        verbose=False)
+    LoadImagesAndLabels(
+        data["train"], augment=True, hyp=hyp, single_cls=single_cls, prefix="train: ", nc=nc, verbose=False
+    )
     LoadImagesAndLabels(data["val"], single_cls=single_cls, prefix="val: ", nc=nc, verbose=False)

@@ -92,17 +92,23 @@ def fetch_dataset(yaml_file: Path, data: dict[str, Any], root: Path) -> None:
 
 def _download_urls(yaml_file: Path, download_spec: Any) -> list[str]:
     specs = download_spec if isinstance(download_spec, list) else [download_spec]
-    if all(isinstance(s, str) and s.strip().startswith(("http://", "https://")) and "\n" not in s.strip()
-           for s in specs):
+    if all(
+        isinstance(s, str) and s.strip().startswith(("http://", "https://")) and "\n" not in s.strip() for s in specs
+    ):
         urls = [s.strip() for s in specs]
         return [asset_url(u) for u in urls] if is_shipped(yaml_file) else urls
     kind = "a shell command" if str(download_spec).lstrip().startswith("bash ") else "a Python script"
     shipped = shipped_data_yaml(yaml_file.name)
-    instead = (f"--data {yaml_file.name} (the shipped yaml does the same steps itself, into {datasets_dir()}), "
-               if shipped else "")
-    raise UserError(f"{yaml_file}: the dataset is missing and its 'download:' is {kind}, which yolo_ray never runs; "
-                    f"use {instead}or run it in a YOLOv5 checkout (python -c \"from utils.general import "
-                    f"check_dataset; check_dataset('{yaml_file}')\"), or make 'download:' the archive's URL")
+    instead = (
+        f"--data {yaml_file.name} (the shipped yaml does the same steps itself, into {datasets_dir()}), "
+        if shipped
+        else ""
+    )
+    raise UserError(
+        f"{yaml_file}: the dataset is missing and its 'download:' is {kind}, which yolo_ray never runs; "
+        f'use {instead}or run it in a YOLOv5 checkout (python -c "from utils.general import '
+        f"check_dataset; check_dataset('{yaml_file}')\"), or make 'download:' the archive's URL"
+    )
 
 
 def _voc_conversion(data: dict[str, Any]):

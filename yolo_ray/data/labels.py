@@ -156,8 +156,10 @@ def verify_image_label(im_file: str, lb_file: str) -> LabelCheck:
         # As upstream, a BOM makes the first row unreadable; saying so spares a user a hunt for an invisible byte.
         bom = " (it starts with a UTF-8 byte-order mark: save it as plain UTF-8)" if text.startswith("\ufeff") else ""
         check.corrupt = 1
-        check.msg = (f"{im_file}: ignoring corrupt image/label: {lb_file} has {check.bad_rows} malformed or "
-                     f"out-of-range rows{bom}")
+        check.msg = (
+            f"{im_file}: ignoring corrupt image/label: {lb_file} has {check.bad_rows} malformed or "
+            f"out-of-range rows{bom}"
+        )
         return check
     labels = np.array([[c, *box] for c, _, box in good], dtype=np.float32).reshape(-1, 5)
     has_polygons = any(poly is not None for _, poly, _ in good)
@@ -178,8 +180,10 @@ def verify_image_label(im_file: str, lb_file: str) -> LabelCheck:
 def box_polygon(box: np.ndarray) -> np.ndarray:
     """A plain box row as a 4-corner polygon, so files mixing boxes and polygons keep one segment per label."""
     x, y, w, h = box
-    return np.array([[x - w / 2, y - h / 2], [x + w / 2, y - h / 2], [x + w / 2, y + h / 2], [x - w / 2, y + h / 2]],
-                    dtype=np.float32)
+    return np.array(
+        [[x - w / 2, y - h / 2], [x + w / 2, y - h / 2], [x + w / 2, y + h / 2], [x - w / 2, y + h / 2]],
+        dtype=np.float32,
+    )
 
 
 def files_hash(paths: list[str]) -> str:
@@ -232,8 +236,14 @@ def scan_labels(im_files: list[str], label_files: list[str], prefix: str = "", v
         counts = dict.fromkeys(("found", "missing", "empty", "corrupt", "bad_rows", "duplicates"), 0)
         desc = f"{prefix}Scanning {Path(label_files[0]).parent}"
         with ThreadPool(NUM_THREADS) as pool:
-            results = list(tqdm(pool.imap(_verify_pair, zip(im_files, label_files)), desc=desc,
-                                total=len(im_files), disable=not verbose))
+            results = list(
+                tqdm(
+                    pool.imap(_verify_pair, zip(im_files, label_files)),
+                    desc=desc,
+                    total=len(im_files),
+                    disable=not verbose,
+                )
+            )
         for check in results:
             for key in counts:
                 counts[key] += getattr(check, key)
@@ -271,9 +281,11 @@ def _report(cache: dict, cache_path: Path, prefix: str, verbose: bool) -> None:
 
 def count_summary(counts: dict) -> str:
     """The scan's counts in words, for the summary line and for errors about the labels."""
-    return (f"{counts['found']} label files found, {counts['missing']} missing, {counts['empty']} empty, "
-            f"{counts['corrupt']} corrupt images/labels ignored ({counts['bad_rows']} bad label rows), "
-            f"{counts['duplicates']} duplicate labels dropped")
+    return (
+        f"{counts['found']} label files found, {counts['missing']} missing, {counts['empty']} empty, "
+        f"{counts['corrupt']} corrupt images/labels ignored ({counts['bad_rows']} bad label rows), "
+        f"{counts['duplicates']} duplicate labels dropped"
+    )
 
 
 def find_class_row(lb_file: str, nc: int) -> tuple[int, str]:

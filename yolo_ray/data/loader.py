@@ -48,7 +48,7 @@ class ShardSampler(Sampler[int]):
         if not self._epoch_set:
             self.epoch += 1
         self._epoch_set = False
-        return iter(order[self.rank:total:self.world_size])
+        return iter(order[self.rank : total : self.world_size])
 
     def __len__(self) -> int:
         return self.num_samples
@@ -96,12 +96,29 @@ def seed_worker(worker_id: int) -> None:
     random.seed(worker_seed)
 
 
-def create_dataloader(path: str | list[str], imgsz: int, batch_size: int, stride: int, single_cls: bool = False,
-                      hyp: dict | None = None, augment: bool = False, cache: str | None = None, pad: float = 0.0,
-                      rect: bool = False, rank: int = -1, world_size: int = 1, workers: int = 8,
-                      image_weights: bool = False, shuffle: bool = False, seed: int = 0,
-                      decoded: DecodedImages | None = None, prefix: str = "", nc: int | None = None,
-                      pin_memory: bool = False, ram_copies: int = 1) -> tuple[DataLoader, LoadImagesAndLabels]:
+def create_dataloader(
+    path: str | list[str],
+    imgsz: int,
+    batch_size: int,
+    stride: int,
+    single_cls: bool = False,
+    hyp: dict | None = None,
+    augment: bool = False,
+    cache: str | None = None,
+    pad: float = 0.0,
+    rect: bool = False,
+    rank: int = -1,
+    world_size: int = 1,
+    workers: int = 8,
+    image_weights: bool = False,
+    shuffle: bool = False,
+    seed: int = 0,
+    decoded: DecodedImages | None = None,
+    prefix: str = "",
+    nc: int | None = None,
+    pin_memory: bool = False,
+    ram_copies: int = 1,
+) -> tuple[DataLoader, LoadImagesAndLabels]:
     """The (loader, dataset) pair of one rank; batch_size is per rank. See LoadImagesAndLabels for items.
 
     Workers persist across epochs, except with image_weights: the training loop rewrites
@@ -113,10 +130,24 @@ def create_dataloader(path: str | list[str], imgsz: int, batch_size: int, stride
     if rect and shuffle:
         LOGGER.warning(f"{prefix}WARNING: rect is incompatible with shuffle, setting shuffle=False")
         shuffle = False
-    dataset = LoadImagesAndLabels(path, imgsz, batch_size, augment=augment, hyp=hyp, rect=rect,
-                                  image_weights=image_weights, cache_images=cache, single_cls=single_cls,
-                                  stride=int(stride), pad=pad, prefix=prefix, decoded=decoded, nc=nc,
-                                  verbose=rank in (-1, 0), ram_copies=ram_copies)
+    dataset = LoadImagesAndLabels(
+        path,
+        imgsz,
+        batch_size,
+        augment=augment,
+        hyp=hyp,
+        rect=rect,
+        image_weights=image_weights,
+        cache_images=cache,
+        single_cls=single_cls,
+        stride=int(stride),
+        pad=pad,
+        prefix=prefix,
+        decoded=decoded,
+        nc=nc,
+        verbose=rank in (-1, 0),
+        ram_copies=ram_copies,
+    )
     batch_size = min(batch_size, len(dataset))
     nw = min(os.cpu_count() or 1, batch_size if batch_size > 1 else 0, workers)
     generator = torch.Generator()
@@ -124,11 +155,20 @@ def create_dataloader(path: str | list[str], imgsz: int, batch_size: int, stride
     if rect:
         batching = {"batch_sampler": RectBatchSampler(len(dataset), batch_size, world_size, max(rank, 0))}
     else:
-        batching = {"batch_size": batch_size,
-                    "sampler": ShardSampler(len(dataset), world_size, max(rank, 0), shuffle=shuffle, seed=seed)}
-    loader = DataLoader(dataset, **batching, num_workers=nw, pin_memory=pin_memory, collate_fn=collate_fn,
-                        worker_init_fn=seed_worker, generator=generator,
-                        persistent_workers=nw > 0 and not image_weights)
+        batching = {
+            "batch_size": batch_size,
+            "sampler": ShardSampler(len(dataset), world_size, max(rank, 0), shuffle=shuffle, seed=seed),
+        }
+    loader = DataLoader(
+        dataset,
+        **batching,
+        num_workers=nw,
+        pin_memory=pin_memory,
+        collate_fn=collate_fn,
+        worker_init_fn=seed_worker,
+        generator=generator,
+        persistent_workers=nw > 0 and not image_weights,
+    )
     return loader, dataset
 
 
@@ -143,8 +183,9 @@ def labels_to_class_weights(labels: list[np.ndarray], nc: int = 80) -> np.ndarra
     return weights / weights.sum()
 
 
-def labels_to_image_weights(labels: list[np.ndarray], nc: int = 80,
-                            class_weights: np.ndarray | None = None) -> np.ndarray:
+def labels_to_image_weights(
+    labels: list[np.ndarray], nc: int = 80, class_weights: np.ndarray | None = None
+) -> np.ndarray:
     """Per-image sampling weight: the sum of its objects' class weights (images without objects weigh 0)."""
     class_weights = np.ones(nc) if class_weights is None else np.asarray(class_weights)
     counts = np.array([np.bincount(lb[:, 0].astype(int), minlength=nc) for lb in labels]).reshape(-1, nc)

@@ -18,8 +18,24 @@ from matplotlib.figure import Figure
 
 from yolo_ray.boxes import xywh2xyxy
 
-_PALETTE_NAMES = ("tab:red", "tab:blue", "tab:green", "tab:orange", "tab:purple", "tab:cyan", "tab:pink",
-                  "tab:olive", "tab:brown", "gold", "navy", "lime", "magenta", "teal", "coral", "slateblue")
+_PALETTE_NAMES = (
+    "tab:red",
+    "tab:blue",
+    "tab:green",
+    "tab:orange",
+    "tab:purple",
+    "tab:cyan",
+    "tab:pink",
+    "tab:olive",
+    "tab:brown",
+    "gold",
+    "navy",
+    "lime",
+    "magenta",
+    "teal",
+    "coral",
+    "slateblue",
+)
 _PALETTE_RGB = tuple(tuple(int(round(c * 255)) for c in to_rgb(name)) for name in _PALETTE_NAMES)
 MAX_MOSAIC_IMAGES = 16
 PRED_CONF_THRESHOLD = 0.25  # predictions below this are too noisy to read on a batch mosaic
@@ -86,8 +102,9 @@ def plot_labels(labels: np.ndarray, names: dict[int, str] | list[str], save_dir:
     return _save_figure(fig, save_dir / "labels.jpg")
 
 
-def draw_box_label(tile: np.ndarray, xyxy: np.ndarray, text: str, color: tuple[int, int, int],
-                   thickness: int, font_scale: float) -> None:
+def draw_box_label(
+    tile: np.ndarray, xyxy: np.ndarray, text: str, color: tuple[int, int, int], thickness: int, font_scale: float
+) -> None:
     """One box with its label on a white-on-colour tag, drawn in place (colour in the image's channel order)."""
     x1, y1, x2, y2 = (int(round(v)) for v in xyxy)
     cv2.rectangle(tile, (x1, y1), (x2, y2), color, thickness, cv2.LINE_AA)
@@ -100,8 +117,14 @@ def draw_box_label(tile: np.ndarray, xyxy: np.ndarray, text: str, color: tuple[i
     cv2.putText(tile, text, (x1 + 1, ty - 2), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (255, 255, 255), 1, cv2.LINE_AA)
 
 
-def plot_images(images, targets, paths=None, fname: str | Path = "images.jpg",
-                names: dict[int, str] | list[str] | None = None, max_size: int = 1920) -> Path:
+def plot_images(
+    images,
+    targets,
+    paths=None,
+    fname: str | Path = "images.jpg",
+    names: dict[int, str] | list[str] | None = None,
+    max_size: int = 1920,
+) -> Path:
     """Write a grid of up to 16 batch images with their boxes and class names (train_batch0.jpg style).
 
     images: uint8 (B, 3, H, W) RGB (floats in [0, 1] are scaled). targets: (n, 6) rows
@@ -145,14 +168,22 @@ def plot_images(images, targets, paths=None, fname: str | Path = "images.jpg",
                 text = f"{text} {row[6]:.1f}"
             draw_box_label(tile, box, text, class_color(cls), thickness, font_scale)
         if paths is not None and i < len(paths):
-            cv2.putText(tile, Path(paths[i]).name[:40], (3, th - 4), cv2.FONT_HERSHEY_SIMPLEX, font_scale,
-                        (220, 220, 220), 1, cv2.LINE_AA)
+            cv2.putText(
+                tile,
+                Path(paths[i]).name[:40],
+                (3, th - 4),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                font_scale,
+                (220, 220, 220),
+                1,
+                cv2.LINE_AA,
+            )
         gy, gx = divmod(i, ns)
-        mosaic[gy * th:(gy + 1) * th, gx * tw:(gx + 1) * tw] = tile
+        mosaic[gy * th : (gy + 1) * th, gx * tw : (gx + 1) * tw] = tile
         cv2.rectangle(mosaic, (gx * tw, gy * th), ((gx + 1) * tw - 1, (gy + 1) * th - 1), (255, 255, 255), 2)
 
     fname = Path(fname)
     fname.parent.mkdir(parents=True, exist_ok=True)
     rows_used = math.ceil(bs / ns)
-    cv2.imwrite(str(fname), cv2.cvtColor(mosaic[:rows_used * th], cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    cv2.imwrite(str(fname), cv2.cvtColor(mosaic[: rows_used * th], cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
     return fname

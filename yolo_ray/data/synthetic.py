@@ -156,8 +156,7 @@ def _write_split(root: Path, split: str, n: int, seed: int, size: int) -> None:
         (labels / f"{stem}.txt").write_text(label_lines(objects, size))
 
 
-def make_dataset(out_dir: str | Path, seed: int = 0, n_train: int = 512, n_val: int = 128,
-                 size: int = 160) -> Path:
+def make_dataset(out_dir: str | Path, seed: int = 0, n_train: int = 512, n_val: int = 128, size: int = 160) -> Path:
     """Write the synthetic dataset into out_dir (new or empty) and return its data yaml path.
 
     Layout: images/{train,val}/*.jpg, labels/{train,val}/*.txt, data.yaml with `path: .` so the
@@ -173,8 +172,13 @@ def make_dataset(out_dir: str | Path, seed: int = 0, n_train: int = 512, n_val: 
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_split(out_dir, "train", n_train, seed, size)
     _write_split(out_dir, "val", n_val, seed, size)
-    data = {"path": ".", "train": "images/train", "val": "images/val",
-            "nc": len(CLASS_NAMES), "names": dict(enumerate(CLASS_NAMES))}
+    data = {
+        "path": ".",
+        "train": "images/train",
+        "val": "images/val",
+        "nc": len(CLASS_NAMES),
+        "names": dict(enumerate(CLASS_NAMES)),
+    }
     yaml_path = out_dir / "data.yaml"
     yaml_path.write_text(yaml.safe_dump(data, sort_keys=False))
     return yaml_path

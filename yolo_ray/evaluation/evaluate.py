@@ -123,8 +123,15 @@ def evaluate(
         targets[:, 2:] *= torch.tensor((width, height, width, height), device=device)
         hybrid_labels = [targets[targets[:, 0] == i, 1:] for i in range(len(imgs))] if hybrid else ()
         with timers[2]:
-            preds = non_max_suppression(nms_input(preds), conf_thres, iou_thres, labels=hybrid_labels, multi_label=True,
-                                        agnostic=single_cls, max_det=max_det)
+            preds = non_max_suppression(
+                nms_input(preds),
+                conf_thres,
+                iou_thres,
+                labels=hybrid_labels,
+                multi_label=True,
+                agnostic=single_cls,
+                max_det=max_det,
+            )
         native = []
         for si, pred in enumerate(preds):
             seen += 1
@@ -139,8 +146,9 @@ def evaluate(
             if pred.shape[0] == 0:
                 if labels.shape[0]:
                     empty = torch.zeros(0, device=device)
-                    stats.append((torch.zeros(0, len(iouv), dtype=torch.bool, device=device), empty, empty,
-                                  labels[:, 0]))
+                    stats.append(
+                        (torch.zeros(0, len(iouv), dtype=torch.bool, device=device), empty, empty, labels[:, 0])
+                    )
                     if matrix is not None:
                         matrix.process_batch(None, labels[:, 0])
                 continue

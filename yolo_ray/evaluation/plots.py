@@ -33,8 +33,13 @@ def plot_pr_curve(px: np.ndarray, pr: np.ndarray, ap: np.ndarray, path: Path, na
     ax = fig.subplots()
     labelled = 0 < len(names) < PER_CLASS_LEGEND_MAX
     for i, y in enumerate(pr):
-        ax.plot(px, y, linewidth=1, label=f"{names[i]} {ap[i, 0]:.3f}" if labelled else None,
-                color=None if labelled else "grey")
+        ax.plot(
+            px,
+            y,
+            linewidth=1,
+            label=f"{names[i]} {ap[i, 0]:.3f}" if labelled else None,
+            color=None if labelled else "grey",
+        )
     if len(pr):
         ax.plot(px, pr.mean(0), linewidth=3, color="blue", label=f"all classes {ap[:, 0].mean():.3f} mAP@0.5")
     ax.set(xlabel="Recall", ylabel="Precision", xlim=(0, 1), ylim=(0, 1), title="Precision-Recall Curve")
@@ -71,8 +76,7 @@ def plot_confusion_matrix(matrix: ConfusionMatrix, names: dict[int, str], path: 
         ax.set_yticks(range(len(labels)), labels)
         for (r, c), v in np.ndenumerate(array):
             if not np.isnan(v):
-                ax.text(c, r, f"{v:.2f}", ha="center", va="center", fontsize=8,
-                        color="white" if v > 0.5 else "black")
+                ax.text(c, r, f"{v:.2f}", ha="center", va="center", fontsize=8, color="white" if v > 0.5 else "black")
     ax.set(xlabel="True", ylabel="Predicted", title="Confusion Matrix")
     return _save(fig, path)
 
@@ -84,8 +88,7 @@ def plot_evaluation(ev: Evaluation, names: dict[int, str], save_dir: Path) -> li
         curves = ev.ap.curves
         class_names = [names.get(int(c), str(c)) for c in ev.ap.classes]
         out.append(plot_pr_curve(curves.px, curves.pr, ev.ap.ap, save_dir / "PR_curve.png", class_names))
-        for ylabel, values, stem in (("F1", curves.f1, "F1"), ("Precision", curves.p, "P"),
-                                     ("Recall", curves.r, "R")):
+        for ylabel, values, stem in (("F1", curves.f1, "F1"), ("Precision", curves.p, "P"), ("Recall", curves.r, "R")):
             out.append(plot_mc_curve(curves.px, values, save_dir / f"{stem}_curve.png", class_names, ylabel))
     if ev.confusion is not None:
         out.append(plot_confusion_matrix(ev.confusion, names, save_dir / "confusion_matrix.png"))

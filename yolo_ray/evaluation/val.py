@@ -40,8 +40,18 @@ def table_lines(ev: Evaluation, names: dict[int, str], verbose: bool) -> list[st
         lines.append("WARNING: no labels found in the validation set, can not compute metrics without labels")
     if verbose and len(names) > 1 and ev.ap is not None:
         for i, c in enumerate(ev.ap.classes):
-            lines.append(ROW % (names.get(int(c), str(c)), ev.seen, ev.nt[c], ev.ap.p[i], ev.ap.r[i],
-                                ev.ap.ap[i, 0], ev.ap.ap[i].mean()))
+            lines.append(
+                ROW
+                % (
+                    names.get(int(c), str(c)),
+                    ev.seen,
+                    ev.nt[c],
+                    ev.ap.p[i],
+                    ev.ap.r[i],
+                    ev.ap.ap[i, 0],
+                    ev.ap.ap[i].mean(),
+                )
+            )
     return lines
 
 
@@ -53,8 +63,16 @@ def speed_line(times: tuple[float, float, float], images: int, shape: tuple[int,
 class _BatchWriter:
     """Per-batch outputs: val_batch plots, YOLO txt labels, COCO records."""
 
-    def __init__(self, save_dir: Path, names: dict[int, str], plots: bool, save_txt: bool, save_conf: bool,
-                 save_json: bool, class_ids: tuple[int, ...] | None):
+    def __init__(
+        self,
+        save_dir: Path,
+        names: dict[int, str],
+        plots: bool,
+        save_txt: bool,
+        save_conf: bool,
+        save_json: bool,
+        class_ids: tuple[int, ...] | None,
+    ):
         self.save_dir, self.names, self.plots = save_dir, names, plots
         self.save_txt, self.save_conf, self.save_json = save_txt, save_conf, save_json
         self.class_ids = class_ids
@@ -112,13 +130,36 @@ def run(
             LOGGER.info(f"Forcing --batch-size 1 square inference (1,3,{imgsz},{imgsz}) for non-PyTorch models")
         split = task if task in ("train", "val", "test") else "val"
         pad, rect = (0.0, False) if task == "speed" else (0.5, pt)
-        loader = create_dataloader(data[split], imgsz, batch_size, model_stride(model), single_cls, pad=pad,
-                                   rect=rect, workers=workers, prefix=f"{split}: ", nc=nc)[0]
+        loader = create_dataloader(
+            data[split],
+            imgsz,
+            batch_size,
+            model_stride(model),
+            single_cls,
+            pad=pad,
+            rect=rect,
+            workers=workers,
+            prefix=f"{split}: ",
+            nc=nc,
+        )[0]
     coco = is_coco(data)
     writer = _BatchWriter(save_dir, names, plots, save_txt, save_conf, save_json, COCO91_IDS if coco else None)
     progress = Progress(len(loader), HEADER, final_line=False)  # a bar under the header on a terminal
-    ev = evaluate(model, progress.iterate(loader), nc, compute_loss, conf_thres, iou_thres, max_det, single_cls, half,
-                  confusion=plots, on_batch=writer, augment=augment, hybrid=save_hybrid)
+    ev = evaluate(
+        model,
+        progress.iterate(loader),
+        nc,
+        compute_loss,
+        conf_thres,
+        iou_thres,
+        max_det,
+        single_cls,
+        half,
+        confusion=plots,
+        on_batch=writer,
+        augment=augment,
+        hybrid=save_hybrid,
+    )
     lines = table_lines(ev, names, verbose or (nc < PER_CLASS_MAX_NC and not training))
     print("\n".join(lines[1:] if progress.live else lines))
     if not training:
@@ -134,21 +175,31 @@ def run(
     return ev
 
 
-def check_model_data(model: nn.Module, data: dict[str, Any], task: str, single_cls: bool,
-                     weights_name: str = "model") -> int:
+def check_model_data(
+    model: nn.Module, data: dict[str, Any], task: str, single_cls: bool, weights_name: str = "model"
+) -> int:
     """The class count to validate with; a UserError when the model's classes or the split do not fit."""
     nc = 1 if single_cls else int(data["nc"])
     if model.nc != nc and not single_cls:
-        raise UserError(f"{weights_name} has {model.nc} classes but --data {data.get('yaml_file', '')} "
-                        f"has {nc}: pass the --data the model was trained on")
+        raise UserError(
+            f"{weights_name} has {model.nc} classes but --data {data.get('yaml_file', '')} "
+            f"has {nc}: pass the --data the model was trained on"
+        )
     split = task if task in ("train", "val", "test") else "val"
     if split not in data:
         raise UserError(f"{data.get('yaml_file', '--data')}: has no '{split}' split for --task {task}")
     return nc
 
 
-def _save_and_score_json(ev: Evaluation, records: list[dict], data: dict[str, Any], save_dir: Path,
-                         weights_name: str, loader: Any, coco: bool) -> Evaluation:
+def _save_and_score_json(
+    ev: Evaluation,
+    records: list[dict],
+    data: dict[str, Any],
+    save_dir: Path,
+    weights_name: str,
+    loader: Any,
+    coco: bool,
+) -> Evaluation:
     pred_json = save_dir / f"{Path(weights_name).stem}_predictions.json"
     anno_json = Path(data["path"]) / COCO_ANNOTATIONS
     LOGGER.info(f"\nEvaluating COCO mAP... saving {pred_json}...")
@@ -165,14 +216,34 @@ def _save_and_score_json(ev: Evaluation, records: list[dict], data: dict[str, An
     return ev
 
 
-def final_validation(best: Path, data: dict[str, Any], loader: Any, single_cls: bool, save_dir: Path,
-                     plots: bool, compute_loss: Callable | None, device: torch.device) -> tuple[float, ...]:
+def final_validation(
+    best: Path,
+    data: dict[str, Any],
+    loader: Any,
+    single_cls: bool,
+    save_dir: Path,
+    plots: bool,
+    compute_loss: Callable | None,
+    device: torch.device,
+) -> tuple[float, ...]:
     """End of training, as upstream: best.pt fused (fp16 on CUDA), IoU 0.65 on COCO else 0.6, per-class
     table, plots and (COCO) json into the run. Returns the 7 validation results."""
     LOGGER.info(f"\nValidating {best}...")
     model = load_models(best, device, fuse=True)
     coco = is_coco(data)
-    ev = run(model, data, save_dir, iou_thres=FINAL_IOU_COCO if coco else FINAL_IOU, single_cls=single_cls,
-             half=device.type == "cuda", verbose=True, save_json=coco, plots=plots, loader=loader,
-             compute_loss=compute_loss, training=True, weights_name=best.name)
+    ev = run(
+        model,
+        data,
+        save_dir,
+        iou_thres=FINAL_IOU_COCO if coco else FINAL_IOU,
+        single_cls=single_cls,
+        half=device.type == "cuda",
+        verbose=True,
+        save_json=coco,
+        plots=plots,
+        loader=loader,
+        compute_loss=compute_loss,
+        training=True,
+        weights_name=best.name,
+    )
     return ev.results

@@ -13,9 +13,86 @@ from yolo_ray.console import LOGGER
 
 # COCO's 80 detection classes among its 91 category ids (upstream's coco80_to_coco91_class).
 COCO91_IDS = (
-    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 27, 28, 31, 32, 33, 34,
-    35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63,
-    64, 65, 67, 70, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 84, 85, 86, 87, 88, 89, 90,
+    1,
+    2,
+    3,
+    4,
+    5,
+    6,
+    7,
+    8,
+    9,
+    10,
+    11,
+    13,
+    14,
+    15,
+    16,
+    17,
+    18,
+    19,
+    20,
+    21,
+    22,
+    23,
+    24,
+    25,
+    27,
+    28,
+    31,
+    32,
+    33,
+    34,
+    35,
+    36,
+    37,
+    38,
+    39,
+    40,
+    41,
+    42,
+    43,
+    44,
+    46,
+    47,
+    48,
+    49,
+    50,
+    51,
+    52,
+    53,
+    54,
+    55,
+    56,
+    57,
+    58,
+    59,
+    60,
+    61,
+    62,
+    63,
+    64,
+    65,
+    67,
+    70,
+    72,
+    73,
+    74,
+    75,
+    76,
+    77,
+    78,
+    79,
+    80,
+    81,
+    82,
+    84,
+    85,
+    86,
+    87,
+    88,
+    89,
+    90,
 )
 COCO_ANNOTATIONS = Path("annotations") / "instances_val2017.json"
 
@@ -46,8 +123,14 @@ def coco_records(predn: torch.Tensor, path: str, class_ids: list[int] | tuple[in
     records = []
     for p, b in zip(predn.detach().float().cpu().tolist(), boxes.tolist()):
         cls = int(p[5])
-        records.append({"image_id": image_id, "category_id": class_ids[cls] if class_ids else cls,
-                        "bbox": [round(x, 3) for x in b], "score": round(p[4], 5)})
+        records.append(
+            {
+                "image_id": image_id,
+                "category_id": class_ids[cls] if class_ids else cls,
+                "bbox": [round(x, 3) for x in b],
+                "score": round(p[4], 5),
+            }
+        )
     return records
 
 
@@ -70,8 +153,10 @@ def coco_evaluate(anno_json: Path, pred_json: Path, image_ids: list | None) -> t
     """(mAP@.5:.95, mAP@.5) from a COCO evaluator (prints its summary), or None with a message when unavailable."""
     api = _coco_api()
     if api is None:
-        LOGGER.info("COCO evaluation skipped: neither pycocotools nor faster-coco-eval is installed "
-              "(pip install 'yolo_ray[coco]')")
+        LOGGER.info(
+            "COCO evaluation skipped: neither pycocotools nor faster-coco-eval is installed "
+            "(pip install 'yolo_ray[coco]')"
+        )
         return None
     COCO, COCOeval = api
     anno = COCO(str(anno_json))

@@ -5,10 +5,14 @@ from typing import Any
 
 # name -> module, imported on first use: evolve.py's --help needs none of pandas, torch or matplotlib
 _EXPORTS = {
-    **dict.fromkeys(("EVOLVE_RESULT_KEYS", "BestRow", "append_row", "best_row", "read_history", "write_hyp_evolve"),
-                    "yolo_ray.evolution.evolve_csv"),
-    **dict.fromkeys(("constrain", "mutate", "mutation_factors", "prepare_evolution", "propose", "select_parent"),
-                    "yolo_ray.evolution.strategies.classic"),
+    **dict.fromkeys(
+        ("EVOLVE_RESULT_KEYS", "BestRow", "append_row", "best_row", "read_history", "write_hyp_evolve"),
+        "yolo_ray.evolution.evolve_csv",
+    ),
+    **dict.fromkeys(
+        ("constrain", "mutate", "mutation_factors", "prepare_evolution", "propose", "select_parent"),
+        "yolo_ray.evolution.strategies.classic",
+    ),
     "plot_evolve": "yolo_ray.evolution.plots",
     **dict.fromkeys(("DEFAULT_SEARCH_SPACE", "SEARCH_SPACE_DIR", "load_search_space"), "yolo_ray.evolution.space"),
 }

@@ -38,8 +38,12 @@ class EvolveMetrics(Callback):
 
     def publish(self) -> None:
         best = self.searcher.best_fitness
-        values = {"rows": self.searcher.rows, "best_fitness": best if best == best else 0.0,  # NaN: no row yet
-                  "trials_failed": self.searcher.failed, "trials_running": self.running}
+        values = {
+            "rows": self.searcher.rows,
+            "best_fitness": best if best == best else 0.0,  # NaN: no row yet
+            "trials_failed": self.searcher.failed,
+            "trials_running": self.running,
+        }
         for name, value in values.items():
             self.gauges[name].set(float(value))
 

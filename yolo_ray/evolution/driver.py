@@ -75,9 +75,15 @@ def run_evolution(opt: dict[str, Any] | EvolveConfig, trainable: Callable[..., N
     previous_sigterm = signal.signal(signal.SIGTERM, _sigterm_as_sigint) if in_main_thread else None
     try:
         nodes = cluster_nodes()
-        placement = plan_placement(nodes, workers=int(opt["ray_workers"]), gpus=opt["gpus_per_trial"],
-                                   cpus=opt["cpus_per_trial"], device=opt["device"], concurrency=opt["concurrency"],
-                                   trial_process=True)
+        placement = plan_placement(
+            nodes,
+            workers=int(opt["ray_workers"]),
+            gpus=opt["gpus_per_trial"],
+            cpus=opt["cpus_per_trial"],
+            device=opt["device"],
+            concurrency=opt["concurrency"],
+            trial_process=True,
+        )
         check_worker_split(opt["batch_size"], placement.workers, opt["image_weights"])  # --gpus-per-trial 2: 2 ranks
         if trainable is None:  # trials read data, weights and cfg on whichever node they land
             verify_nodes_see(None, files_every_node_needs({k: opt[k] for k in ("weights", "data", "cfg")}), placement)
@@ -111,8 +117,15 @@ def _claim_run_dir(opt: dict[str, Any]) -> Path:
 def _make_searcher(opt: dict[str, Any], space: SearchSpace) -> EvolveSearcher:
     """The run's searcher over its evolve.csv (read and checked here when the run is resumed)."""
     return EvolveSearcher(
-        Path(opt["save_dir"]) / "evolve.csv", opt["hyp"], space, opt["generations"], strategy=opt["strategy"],
-        parent=opt["parent"], population=opt["population"], seed=opt["seed"], noautoanchor=opt["noautoanchor"],
+        Path(opt["save_dir"]) / "evolve.csv",
+        opt["hyp"],
+        space,
+        opt["generations"],
+        strategy=opt["strategy"],
+        parent=opt["parent"],
+        population=opt["population"],
+        seed=opt["seed"],
+        noautoanchor=opt["noautoanchor"],
         max_failed_trials=opt["max_failed_trials"],
         time_budget_s=parse_duration(opt["time_budget"]) if opt["time_budget"] else None,
         patience=opt["patience_rows"],
@@ -140,11 +153,17 @@ def _shipped_or_path(cfg: str) -> str | Path:
     return Path(cfg) if Path(cfg).is_absolute() else cfg
 
 
-def _evolve(opt: dict[str, Any], searcher: EvolveSearcher, placement: Placement,
-            trainable: Callable[..., None] | None) -> EvolveSummary:
-    progress = EvolveProgress(opt["save_dir"], opt["generations"], searcher.rows,
-                              detail=lambda: searcher.strategy.describe(), time_left=searcher.stop_rule.time_left,
-                              history=lambda: searcher.history)
+def _evolve(
+    opt: dict[str, Any], searcher: EvolveSearcher, placement: Placement, trainable: Callable[..., None] | None
+) -> EvolveSummary:
+    progress = EvolveProgress(
+        opt["save_dir"],
+        opt["generations"],
+        searcher.rows,
+        detail=lambda: searcher.strategy.describe(),
+        time_left=searcher.stop_rule.time_left,
+        history=lambda: searcher.history,
+    )
     uploader = row_uploader(opt["save_dir"], opt["storage_uri"])
     searcher.on_row = progress if uploader is None else _then(progress, uploader.upload)
     if uploader is not None:
@@ -153,8 +172,10 @@ def _evolve(opt: dict[str, Any], searcher: EvolveSearcher, placement: Placement,
         progress.concurrency = placement.concurrency
         train_config = _train_config(opt, placement, real_training=trainable is None)
         detail = searcher.strategy.describe()
-        LOGGER.info(f"evolve: {opt['strategy']} search, {searcher.rows}/{opt['generations']} generations in "
-                    f"evolve.csv{f' ({detail})' if detail else ''}; trials of {placement.describe()}")
+        LOGGER.info(
+            f"evolve: {opt['strategy']} search, {searcher.rows}/{opt['generations']} generations in "
+            f"evolve.csv{f' ({detail})' if detail else ''}; trials of {placement.describe()}"
+        )
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our progress lines replace Tune's status tables
         trial = tune.with_parameters(trainable or evolve_trial, train_config=train_config)
         progress.start()
@@ -182,7 +203,10 @@ def _build_tuner(opt: dict[str, Any], searcher: EvolveSearcher, trial: Callable,
         tune.with_resources(trial, trial_resources(placement)),
         tune_config=tune.TuneConfig(
             # num_samples=-1: trials keep coming until the searcher says FINISHED
-            search_alg=searcher, num_samples=-1, max_concurrent_trials=placement.concurrency, reuse_actors=True,
+            search_alg=searcher,
+            num_samples=-1,
+            max_concurrent_trials=placement.concurrency,
+            reuse_actors=True,
             scheduler=_early_stopper(opt["epochs"]) if opt["early_stop"] else None,
             # the run's name leads, so trials (and the Train runs of DDP trials) of several evolutions on
             # one cluster stay apart in the dashboard; the id's suffix counts the trials of this invocation
@@ -206,21 +230,29 @@ def _summary(opt: dict[str, Any], searcher: EvolveSearcher) -> EvolveSummary:
     warning = ""
     if rows >= n or searcher.stop_reason:
         status = "finished" if rows >= n else "stopped"
-        message = (f"Hyperparameter evolution finished {rows} generations" if rows >= n else
-                   f"evolution stopped at {rows}/{n} generations: {searcher.stop_reason}")
+        message = (
+            f"Hyperparameter evolution finished {rows} generations"
+            if rows >= n
+            else f"evolution stopped at {rows}/{n} generations: {searcher.stop_reason}"
+        )
         message += f" (best fitness {searcher.best_fitness:.5g})\nResults saved to {save_dir}\n"
         warning = unranked_warning(searcher.history, searcher.base_hyp)
         message += warning or f"Usage example: $ {train_command(opt, save_dir / 'hyp_evolve.yaml')}"
     elif searcher.failure_cap_reached:
         status = "failure cap"
-        message = (f"evolution stopped at {rows}/{n} generations: {searcher.failed} trials failed "
-                   f"(--max-failed-trials {opt['max_failed_trials']}); last: {searcher.last_failure}")
+        message = (
+            f"evolution stopped at {rows}/{n} generations: {searcher.failed} trials failed "
+            f"(--max-failed-trials {opt['max_failed_trials']}); last: {searcher.last_failure}"
+        )
     else:
         status = "interrupted"
-        message = (f"evolution interrupted at {rows}/{n} generations; continue with: "
-                   f"{shell_command('evolve.py', '--resume', opt['storage_uri'] or save_dir)}")
-    return EvolveSummary(save_dir, rows, n, searcher.failed, searcher.stopped, searcher.best_fitness, status, message,
-                         ranked=not warning)
+        message = (
+            f"evolution interrupted at {rows}/{n} generations; continue with: "
+            f"{shell_command('evolve.py', '--resume', opt['storage_uri'] or save_dir)}"
+        )
+    return EvolveSummary(
+        save_dir, rows, n, searcher.failed, searcher.stopped, searcher.best_fitness, status, message, ranked=not warning
+    )
 
 
 def _train_config(opt: dict[str, Any], placement: Placement, real_training: bool) -> dict[str, Any]:
@@ -244,8 +276,14 @@ def _early_stopper(epochs: int) -> tune.schedulers.TrialScheduler:
     """
     from ray.tune.schedulers import ASHAScheduler
 
-    return ASHAScheduler(time_attr="training_iteration", metric="fitness", mode="max", max_t=epochs + 1,
-                         grace_period=max(1, epochs // 4), reduction_factor=3)
+    return ASHAScheduler(
+        time_attr="training_iteration",
+        metric="fitness",
+        mode="max",
+        max_t=epochs + 1,
+        grace_period=max(1, epochs // 4),
+        reduction_factor=3,
+    )
 
 
 def _trial_name(trial: Any) -> str:
@@ -256,5 +294,3 @@ def _sigterm_as_sigint(signum: int, frame: Any) -> None:
     # Tune stops gracefully on SIGINT (trials ended, state saved); a bare SIGTERM would leave
     # placement groups behind that hang the next run on the cluster.
     os.kill(os.getpid(), signal.SIGINT)
-
-

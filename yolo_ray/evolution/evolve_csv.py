@@ -90,9 +90,7 @@ def _check_header(path: Path, keys: list[str]) -> None:
         raise UserError(f"{path}: header has empty or repeated columns {duplicated or ['']}")
 
 
-def append_row(
-    csv_path: str | Path, results: Mapping[str, float] | Sequence[float], hyp: Mapping[str, float]
-) -> None:
+def append_row(csv_path: str | Path, results: Mapping[str, float] | Sequence[float], hyp: Mapping[str, float]) -> None:
     """Append one trial: the 7 results (a dict by result name, or a sequence) then its hyp.
 
     A new file gets the header (hyp keys in `hyp` order); an existing file keeps its own column order,
@@ -125,7 +123,7 @@ def append_row(
         try:
             data = text.encode()
             while data:  # one write in practice; the loop only guards against a short write
-                data = data[os.write(fd, data):]
+                data = data[os.write(fd, data) :]
         finally:
             os.close(fd)
 
@@ -212,8 +210,9 @@ def _replace_atomically(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def write_hyp_evolve(csv_path: str | Path, yaml_path: str | Path, generations: int | None = None,
-                     history: pd.DataFrame | None = None) -> Path:
+def write_hyp_evolve(
+    csv_path: str | Path, yaml_path: str | Path, generations: int | None = None, history: pd.DataFrame | None = None
+) -> Path:
     """hyp_evolve.yaml as upstream v7.0 writes it: a comment header with the best and last generation
     and the best row's results, then the best row's hyps. generations defaults to the row count.
     history: evolve.csv's rows when the caller holds them already (the CSV is not read then)."""
@@ -225,7 +224,9 @@ def write_hyp_evolve(csv_path: str | Path, yaml_path: str | Path, generations: i
         f"# Best generation: {best.index}\n"
         f"# Last generation: {generations - 1}\n"
         "# " + ", ".join(f"{k:>20s}" for k in EVOLVE_RESULT_KEYS) + "\n"
-        "# " + ", ".join(f"{v:>20.5g}" for v in best.results.values()) + "\n\n"
+        "# "
+        + ", ".join(f"{v:>20.5g}" for v in best.results.values())
+        + "\n\n"
         # libyaml's dumper writes the same text several times faster (this runs after every row)
         + yaml.dump(best.hyp, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=False)
     )

@@ -33,8 +33,9 @@ def point_density(x: np.ndarray, y: np.ndarray, bins: int = DENSITY_BINS) -> np.
     return np.log1p(counts[ix, iy])
 
 
-def plot_evolve(csv_path: str | Path, keys: Sequence[str] | None = None, dpi: int = 200,
-                history: pd.DataFrame | None = None) -> Path:
+def plot_evolve(
+    csv_path: str | Path, keys: Sequence[str] | None = None, dpi: int = 200, history: pd.DataFrame | None = None
+) -> Path:
     """Write evolve.png beside the CSV (atomically replaced) with one panel per hyp column, or per key
     in `keys` (e.g. only the evolved ones); titles give the best generation's value. history: the
     CSV's rows when the caller holds them already (the CSV is not read then)."""
@@ -53,7 +54,7 @@ def plot_evolve(csv_path: str | Path, keys: Sequence[str] | None = None, dpi: in
 
 def evolve_figure(history: pd.DataFrame, keys: Sequence[str] | None = None, dpi: int = 200) -> Figure:
     """The evolve.png figure of a non-empty evolve.csv history."""
-    keys = [k for k in history.columns[len(EVOLVE_RESULT_KEYS):] if keys is None or k in keys]
+    keys = [k for k in history.columns[len(EVOLVE_RESULT_KEYS) :] if keys is None or k in keys]
     scores = np.asarray(fitness(history[list(EVOLVE_RESULT_KEYS)].to_numpy(dtype=float)), dtype=float)
     best = best_row(history)
     finite = np.isfinite(scores)
@@ -68,8 +69,15 @@ def evolve_figure(history: pd.DataFrame, keys: Sequence[str] | None = None, dpi:
         values = history[key].to_numpy(dtype=float)
         shown = finite & np.isfinite(values)
         if shown.any():
-            ax.scatter(values[shown], scores[shown], c=point_density(values[shown], scores[shown]),
-                       cmap="viridis", alpha=0.8, edgecolors="none", s=12)
+            ax.scatter(
+                values[shown],
+                scores[shown],
+                c=point_density(values[shown], scores[shown]),
+                cmap="viridis",
+                alpha=0.8,
+                edgecolors="none",
+                s=12,
+            )
         ax.plot(best.hyp[key], best.fitness, "k+", markersize=15)
         ax.set_title(f"{key} = {best.hyp[key]:.3g}", fontsize=9)
         ax.tick_params(labelsize=7)

@@ -34,10 +34,17 @@ class EvolveProgress:
     time_left: seconds left of --time-budget (None without one). concurrency: trials at once, for the ETA.
     """
 
-    def __init__(self, save_dir: str | Path, generations: int, start_rows: int,
-                 plot_interval_s: float = PLOT_INTERVAL_S, detail: Callable[[], str] | None = None,
-                 time_left: Callable[[], float | None] | None = None, concurrency: int = 1,
-                 history: Callable[[], pd.DataFrame] | None = None):
+    def __init__(
+        self,
+        save_dir: str | Path,
+        generations: int,
+        start_rows: int,
+        plot_interval_s: float = PLOT_INTERVAL_S,
+        detail: Callable[[], str] | None = None,
+        time_left: Callable[[], float | None] | None = None,
+        concurrency: int = 1,
+        history: Callable[[], pd.DataFrame] | None = None,
+    ):
         self.save_dir = Path(save_dir)
         self.generations = generations
         self.start_rows = start_rows
@@ -55,8 +62,16 @@ class EvolveProgress:
 
     def start(self) -> None:
         """Trials are about to run: a live bar from here on when the console is a terminal."""
-        self.progress = Progress(self.generations, "evolve", "generation", final_line=False, min_interval_s=0,
-                                 initial=self.start_rows, every=1, own_counts=True)
+        self.progress = Progress(
+            self.generations,
+            "evolve",
+            "generation",
+            final_line=False,
+            min_interval_s=0,
+            initial=self.start_rows,
+            every=1,
+            own_counts=True,
+        )
 
     def close(self) -> None:
         if self.progress is not None:
@@ -81,8 +96,10 @@ class EvolveProgress:
         left = self.time_left() if self.time_left else None
         rate += f", time budget left {format_duration(left)}" if left is not None else ""
         detail = self.detail() if self.detail else ""
-        line = (f"evolve: {rows}/{self.generations} generations done{f' ({detail})' if detail else ''}, "
-                f"best fitness {best_fitness:.5g} ({elapsed:.0f} s{rate})")
+        line = (
+            f"evolve: {rows}/{self.generations} generations done{f' ({detail})' if detail else ''}, "
+            f"best fitness {best_fitness:.5g} ({elapsed:.0f} s{rate})"
+        )
         if self.progress is None:
             LOGGER.info(line)
         else:
@@ -161,15 +178,21 @@ def unranked_warning(history: pd.DataFrame, base_hyp: Mapping[str, float]) -> st
         return ""
     scores = np.asarray(fitness(history[list(EVOLVE_RESULT_KEYS)].to_numpy(dtype=float)), dtype=float)
     scores = scores[np.isfinite(scores)]
-    advice = ("train each trial longer (--epochs) or start from pretrained --weights, so that fitness "
-              "(0.1 mAP@0.5 + 0.9 mAP@0.5:0.95) tells the hyps apart")
+    advice = (
+        "train each trial longer (--epochs) or start from pretrained --weights, so that fitness "
+        "(0.1 mAP@0.5 + 0.9 mAP@0.5:0.95) tells the hyps apart"
+    )
     if len(history) > 1 and (not len(scores) or np.ptp(scores) == 0):
         tied = f"{scores[0]:.5g}" if len(scores) else "nan"
-        return (f"WARNING: nothing was ranked: all {len(history)} trials scored the same fitness ({tied}), so "
-                f"hyp_evolve.yaml is no better than the starting hyps; {advice}")
+        return (
+            f"WARNING: nothing was ranked: all {len(history)} trials scored the same fitness ({tied}), so "
+            f"hyp_evolve.yaml is no better than the starting hyps; {advice}"
+        )
     best = best_row(history).hyp
     keys = [k for k in base_hyp if k in best]
     if keys and np.allclose([best[k] for k in keys], [base_hyp[k] for k in keys], rtol=1e-4, atol=1e-12):
-        return ("WARNING: the fittest row is the starting hyps themselves: no mutation beat them, so "
-                f"hyp_evolve.yaml holds your --hyp unchanged; evolve more generations, or {advice}")
+        return (
+            "WARNING: the fittest row is the starting hyps themselves: no mutation beat them, so "
+            f"hyp_evolve.yaml holds your --hyp unchanged; evolve more generations, or {advice}"
+        )
     return ""

@@ -42,8 +42,9 @@ def find_resume_dir(resume: str | bool, project: str | Path) -> Path:
         if not path.is_dir():
             raise UserError(f"{path}: --resume directory not found")
         if not _is_evolution(path):
-            raise UserError(f"{path}: --resume folder is not an evolution (no evolve.csv); "
-                            "start a new one without --resume")
+            raise UserError(
+                f"{path}: --resume folder is not an evolution (no evolve.csv); start a new one without --resume"
+            )
         return path
     project = resolve_project(project)
     runs = [p for p in project.glob("*") if count_rows(p / "evolve.csv") > 0]
@@ -89,8 +90,10 @@ def _given_options(opt: dict[str, Any] | EvolveConfig) -> dict[str, Any]:
     given = {**config.to_dict(), **extras}
     given["storage_path"] = storage_option(given["storage_path"], given["bucket"])
     if given["storage_path"] and not is_uri(given["storage_path"]):
-        LOGGER.warning("WARNING: evolve's --storage-path with a folder is now --tune-storage (Ray Tune's state); "
-                       "--storage-path takes a storage URI, as train.py's. The old spelling still works")
+        LOGGER.warning(
+            "WARNING: evolve's --storage-path with a folder is now --tune-storage (Ray Tune's state); "
+            "--storage-path takes a storage URI, as train.py's. The old spelling still works"
+        )
         given["tune_storage"], given["storage_path"] = given["storage_path"], None
     return given
 

@@ -38,9 +38,25 @@ ERROR_KEY = "yolo_ray_error"
 
 # Attributes that make up the searcher's state; everything else is rebuilt or runtime-only.
 _STATE_KEYS = (
-    "csv_path", "base_hyp", "meta", "generations", "strategy_name", "parent", "population", "seed",
-    "max_failed_trials", "strategy", "history", "live", "n_parents", "failed", "stopped", "last_failure",
-    "stop_rule", "stop_reason", "started",
+    "csv_path",
+    "base_hyp",
+    "meta",
+    "generations",
+    "strategy_name",
+    "parent",
+    "population",
+    "seed",
+    "max_failed_trials",
+    "strategy",
+    "history",
+    "live",
+    "n_parents",
+    "failed",
+    "stopped",
+    "last_failure",
+    "stop_rule",
+    "stop_reason",
+    "started",
 )
 
 
@@ -137,8 +153,15 @@ class EvolveSearcher(Searcher):
 
     def _start_strategy(self) -> None:
         self.strategy = make_strategy(
-            self.strategy_name, self.base_hyp, self.meta, self.generations, self.seed, self.history,
-            save_dir=Path(self.csv_path).parent, parent=self.parent, population=self.population,
+            self.strategy_name,
+            self.base_hyp,
+            self.meta,
+            self.generations,
+            self.seed,
+            self.history,
+            save_dir=Path(self.csv_path).parent,
+            parent=self.parent,
+            population=self.population,
         )
 
     @property

@@ -38,13 +38,20 @@ def share_decoded_images(train_config: dict[str, Any], imgsz: int) -> ray.Object
     train = LoadImagesAndLabels(data["train"], augment=True, hyp=train_config["hyp"], **common)
     val = LoadImagesAndLabels(data["val"], augment=False, **common)
     estimate = (train.n + val.n) * imgsz * imgsz * 3  # upper bound: long side = imgsz
-    budget = sharing_budget([n["Resources"].get("object_store_memory", 0) for n in ray.nodes()
-                             if n.get("Alive") and (n["Resources"].get("CPU", 0) or n["Resources"].get("GPU", 0))],
-                            available_memory()[0])
+    budget = sharing_budget(
+        [
+            n["Resources"].get("object_store_memory", 0)
+            for n in ray.nodes()
+            if n.get("Alive") and (n["Resources"].get("CPU", 0) or n["Resources"].get("GPU", 0))
+        ],
+        available_memory()[0],
+    )
     if estimate > budget:
-        LOGGER.warning(f"evolve: not sharing decoded images ({estimate / 1e9:.1f} GB would exceed "
-                       f"{budget / 1e9:.1f} GB: {OBJECT_STORE_SHARE:.0%} of the smallest node's object store, half "
-                       "the driver's free memory); each trial reads its own")
+        LOGGER.warning(
+            f"evolve: not sharing decoded images ({estimate / 1e9:.1f} GB would exceed "
+            f"{budget / 1e9:.1f} GB: {OBJECT_STORE_SHARE:.0%} of the smallest node's object store, half "
+            "the driver's free memory); each trial reads its own"
+        )
         return None
     decoded = {"train": train.decoded_images(), "val": val.decoded_images()}
     LOGGER.info(f"evolve: shared {train.n} train + {val.n} val decoded images at {imgsz} px with all trials")

@@ -12,8 +12,10 @@ from yolo_ray.config import HYP_KEYS, UserError, hyp_range_problem, load_yaml, t
 
 _PACKAGE_DIR = Path(yolo_ray.__file__).resolve().parent
 # An installed wheel holds them as package data; a checkout (or an editable install) at its top.
-SEARCH_SPACE_DIR = next((d for d in (_PACKAGE_DIR / "search_spaces", _PACKAGE_DIR.parent / "search_spaces")
-                         if d.is_dir()), _PACKAGE_DIR / "search_spaces")
+SEARCH_SPACE_DIR = next(
+    (d for d in (_PACKAGE_DIR / "search_spaces", _PACKAGE_DIR.parent / "search_spaces") if d.is_dir()),
+    _PACKAGE_DIR / "search_spaces",
+)
 DEFAULT_SEARCH_SPACE = "yolov5"
 # `anchors` is optional in hyp files; evolution adds it (upstream's default of 3) when missing.
 EVOLVABLE_KEYS = (*HYP_KEYS, "anchors")
@@ -89,7 +91,11 @@ def _format_mismatch(keys: list[str], enabled_flags: bool) -> str:
     """One sentence for every key written in the other strategy's format (a whole file usually is)."""
     shown = ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
     if enabled_flags:
-        return (f"{shown}: [gain, low, high] triples, but --strategy population takes [true|false, low, high] "
-                "(e.g. the shipped yolov5_population)")
-    return (f"{shown}: population [enabled, low, high] triples; use them with --strategy population, "
-            "or give [gain, low, high]")
+        return (
+            f"{shown}: [gain, low, high] triples, but --strategy population takes [true|false, low, high] "
+            "(e.g. the shipped yolov5_population)"
+        )
+    return (
+        f"{shown}: population [enabled, low, high] triples; use them with --strategy population, "
+        "or give [gain, low, high]"
+    )

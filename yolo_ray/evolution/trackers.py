@@ -28,18 +28,26 @@ def tune_callbacks(opt: dict[str, Any]) -> list[Any]:
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     callbacks: list[Any] = [CSVLoggerCallback(), JsonLoggerCallback()]
     if opt.get("tensorboard", True):
-        LOGGER.info(f"TensorBoard: Start with 'tensorboard --logdir {save_dir}', view at http://localhost:6006/ "
-                    "(one run per trial, hyps under HPARAMS)")
+        LOGGER.info(
+            f"TensorBoard: Start with 'tensorboard --logdir {save_dir}', view at http://localhost:6006/ "
+            "(one run per trial, hyps under HPARAMS)"
+        )
         callbacks.append(TBXLoggerCallback())
     settings = tracker_settings(opt.get("trackers"))
     if "mlflow" in settings:
         from ray.air.integrations.mlflow import MLflowLoggerCallback
 
-        callbacks.append(MLflowLoggerCallback(tracking_uri=settings["mlflow"], experiment_name=str(save_dir),
-                                              tags={"evolution": str(save_dir)}))
+        callbacks.append(
+            MLflowLoggerCallback(
+                tracking_uri=settings["mlflow"], experiment_name=str(save_dir), tags={"evolution": str(save_dir)}
+            )
+        )
     if "wandb" in settings:
         from ray.air.integrations.wandb import WandbLoggerCallback
 
-        callbacks.append(WandbLoggerCallback(project=save_dir.parent.name, group=str(save_dir), dir=str(save_dir),
-                                             mode=settings["wandb"]))
+        callbacks.append(
+            WandbLoggerCallback(
+                project=save_dir.parent.name, group=str(save_dir), dir=str(save_dir), mode=settings["wandb"]
+            )
+        )
     return callbacks

@@ -50,8 +50,13 @@ def evolve_trial(config: dict[str, Any], train_config: dict[str, Any]) -> None:
         if placement.workers == 1:
             results = train_loop_per_worker(train)  # the loop fetches shared decoded images itself
         else:
-            trainer = make_torch_trainer(train_loop_per_worker, train, placement, callbacks=(TuneReportCallback(),),
-                                         name=context.get_trial_name())
+            trainer = make_torch_trainer(
+                train_loop_per_worker,
+                train,
+                placement,
+                callbacks=(TuneReportCallback(),),
+                name=context.get_trial_name(),
+            )
             results = trainer.fit().return_value  # Train V2 hands back rank 0's return value
     except Exception as e:  # Tune would retry it --max-retries times: only what a retry can fix is raised
         final = deterministic_error(e)

@@ -64,8 +64,19 @@ class AutoShape(nn.Module):
             array, name = _as_rgb(item, i)
             arrays.append(array)
             files.append(name)
-        preds, times, shape = predict(self.model, arrays, size, self.conf, self.iou, self.classes, self.agnostic,
-                                      self.multi_label, self.max_det, amp=self.amp, augment=augment)
+        preds, times, shape = predict(
+            self.model,
+            arrays,
+            size,
+            self.conf,
+            self.iou,
+            self.classes,
+            self.agnostic,
+            self.multi_label,
+            self.max_det,
+            amp=self.amp,
+            augment=augment,
+        )
         return Detections(arrays, preds, files, times, self.names, shape)
 
 
@@ -107,9 +118,15 @@ def default_device() -> torch.device:
     return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
 
 
-def load(model: str | Path = "yolov5s", classes: int | None = None, channels: int = 3,
-         weights: str | Path | None = None, autoshape: bool = True, device: str | torch.device | None = None,
-         fuse: bool = True) -> nn.Module:
+def load(
+    model: str | Path = "yolov5s",
+    classes: int | None = None,
+    channels: int = 3,
+    weights: str | Path | None = None,
+    autoshape: bool = True,
+    device: str | torch.device | None = None,
+    fuse: bool = True,
+) -> nn.Module:
     """A model for inference, as torch.hub.load('ultralytics/yolov5', ...).
 
     model: a .pt checkpoint (ours or upstream's), an export (.onnx, .torchscript, *_openvino_model), an

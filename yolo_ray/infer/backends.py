@@ -22,9 +22,16 @@ from yolo_ray.infer.visualize import visualized_forward
 from yolo_ray.official import official_name
 
 # Upstream's other export formats: named so a user gets one clear line instead of "unknown suffix".
-NOT_BUILT = {".engine": "TensorRT", ".mlmodel": "CoreML", "_saved_model": "TensorFlow SavedModel",
-             ".pb": "TensorFlow GraphDef", "_edgetpu.tflite": "TensorFlow Edge TPU", ".tflite": "TensorFlow Lite",
-             "_web_model": "TensorFlow.js", "_paddle_model": "PaddlePaddle"}
+NOT_BUILT = {
+    ".engine": "TensorRT",
+    ".mlmodel": "CoreML",
+    "_saved_model": "TensorFlow SavedModel",
+    ".pb": "TensorFlow GraphDef",
+    "_edgetpu.tflite": "TensorFlow Edge TPU",
+    ".tflite": "TensorFlow Lite",
+    "_web_model": "TensorFlow.js",
+    "_paddle_model": "PaddlePaddle",
+}
 FORMAT_NAMES = {"pt": "PyTorch", "torchscript": "TorchScript", "onnx": "ONNX", "openvino": "OpenVINO"}
 
 
@@ -48,8 +55,10 @@ def weights_format(path: Path) -> str:
         return path.suffix[1:]
     for suffix, fmt in NOT_BUILT.items():
         if name.endswith(suffix):
-            raise UserError(f"{path}: {fmt} models are not supported here (use .pt, .torchscript, .onnx or "
-                            "an OpenVINO *_openvino_model folder)")
+            raise UserError(
+                f"{path}: {fmt} models are not supported here (use .pt, .torchscript, .onnx or "
+                "an OpenVINO *_openvino_model folder)"
+            )
     raise UserError(f"{path}: unknown weights format (use .pt, .torchscript, .onnx or a *_openvino_model folder)")
 
 
@@ -60,9 +69,17 @@ class Backend(nn.Module):
     are cast to half), device, input_shape ((batch, ch, h, w) of a fixed-shape export, else None).
     """
 
-    def __init__(self, run: Callable[[torch.Tensor], Any], names: dict[int, str], stride: int, fmt: str,
-                 device: torch.device, fp16: bool = False, input_shape: tuple[int, ...] | None = None,
-                 model: nn.Module | None = None):
+    def __init__(
+        self,
+        run: Callable[[torch.Tensor], Any],
+        names: dict[int, str],
+        stride: int,
+        fmt: str,
+        device: torch.device,
+        fp16: bool = False,
+        input_shape: tuple[int, ...] | None = None,
+        model: nn.Module | None = None,
+    ):
         super().__init__()
         self.run, self.names, self.nc, self.stride = run, names, len(names), stride
         self.fmt, self.pt, self.fp16, self.device, self.input_shape = fmt, model is not None, fp16, device, input_shape
@@ -79,8 +96,10 @@ class Backend(nn.Module):
         if self.fp16 and im.dtype != torch.float16:
             im = im.half()
         if self.input_shape and tuple(im.shape) != self.input_shape:
-            raise UserError(f"this {FORMAT_NAMES[self.fmt]} model takes input {self.input_shape}, got "
-                            f"{tuple(im.shape)}: pass its --imgsz (and batch size 1) or export with --dynamic")
+            raise UserError(
+                f"this {FORMAT_NAMES[self.fmt]} model takes input {self.input_shape}, got "
+                f"{tuple(im.shape)}: pass its --imgsz (and batch size 1) or export with --dynamic"
+            )
         if augment or visualize:
             if not self.pt:
                 raise UserError(f"--augment and --visualize need a PyTorch model, not {FORMAT_NAMES[self.fmt]}")
@@ -98,8 +117,13 @@ class Backend(nn.Module):
         return self
 
 
-def load_backend(weights: Sequence[str | Path] | str | Path, device: torch.device | str = "cpu", half: bool = False,
-                 dnn: bool = False, fuse: bool = True) -> Backend:
+def load_backend(
+    weights: Sequence[str | Path] | str | Path,
+    device: torch.device | str = "cpu",
+    half: bool = False,
+    dnn: bool = False,
+    fuse: bool = True,
+) -> Backend:
     """Load weights of any supported format (several .pt = an ensemble). half: fp16 for PyTorch and
     TorchScript (as upstream, on CPU too); ONNX and OpenVINO run in the precision they were exported in."""
     paths = [weights] if isinstance(weights, (str, Path)) else list(weights)
@@ -159,8 +183,9 @@ def _onnxruntime(file: Path, device: torch.device) -> Backend:
         return session.run(output_names, {graph_input.name: x.cpu().numpy()})[0]
 
     names = _names(ast.literal_eval(meta["names"]) if "names" in meta else None, file)
-    return Backend(run, names, int(meta.get("stride", 32)), "onnx", torch.device("cpu"), fp16,
-                   _onnx_shape(graph_input.shape))
+    return Backend(
+        run, names, int(meta.get("stride", 32)), "onnx", torch.device("cpu"), fp16, _onnx_shape(graph_input.shape)
+    )
 
 
 def _opencv_dnn(file: Path) -> Backend:
@@ -184,8 +209,9 @@ def _onnx_metadata(file: Path) -> tuple[dict[str, str], tuple[int, ...] | None]:
     import onnx
 
     proto = onnx.load(str(file), load_external_data=False)
-    dims = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in
-            proto.graph.input[0].type.tensor_type.shape.dim]
+    dims = [
+        d.dim_value if d.HasField("dim_value") else d.dim_param for d in proto.graph.input[0].type.tensor_type.shape.dim
+    ]
     return {p.key: p.value for p in proto.metadata_props}, _onnx_shape(dims)
 
 

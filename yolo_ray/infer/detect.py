@@ -59,8 +59,9 @@ class _VideoWriters:
         writer = self.writers.get(frame.path)
         if writer is None:
             h, w = image.shape[:2]
-            writer = cv2.VideoWriter(str(save_path.with_suffix(".mp4")), cv2.VideoWriter_fourcc(*"mp4v"),
-                                     frame.fps, (w, h))
+            writer = cv2.VideoWriter(
+                str(save_path.with_suffix(".mp4")), cv2.VideoWriter_fourcc(*"mp4v"), frame.fps, (w, h)
+            )
             self.writers[frame.path] = writer
         writer.write(image)
 
@@ -101,20 +102,28 @@ def single_frames(files: list[str], skipped: Skipped, vid_stride: int) -> Iterat
 
 def _input_batch(model: Backend, frames: list[Frame], imgsz: tuple[int, int]) -> torch.Tensor:
     """Upstream's loaders: letterboxed to imgsz (to the stride grid only for PyTorch and same-shape frames)."""
-    auto = model.pt and (len(frames) == 1 or len(
-        {letterbox(f.image, imgsz, stride=model.stride, auto=True)[0].shape for f in frames}) == 1)
+    auto = model.pt and (
+        len(frames) == 1
+        or len({letterbox(f.image, imgsz, stride=model.stride, auto=True)[0].shape for f in frames}) == 1
+    )
     ims = np.stack([letterbox(f.image, imgsz, stride=model.stride, auto=auto)[0] for f in frames])
     ims = np.ascontiguousarray(ims[..., ::-1].transpose(0, 3, 1, 2))  # BGR to RGB, BHWC to BCHW
     x = torch.from_numpy(ims).to(model.device)
     return (x.half() if model.fp16 else x.float()) / 255
 
 
-def _save_outputs(frame: Frame, det: torch.Tensor, opt: DetectOptions, names: dict[int, str], save_dir: Path,
-                  writers: _VideoWriters, viewer: _Viewer) -> None:
+def _save_outputs(
+    frame: Frame,
+    det: torch.Tensor,
+    opt: DetectOptions,
+    names: dict[int, str],
+    save_dir: Path,
+    writers: _VideoWriters,
+    viewer: _Viewer,
+) -> None:
     ascending = det.flip(0)  # upstream writes rows and crops lowest confidence first
     if opt.save_txt and len(det):
-        append_labels(save_dir / "labels" / f"{frame.label_stem}.txt", ascending, frame.image.shape[:2],
-                      opt.save_conf)
+        append_labels(save_dir / "labels" / f"{frame.label_stem}.txt", ascending, frame.image.shape[:2], opt.save_conf)
     if opt.save_crop:
         for *xyxy, _, cls in ascending.tolist():
             save_crop(xyxy, frame.image, save_dir / "crops" / names[int(cls)] / f"{Path(frame.name).stem}.jpg")
@@ -130,8 +139,9 @@ def _save_outputs(frame: Frame, det: torch.Tensor, opt: DetectOptions, names: di
             writers.write(frame, annotated, target)
 
 
-def run(model: Backend, batches: Iterable[list[Frame]], save_dir: Path, opt: DetectOptions,
-        total: int | None = None) -> int:
+def run(
+    model: Backend, batches: Iterable[list[Frame]], save_dir: Path, opt: DetectOptions, total: int | None = None
+) -> int:
     """Detect on every batch of frames (total: how many, when known); returns the number of frames processed.
 
     A terminal shows upstream's line per image; a file or pipe gets progress lines with images/s and ETA
@@ -151,8 +161,9 @@ def run(model: Backend, batches: Iterable[list[Frame]], save_dir: Path, opt: Det
             visualize = increment_path(save_dir / Path(frames[0].name).stem, mkdir=True) if opt.visualize else None
             raw = model(x, augment=opt.augment, visualize=visualize)
             t2 = time.perf_counter()
-            preds = non_max_suppression(nms_input(raw), opt.conf_thres, opt.iou_thres, opt.classes, opt.agnostic_nms,
-                                        max_det=opt.max_det)
+            preds = non_max_suppression(
+                nms_input(raw), opt.conf_thres, opt.iou_thres, opt.classes, opt.agnostic_nms, max_det=opt.max_det
+            )
             totals = [a + b for a, b in zip(totals, (t1 - t0, t2 - t1, time.perf_counter() - t2))]
             line = ""
             for frame, det in zip(frames, preds):
@@ -171,8 +182,10 @@ def run(model: Backend, batches: Iterable[list[Frame]], save_dir: Path, opt: Det
     if not seen:
         raise UserError("no readable images or videos among the sources")
     per_image = tuple(t / seen * 1e3 for t in totals)
-    print(("Speed: %.1fms pre-process, %.1fms inference, %.1fms NMS per image" % per_image)
-          + f" at shape {(1, 3, *opt.imgsz)}")
+    print(
+        ("Speed: %.1fms pre-process, %.1fms inference, %.1fms NMS per image" % per_image)
+        + f" at shape {(1, 3, *opt.imgsz)}"
+    )
     if opt.save_txt or opt.save_img:
         count = len(list(save_dir.glob("labels/*.txt")))
         labels = f"\n{count} labels saved to {save_dir / 'labels'}" if opt.save_txt else ""

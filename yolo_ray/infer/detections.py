@@ -26,12 +26,21 @@ class Detections:
     pre-process, inference, NMS; s: the batch's input shape.
     """
 
-    def __init__(self, ims: list[np.ndarray], pred: list[torch.Tensor], files: list[str],
-                 times: tuple[float, float, float], names: dict[int, str], shape: tuple[int, ...]):
+    def __init__(
+        self,
+        ims: list[np.ndarray],
+        pred: list[torch.Tensor],
+        files: list[str],
+        times: tuple[float, float, float],
+        names: dict[int, str],
+        shape: tuple[int, ...],
+    ):
         self.ims, self.pred, self.files, self.names = ims, pred, files, names
         self.n = len(pred)
-        gains = [torch.tensor([im.shape[1], im.shape[0], im.shape[1], im.shape[0], 1.0, 1.0], device=p.device)
-                 for im, p in zip(ims, pred)]
+        gains = [
+            torch.tensor([im.shape[1], im.shape[0], im.shape[1], im.shape[0], 1.0, 1.0], device=p.device)
+            for im, p in zip(ims, pred)
+        ]
         self.xyxy = pred
         self.xywh = [torch.cat((xyxy2xywh(p[:, :4]), p[:, 4:]), 1) for p in pred]
         self.xyxyn = [p / g for p, g in zip(self.xyxy, gains)]
@@ -58,8 +67,10 @@ class Detections:
         print(self)
 
     def _annotated(self, labels: bool) -> list[np.ndarray]:
-        return [draw_detections(im.copy(), pred, self.names, hide_labels=not labels, bgr=False)
-                for im, pred in zip(self.ims, self.pred)]
+        return [
+            draw_detections(im.copy(), pred, self.names, hide_labels=not labels, bgr=False)
+            for im, pred in zip(self.ims, self.pred)
+        ]
 
     def render(self, labels: bool = True) -> list[np.ndarray]:
         """The images (RGB) with their boxes drawn; they replace `ims`, as upstream's render."""
@@ -103,8 +114,9 @@ class Detections:
                 name = self.names.get(int(cls), str(int(cls)))
                 if folder is not None:
                     save_crop(box, bgr, folder / "crops" / name / f)
-                crops.append({"box": box, "conf": conf, "cls": cls, "label": f"{name} {conf:.2f}",
-                              "im": crop_box(box, bgr)})
+                crops.append(
+                    {"box": box, "conf": conf, "cls": cls, "label": f"{name} {conf:.2f}", "im": crop_box(box, bgr)}
+                )
         if folder is not None:
             print(f"Saved results to {folder}")
         return crops
@@ -112,8 +124,12 @@ class Detections:
     def pandas(self) -> Detections:
         """A copy whose xyxy, xyxyn, xywh, xywhn are lists of DataFrames (upstream's column names)."""
         new = copy.copy(self)
-        for key, columns in (("xyxy", XYXY_COLUMNS), ("xyxyn", XYXY_COLUMNS), ("xywh", XYWH_COLUMNS),
-                             ("xywhn", XYWH_COLUMNS)):
+        for key, columns in (
+            ("xyxy", XYXY_COLUMNS),
+            ("xyxyn", XYXY_COLUMNS),
+            ("xywh", XYWH_COLUMNS),
+            ("xywhn", XYWH_COLUMNS),
+        ):
             frames = []
             for rows in getattr(self, key):
                 records = [[*r[:5], int(r[5]), self.names.get(int(r[5]), str(int(r[5])))] for r in rows.tolist()]
@@ -123,5 +139,7 @@ class Detections:
 
     def tolist(self) -> list[Detections]:
         """One Detections per image."""
-        return [Detections([im], [p], [f], self.times, self.names, self.s)
-                for im, p, f in zip(self.ims, self.pred, self.files)]
+        return [
+            Detections([im], [p], [f], self.times, self.names, self.s)
+            for im, p, f in zip(self.ims, self.pred, self.files)
+        ]

@@ -17,9 +17,9 @@ from yolo_ray.config import UserError
 from yolo_ray.models.loading import model_from_checkpoint, model_stride
 from yolo_ray.infer.upstream_pickle import foreign_globals, save_upstream_checkpoint
 from yolo_ray.models import load_checkpoint
+
 # export.py's options, in a module --help can import without torch
 from yolo_ray.infer.formats import FORMATS, NOT_BUILT, ONNX_OPSET, check_include  # noqa: F401
-
 
 
 class ExportHead(nn.Module):
@@ -53,8 +53,14 @@ def _add_metadata(proto: Any, model: nn.Module) -> None:
         entry.key, entry.value = key, str(value)
 
 
-def export_onnx(model: nn.Module, im: torch.Tensor, file: Path, dynamic: bool = False, opset: int = ONNX_OPSET,
-                simplify: bool = False) -> Path:
+def export_onnx(
+    model: nn.Module,
+    im: torch.Tensor,
+    file: Path,
+    dynamic: bool = False,
+    opset: int = ONNX_OPSET,
+    simplify: bool = False,
+) -> Path:
     """ONNX (input 'images', output 'output0'), stride and names in the metadata, as upstream. dynamic:
     batch, height and width of the input and batch and boxes of the output are free."""
     try:
@@ -68,8 +74,17 @@ def export_onnx(model: nn.Module, im: torch.Tensor, file: Path, dynamic: bool = 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             # dynamo=False: the TorchScript-based exporter, which needs no onnxscript install
-            torch.onnx.export(ExportHead(model), (im,), str(file), opset_version=opset, do_constant_folding=True,
-                              input_names=["images"], output_names=["output0"], dynamic_axes=axes, dynamo=False)
+            torch.onnx.export(
+                ExportHead(model),
+                (im,),
+                str(file),
+                opset_version=opset,
+                do_constant_folding=True,
+                input_names=["images"],
+                output_names=["output0"],
+                dynamic_axes=axes,
+                dynamo=False,
+            )
     except (RuntimeError, torch.onnx.errors.OnnxExporterError) as e:
         raise UserError(f"--opset {opset}: the ONNX exporter refused it ({str(e).splitlines()[0][:160]})") from None
     finally:
@@ -121,9 +136,17 @@ def export_yolov5(weights: Path, model: nn.Module, file: Path) -> Path:
     return file
 
 
-def export_formats(weights: str | Path, include: list[str], imgsz: tuple[int, int] = (640, 640), batch_size: int = 1,
-                   dynamic: bool = False, opset: int = ONNX_OPSET, device: torch.device | str = "cpu",
-                   half: bool = False, simplify: bool = False) -> list[Path]:
+def export_formats(
+    weights: str | Path,
+    include: list[str],
+    imgsz: tuple[int, int] = (640, 640),
+    batch_size: int = 1,
+    dynamic: bool = False,
+    opset: int = ONNX_OPSET,
+    device: torch.device | str = "cpu",
+    half: bool = False,
+    simplify: bool = False,
+) -> list[Path]:
     """Write each format of `include` beside the weights; returns the files (an OpenVINO folder for openvino)."""
     include = check_include(include)
     weights = Path(weights)
@@ -139,8 +162,17 @@ def export_formats(weights: str | Path, include: list[str], imgsz: tuple[int, in
     return files
 
 
-def _export_graphs(fused: nn.Module, weights: Path, include: list[str], imgsz: tuple[int, int], batch_size: int,
-                   dynamic: bool, opset: int, half: bool, simplify: bool) -> list[Path]:
+def _export_graphs(
+    fused: nn.Module,
+    weights: Path,
+    include: list[str],
+    imgsz: tuple[int, int],
+    batch_size: int,
+    dynamic: bool,
+    opset: int,
+    half: bool,
+    simplify: bool,
+) -> list[Path]:
     stride = model_stride(fused)
     if any(s % stride for s in imgsz):
         raise UserError(f"--imgsz {list(imgsz)} must be multiples of the model's max stride {stride}")

@@ -5,11 +5,16 @@ from __future__ import annotations
 from yolo_ray.config import UserError
 
 FORMATS = ("yolov5", "torchscript", "onnx", "openvino")
-NOT_BUILT = {"engine": "TensorRT engines are not built here (they need a CUDA GPU and TensorRT)",
-             "coreml": "CoreML models are not built here", "saved_model": "TensorFlow formats are not built here",
-             "pb": "TensorFlow formats are not built here", "tflite": "TensorFlow formats are not built here",
-             "edgetpu": "TensorFlow formats are not built here", "tfjs": "TensorFlow formats are not built here",
-             "paddle": "PaddlePaddle models are not built here"}
+NOT_BUILT = {
+    "engine": "TensorRT engines are not built here (they need a CUDA GPU and TensorRT)",
+    "coreml": "CoreML models are not built here",
+    "saved_model": "TensorFlow formats are not built here",
+    "pb": "TensorFlow formats are not built here",
+    "tflite": "TensorFlow formats are not built here",
+    "edgetpu": "TensorFlow formats are not built here",
+    "tfjs": "TensorFlow formats are not built here",
+    "paddle": "PaddlePaddle models are not built here",
+}
 ONNX_OPSET = 12  # upstream's default
 
 

@@ -41,8 +41,15 @@ def save_crop(xyxy: torch.Tensor | list, im: np.ndarray, file: Path) -> Path:
     return file
 
 
-def draw_detections(im: np.ndarray, det: torch.Tensor, names: dict[int, str], line_width: int | None = None,
-                    hide_labels: bool = False, hide_conf: bool = False, bgr: bool = True) -> np.ndarray:
+def draw_detections(
+    im: np.ndarray,
+    det: torch.Tensor,
+    names: dict[int, str],
+    line_width: int | None = None,
+    hide_labels: bool = False,
+    hide_conf: bool = False,
+    bgr: bool = True,
+) -> np.ndarray:
     """Draw boxes with 'name conf' tags on im (HWC uint8) in place; line width from the image size by default."""
     lw = line_width or max(round(sum(im.shape[:2]) / 2 * 0.003), 2)
     for *xyxy, conf, cls in reversed(det.detach().float().cpu().tolist()):

@@ -26,10 +26,19 @@ def inference_shape(shapes: list[tuple[int, ...]], size: int | tuple[int, int], 
 
 
 @torch.no_grad()
-def predict(model: nn.Module, ims: list[np.ndarray], size: int | tuple[int, int] = 640, conf_thres: float = 0.25,
-            iou_thres: float = 0.45, classes: list[int] | None = None, agnostic: bool = False,
-            multi_label: bool = False, max_det: int = 1000, amp: bool = False, augment: bool = False
-            ) -> tuple[list[torch.Tensor], tuple[float, float, float], tuple[int, ...]]:
+def predict(
+    model: nn.Module,
+    ims: list[np.ndarray],
+    size: int | tuple[int, int] = 640,
+    conf_thres: float = 0.25,
+    iou_thres: float = 0.45,
+    classes: list[int] | None = None,
+    agnostic: bool = False,
+    multi_label: bool = False,
+    max_det: int = 1000,
+    amp: bool = False,
+    augment: bool = False,
+) -> tuple[list[torch.Tensor], tuple[float, float, float], tuple[int, ...]]:
     """Detections per image (k, 6) [x1, y1, x2, y2, conf, cls] in that image's pixels, upstream AutoShape's way.
 
     model: a Backend (yolo_ray.infer.backends). ims: HWC uint8 RGB arrays, letterboxed together to one

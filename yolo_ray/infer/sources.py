@@ -64,8 +64,10 @@ def list_sources(source: str | Path) -> list[str]:
     images = [f for f in files if _suffix(f) in IMG_FORMATS]
     videos = [f for f in files if _suffix(f) in VID_FORMATS]
     if not images + videos:
-        raise UserError(f"--source {text}: no images or videos found (images: {', '.join(IMG_FORMATS)}; "
-                        f"videos: {', '.join(VID_FORMATS)})")
+        raise UserError(
+            f"--source {text}: no images or videos found (images: {', '.join(IMG_FORMATS)}; "
+            f"videos: {', '.join(VID_FORMATS)})"
+        )
     return images + videos
 
 

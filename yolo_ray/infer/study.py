@@ -12,8 +12,9 @@ import numpy as np
 STUDY_SIZES = tuple(range(256, 1536 + 128, 128))
 
 
-def study_rows(validate: Callable[[int], tuple[tuple[float, ...], tuple[float, ...]]],
-               sizes: tuple[int, ...] | None = None) -> np.ndarray:
+def study_rows(
+    validate: Callable[[int], tuple[tuple[float, ...], tuple[float, ...]]], sizes: tuple[int, ...] | None = None
+) -> np.ndarray:
     """validate(imgsz) -> (7 results, 3 per-image times in ms), at each size (STUDY_SIZES by default):
     (len(sizes), 10)."""
     rows = []

@@ -42,7 +42,7 @@ def _clip_tails(y: list[torch.Tensor], nl: int) -> list[torch.Tensor]:
     smallest pass (upstream's _clip_augmented: those levels see objects at sizes they were not trained on)."""
     grid_points = sum(4**x for x in range(nl))
     y[0] = y[0][:, : -(y[0].shape[1] // grid_points)]
-    y[-1] = y[-1][:, (y[-1].shape[1] // grid_points) * 4 ** (nl - 1):]
+    y[-1] = y[-1][:, (y[-1].shape[1] // grid_points) * 4 ** (nl - 1) :]
     return y
 
 

@@ -66,8 +66,9 @@ def _plain_stride(state: dict[str, Any]) -> None:
 
 def upstream_tree(module: nn.Module) -> Any:
     """A copy of the module tree in which our classes are stand-ins with upstream's attributes."""
-    children = OrderedDict((name, upstream_tree(child) if child is not None else None)
-                           for name, child in module._modules.items())
+    children = OrderedDict(
+        (name, upstream_tree(child) if child is not None else None) for name, child in module._modules.items()
+    )
     cls = type(module)
     if cls not in UPSTREAM_NAMES:  # a torch module: itself, with converted children
         clone = copy.copy(module)
@@ -120,8 +121,14 @@ def save_upstream_checkpoint(model: DetectionModel, path: Path, meta: dict[str, 
     for p in model.parameters():
         p.requires_grad_(False)
     ckpt = {
-        "epoch": -1, "best_fitness": meta.get("best_fitness"), "model": upstream_tree(model), "ema": None,
-        "updates": None, "optimizer": None, "opt": meta.get("opt") or {}, "git": None,
+        "epoch": -1,
+        "best_fitness": meta.get("best_fitness"),
+        "model": upstream_tree(model),
+        "ema": None,
+        "updates": None,
+        "optimizer": None,
+        "opt": meta.get("opt") or {},
+        "git": None,
         "date": datetime.now().isoformat(),
     }
     torch.save(ckpt, path, pickle_module=UPSTREAM_PICKLE)
@@ -146,5 +153,4 @@ def pickle_globals(path: Path) -> set[str]:
 def foreign_globals(path: Path) -> list[str]:
     """Globals outside upstream's classes and torch/numpy/builtins/collections: must be none."""
     upstream = {f"{m}.{n}" for m, n in UPSTREAM_NAMES.values()}
-    return sorted(g for g in pickle_globals(path)
-                  if g not in upstream and g.split(".")[0] not in ALLOWED_GLOBAL_ROOTS)
+    return sorted(g for g in pickle_globals(path) if g not in upstream and g.split(".")[0] not in ALLOWED_GLOBAL_ROOTS)

@@ -49,8 +49,10 @@ def visualized_forward(model: nn.Module, x: torch.Tensor, save_dir: Path) -> tor
     outputs = []
     for member in members:
         layers = list(member.model)[:-1]  # the last layer is Detect
-        hooks = [layer.register_forward_hook(
-            lambda m, _, out: save_feature_maps(out, m.type, m.i, save_dir)) for layer in layers]
+        hooks = [
+            layer.register_forward_hook(lambda m, _, out: save_feature_maps(out, m.type, m.i, save_dir))
+            for layer in layers
+        ]
         try:
             outputs.append(member(x)[0])
         finally:

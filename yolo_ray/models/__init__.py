@@ -14,7 +14,21 @@ from yolo_ray.models.yolo import (
 )
 
 __all__ = [
-    "C3", "SPPF", "Bottleneck", "Concat", "Conv", "Detect", "DetectionModel", "CFG_DIR", "build_model",
-    "check_anchor_order", "de_parallel", "shipped_cfgs", "load_checkpoint", "load_weights", "transfer_weights",
-    "prune", "sparsity",
+    "C3",
+    "SPPF",
+    "Bottleneck",
+    "Concat",
+    "Conv",
+    "Detect",
+    "DetectionModel",
+    "CFG_DIR",
+    "build_model",
+    "check_anchor_order",
+    "de_parallel",
+    "shipped_cfgs",
+    "load_checkpoint",
+    "load_weights",
+    "transfer_weights",
+    "prune",
+    "sparsity",
 ]

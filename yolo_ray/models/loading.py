@@ -36,8 +36,9 @@ def model_from_checkpoint(weights: str | Path) -> DetectionModel:
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
-        raise UserError(f"{weights}: weights do not fit the model yaml they came with "
-                        f"({str(e).splitlines()[0]})") from None
+        raise UserError(
+            f"{weights}: weights do not fit the model yaml they came with ({str(e).splitlines()[0]})"
+        ) from None
     model.names = class_names(ckpt["names"], model.nc)
     model.float().eval()
     return model
@@ -50,8 +51,9 @@ class Ensemble(nn.ModuleList):
         return torch.cat([m(x)[0] for m in self], 1), None
 
 
-def load_models(weights: Sequence[str | Path] | str | Path, device: torch.device | str = "cpu",
-                fuse: bool = True) -> nn.Module:
+def load_models(
+    weights: Sequence[str | Path] | str | Path, device: torch.device | str = "cpu", fuse: bool = True
+) -> nn.Module:
     """One model, or an Ensemble when several weights are given (same classes required), on `device`.
 
     The result carries names, nc and stride (the ensemble's largest); fused for inference by default.

@@ -30,15 +30,25 @@ from yolo_ray.official import resolve_weights
 LOGGER = logging.getLogger(__name__)
 
 # Module classes an upstream detection checkpoint pickles (v7.0, plus v5-era Focus/SPP/BottleneckCSP).
-MODULE_CLASSES = frozenset({
-    ("models.yolo", "DetectionModel"), ("models.yolo", "Model"), ("models.yolo", "Detect"),
-    *(("models.common", n) for n in ("Conv", "Bottleneck", "C3", "SPPF", "Concat", "SPP", "Focus", "BottleneckCSP")),
-    *(("torch.nn.modules.activation", n) for n in ("SiLU", "LeakyReLU", "Hardswish", "ReLU")),
-    ("torch.nn.modules.conv", "Conv2d"), ("torch.nn.modules.batchnorm", "BatchNorm2d"),
-    ("torch.nn.modules.linear", "Identity"), ("torch.nn.modules.container", "Sequential"),
-    ("torch.nn.modules.container", "ModuleList"), ("torch.nn.modules.upsampling", "Upsample"),
-    ("torch.nn.modules.pooling", "MaxPool2d"),
-})
+MODULE_CLASSES = frozenset(
+    {
+        ("models.yolo", "DetectionModel"),
+        ("models.yolo", "Model"),
+        ("models.yolo", "Detect"),
+        *(
+            ("models.common", n)
+            for n in ("Conv", "Bottleneck", "C3", "SPPF", "Concat", "SPP", "Focus", "BottleneckCSP")
+        ),
+        *(("torch.nn.modules.activation", n) for n in ("SiLU", "LeakyReLU", "Hardswish", "ReLU")),
+        ("torch.nn.modules.conv", "Conv2d"),
+        ("torch.nn.modules.batchnorm", "BatchNorm2d"),
+        ("torch.nn.modules.linear", "Identity"),
+        ("torch.nn.modules.container", "Sequential"),
+        ("torch.nn.modules.container", "ModuleList"),
+        ("torch.nn.modules.upsampling", "Upsample"),
+        ("torch.nn.modules.pooling", "MaxPool2d"),
+    }
+)
 
 
 def _allowed_callables() -> dict[tuple[str, str], Any]:
@@ -159,15 +169,17 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(path)["state_dict"]
 
 
-def transfer_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor],
-                     exclude: tuple[str, ...] | list[str] = ()) -> tuple[int, int]:
+def transfer_weights(
+    model: nn.Module, state_dict: Mapping[str, torch.Tensor], exclude: tuple[str, ...] | list[str] = ()
+) -> tuple[int, int]:
     """Load the entries whose key and shape match the model, skipping keys containing any `exclude` string.
 
     Returns (transferred, total entries of the model's state dict), as upstream's "Transferred x/y items".
     """
     own = model.state_dict()
-    matched = {k: v for k, v in state_dict.items()
-               if k in own and not any(x in k for x in exclude) and v.shape == own[k].shape}
+    matched = {
+        k: v for k, v in state_dict.items() if k in own and not any(x in k for x in exclude) and v.shape == own[k].shape
+    }
     model.load_state_dict(matched, strict=False)
     LOGGER.info(f"Transferred {len(matched)}/{len(own)} items")
     return len(matched), len(own)
@@ -177,8 +189,10 @@ def _load_upstream(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=False, pickle_module=RESTRICTED_PICKLE)
     except RefusedGlobal as e:
-        raise UserError(f"{path}: refused to load: the pickle asks for {e.name}, which is not on the allow-list "
-                        "of a YOLOv5 detection checkpoint (a malicious or unsupported file)") from None
+        raise UserError(
+            f"{path}: refused to load: the pickle asks for {e.name}, which is not on the allow-list "
+            "of a YOLOv5 detection checkpoint (a malicious or unsupported file)"
+        ) from None
     except Exception as e:
         raise UserError(f"{path}: not a readable PyTorch checkpoint ({_first_line(e)})") from None
 

@@ -91,8 +91,13 @@ def check_anchor_order(detect: Detect) -> None:
 class DetectionModel(nn.Module):
     """A YOLOv5 detector: `model` is an nn.Sequential of yaml layers ending in Detect."""
 
-    def __init__(self, cfg: str | Path | dict = "yolov5s", ch: int = 3, nc: int | None = None,
-                 anchors: int | float | list | None = None):
+    def __init__(
+        self,
+        cfg: str | Path | dict = "yolov5s",
+        ch: int = 3,
+        nc: int | None = None,
+        anchors: int | float | list | None = None,
+    ):
         super().__init__()
         self.yaml, source = resolve_cfg(cfg)
         ch = self.yaml["ch"] = self.yaml.get("ch", ch)
@@ -150,11 +155,12 @@ class DetectionModel(nn.Module):
         for conv, s in zip(detect.m, detect.stride):
             b = conv.bias.view(detect.na, -1)
             b[:, 4] += math.log(8 / (640 / float(s)) ** 2)
-            b[:, 5:5 + detect.nc] += math.log(0.6 / (detect.nc - 0.99999))
+            b[:, 5 : 5 + detect.nc] += math.log(0.6 / (detect.nc - 0.99999))
 
 
-def build_model(cfg: str | Path | dict, nc: int | None = None, anchors: int | float | list | None = None,
-                ch: int = 3) -> DetectionModel:
+def build_model(
+    cfg: str | Path | dict, nc: int | None = None, anchors: int | float | list | None = None, ch: int = 3
+) -> DetectionModel:
     """A fresh model from a shipped name ("yolov5s" / "yolov5s.yaml"), a yaml path or a yaml dict."""
     return DetectionModel(cfg, ch=ch, nc=nc, anchors=anchors)
 
@@ -180,7 +186,12 @@ def resolve_cfg(cfg: str | Path | dict) -> tuple[dict[str, Any], str]:
 
 
 MODULES: dict[str, type[nn.Module]] = {
-    "Conv": Conv, "Bottleneck": Bottleneck, "C3": C3, "SPPF": SPPF, "Concat": Concat, "Detect": Detect,
+    "Conv": Conv,
+    "Bottleneck": Bottleneck,
+    "C3": C3,
+    "SPPF": SPPF,
+    "Concat": Concat,
+    "Detect": Detect,
     "nn.Upsample": nn.Upsample,
 }
 # Modules whose first arg is the output channel count (scaled by width_multiple).
@@ -203,8 +214,14 @@ def validate_cfg(d: dict[str, Any], source: str) -> None:
             raise UserError(f"{source}: {key} must be a positive number, got {d[key]!r}")
     anchors = d["anchors"]
     if isinstance(anchors, list):
-        if not anchors or not all(isinstance(a, list) and a and len(a) % 2 == 0 and len(a) == len(anchors[0])
-                                  and all(_is_number(v) for v in a) for a in anchors):
+        if not anchors or not all(
+            isinstance(a, list)
+            and a
+            and len(a) % 2 == 0
+            and len(a) == len(anchors[0])
+            and all(_is_number(v) for v in a)
+            for a in anchors
+        ):
             raise UserError(f"{source}: anchors must be per-level lists of w,h pairs of equal length")
     elif not isinstance(anchors, int) or isinstance(anchors, bool) or anchors < 1:
         raise UserError(f"{source}: anchors must be a list of levels or a positive count, got {anchors!r}")
@@ -216,8 +233,9 @@ def validate_cfg(d: dict[str, Any], source: str) -> None:
             raise UserError(f"{source}: layer {i} must be [from, number, module, args], got {row!r}")
         f, n, name, args = row
         froms = f if isinstance(f, list) else [f]
-        if not froms or not all(isinstance(x, int) and not isinstance(x, bool) and -i <= x < i or x == -1
-                                for x in froms):
+        if not froms or not all(
+            isinstance(x, int) and not isinstance(x, bool) and -i <= x < i or x == -1 for x in froms
+        ):
             raise UserError(f"{source}: layer {i} 'from' must name earlier layers, got {f!r}")
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise UserError(f"{source}: layer {i} number must be a positive integer, got {n!r}")

@@ -82,8 +82,9 @@ def kmean_anchors(
     rng = rng or np.random.default_rng()
     small = int((wh0 < 3.0).any(1).sum())
     if small and verbose:
-        LOGGER.warning(f"AutoAnchor: WARNING: extremely small objects found: {small} of {len(wh0)} labels are "
-                       "< 3 pixels in size")
+        LOGGER.warning(
+            f"AutoAnchor: WARNING: extremely small objects found: {small} of {len(wh0)} labels are < 3 pixels in size"
+        )
     wh = wh0[(wh0 >= 2.0).any(1)].astype(np.float32)  # boxes under 2 px both ways carry no shape information
 
     if len(wh) >= n:
@@ -92,8 +93,9 @@ def kmean_anchors(
         k = kmeans(wh / std, n, rng) * std
     else:
         if verbose:
-            LOGGER.warning(f"AutoAnchor: WARNING: only {len(wh)} usable labels for {n} anchors, "
-                           "starting from random anchors")
+            LOGGER.warning(
+                f"AutoAnchor: WARNING: only {len(wh)} usable labels for {n} anchors, starting from random anchors"
+            )
         k = np.sort(rng.random(n * 2)).reshape(n, 2) * imgsz
     wh_t = torch.tensor(wh if len(wh) else wh0)
 

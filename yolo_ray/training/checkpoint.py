@@ -15,10 +15,19 @@ from yolo_ray.console import LOGGER
 
 RESULTS_CSV_KEYS = (
     "epoch",
-    "train/box_loss", "train/obj_loss", "train/cls_loss",
-    "metrics/precision", "metrics/recall", "metrics/mAP_0.5", "metrics/mAP_0.5:0.95",
-    "val/box_loss", "val/obj_loss", "val/cls_loss",
-    "x/lr0", "x/lr1", "x/lr2",
+    "train/box_loss",
+    "train/obj_loss",
+    "train/cls_loss",
+    "metrics/precision",
+    "metrics/recall",
+    "metrics/mAP_0.5",
+    "metrics/mAP_0.5:0.95",
+    "val/box_loss",
+    "val/obj_loss",
+    "val/cls_loss",
+    "x/lr0",
+    "x/lr1",
+    "x/lr2",
 )
 
 

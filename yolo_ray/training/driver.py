@@ -20,8 +20,13 @@ from yolo_ray.console import LOGGER, TRAIN_LOG, log_file, log_level, shell_comma
 from yolo_ray.options import FOLDER, RAY, TrainConfig, option_keys
 from yolo_ray.paths import check_project, create_run_dir, resolve_project
 from yolo_ray.training.inputs import resolve_inputs
-from yolo_ray.training.rundir import (find_last_checkpoint, load_resume_state, resume_checkpoint, run_dir_of,
-                                     save_run_files)
+from yolo_ray.training.rundir import (
+    find_last_checkpoint,
+    load_resume_state,
+    resume_checkpoint,
+    run_dir_of,
+    save_run_files,
+)
 
 
 @dataclass(frozen=True)
@@ -89,8 +94,10 @@ def resume_options(resume: str | bool, project: str, epochs: int | None = None) 
     train_on = epochs is not None and epochs > total
     if last_epoch < 0:  # stripped: the end-of-training steps ran and no optimizer state is left
         if not train_on:
-            LOGGER.info(f"{last}: training to {total} epochs is finished, nothing to resume. Results are in "
-                        f"{save_dir} (results.csv, weights/best.pt); add --epochs N (N > {total}) to train on.")
+            LOGGER.info(
+                f"{last}: training to {total} epochs is finished, nothing to resume. Results are in "
+                f"{save_dir} (results.csv, weights/best.pt); add --epochs N (N > {total}) to train on."
+            )
             return None
         LOGGER.info(f"{last}: finished {total} epochs; fine-tuning its weights for {epochs - total} more in a new run")
         opt.update(weights=str(last), cfg=None, epochs=epochs - total, exist_ok=False)
@@ -101,8 +108,9 @@ def resume_options(resume: str | bool, project: str, epochs: int | None = None) 
     opt.update(weights=str(last), cfg=None, resume=str(last), save_dir=str(save_dir))
     start_epoch = last_epoch + 1
     if start_epoch >= opt["epochs"]:  # killed after its last epoch: upstream goes to the end-of-training steps
-        LOGGER.info(f"{last}: all {opt['epochs']} epochs are trained; finishing the run "
-                    "(slim weights, validate best.pt)")
+        LOGGER.info(
+            f"{last}: all {opt['epochs']} epochs are trained; finishing the run (slim weights, validate best.pt)"
+        )
     else:
         LOGGER.info(f"Resuming training from {last} at epoch {start_epoch} of {opt['epochs']}")
     return opt
@@ -162,9 +170,13 @@ def run_training(opt: dict[str, Any], launch: Launch | None = None) -> dict[str,
     def attempt_trainer(attempt: int):
         # before every attempt: a restart after a lost node may have to wait for the autoscaler to replace it
         wait_for_resources(launch.placement, list(launch.nodes), launch.placement_timeout_s, "the training run")
-        return make_torch_trainer(train_loop_per_worker, {**config, "attempt": attempt}, launch.placement,
-                                  name=name if not attempt else f"{name}-{attempt}",
-                                  placement_timeout_s=launch.placement_timeout_s)
+        return make_torch_trainer(
+            train_loop_per_worker,
+            {**config, "attempt": attempt},
+            launch.placement,
+            name=name if not attempt else f"{name}-{attempt}",
+            placement_timeout_s=launch.placement_timeout_s,
+        )
 
     try:
         return fit_with_retries(attempt_trainer, max_failures=int(opt.get("max_failures") or 0))

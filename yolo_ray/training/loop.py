@@ -28,14 +28,29 @@ from yolo_ray.models import de_parallel
 from yolo_ray.options import TrainConfig
 from yolo_ray.training.autoanchor import check_anchors
 from yolo_ray.training.checkpoint import (
-    RESULTS_CSV_KEYS, append_results_row, build_checkpoint, save_checkpoint, strip_optimizer, truncate_results,
+    RESULTS_CSV_KEYS,
+    append_results_row,
+    build_checkpoint,
+    save_checkpoint,
+    strip_optimizer,
+    truncate_results,
 )
 from yolo_ray.cluster.nodes import node_weights
 from yolo_ray.training.model_setup import (
-    check_img_size, create_model, freeze_layers, init_seeds, process_seed, scale_loss_gains,
+    check_img_size,
+    create_model,
+    freeze_layers,
+    init_seeds,
+    process_seed,
+    scale_loss_gains,
 )
 from yolo_ray.training.optim import (
-    EarlyStopping, ModelEMA, accumulation_steps, build_optimizer, lr_lambda, scaled_weight_decay,
+    EarlyStopping,
+    ModelEMA,
+    accumulation_steps,
+    build_optimizer,
+    lr_lambda,
+    scaled_weight_decay,
     warmup_iterations,
 )
 from yolo_ray.training.epoch import train_one_epoch
@@ -43,7 +58,12 @@ from yolo_ray.training.precision import Precision
 from yolo_ray.training.run_state import RunState
 from yolo_ray.training.restart import epochs_to_train, finished_results, starting_checkpoint
 from yolo_ray.cluster.session import (
-    broadcast_from_main, claim_device, local_main_first, report, resolve_shared, worker_context,
+    broadcast_from_main,
+    claim_device,
+    local_main_first,
+    report,
+    resolve_shared,
+    worker_context,
 )
 from yolo_ray.cluster.storage import attach_storage, staging_dir
 from yolo_ray.training.trackers import RunTrackers
@@ -51,8 +71,17 @@ from yolo_ray.training.validate import validate
 
 # What the loop takes besides TrainConfig's options (their defaults are TrainConfig's): set by the drivers.
 WORKER_DEFAULTS: dict[str, Any] = {
-    "evolve": False, "report_every_epoch": False, "decoded": None, "gpu_memory_fraction": None, "run_id": None,
-    "cwd": None, "storage_uri": None, "attempt": 0, "log_level": "info", "save_dir": None, "resume": None,
+    "evolve": False,
+    "report_every_epoch": False,
+    "decoded": None,
+    "gpu_memory_fraction": None,
+    "run_id": None,
+    "cwd": None,
+    "storage_uri": None,
+    "attempt": 0,
+    "log_level": "info",
+    "save_dir": None,
+    "resume": None,
 }
 EMA_ATTRS = ("yaml", "nc", "hyp", "names", "stride", "class_weights")
 
@@ -90,13 +119,21 @@ def _start(opt: dict[str, Any], run_log: contextlib.ExitStack) -> RunState:
     ctx = worker_context(opt["device"])
     if ctx.mode != "plain":  # a Ray worker process: its records reach the driver through its stdout
         setup_logging(opt["log_level"])
-    claim_device(ctx, opt["gpu_memory_fraction"],
-                 benchmark=not (opt["deterministic"] or opt["rect"] or opt["multi_scale"]))
+    claim_device(
+        ctx, opt["gpu_memory_fraction"], benchmark=not (opt["deterministic"] or opt["rect"] or opt["multi_scale"])
+    )
     evolve = bool(opt["evolve"])
     # A stored run is staged in this node's own folder for it (nodes may share no disk with the driver)
     save_dir = staging_dir(opt["storage_uri"]) if opt["storage_uri"] else Path(opt["save_dir"])
-    run = RunState(opt, ctx, evolve, noval=opt["noval"] or evolve, nosave=opt["nosave"] or evolve,
-                   plots=ctx.is_main and not evolve and not opt["noplots"], save_dir=save_dir)
+    run = RunState(
+        opt,
+        ctx,
+        evolve,
+        noval=opt["noval"] or evolve,
+        nosave=opt["nosave"] or evolve,
+        plots=ctx.is_main and not evolve and not opt["noplots"],
+        save_dir=save_dir,
+    )
     if opt["storage_uri"] and opt["resume"]:  # the driver's copy of the stored last.pt: here it is this node's
         opt["resume"] = str(run.last)
     if ctx.is_main:
@@ -138,8 +175,7 @@ def _build_optimizer(run: RunState) -> None:
     run.start_epoch, run.epochs = epochs_to_train(resume_ckpt, run.epochs)
     run.accumulate = accumulation_steps(run.batch_size)
     hyp["weight_decay"] = scaled_weight_decay(hyp["weight_decay"], run.batch_size)
-    run.optimizer = build_optimizer(run.model, run.opt["optimizer"], hyp["lr0"], hyp["momentum"],
-                                    hyp["weight_decay"])
+    run.optimizer = build_optimizer(run.model, run.opt["optimizer"], hyp["lr0"], hyp["momentum"], hyp["weight_decay"])
     run.lf = lr_lambda(run.epochs, hyp["lrf"], bool(run.opt["cos_lr"]))
     run.scheduler = torch.optim.lr_scheduler.LambdaLR(run.optimizer, lr_lambda=run.lf)
     if resume_ckpt is not None:  # after the scheduler: the saved lr, not lf(0), continues
@@ -158,10 +194,26 @@ def _build_loaders(run: RunState) -> None:
     pin = run.device.type == "cuda"
     with local_main_first(ctx):
         run.train_loader, run.dataset = create_dataloader(
-            run.data["train"], run.imgsz, run.per_rank_batch, run.gs, single_cls, hyp=hyp, augment=True,
-            cache=opt["cache"], rect=opt["rect"], rank=ctx.rank if ctx.distributed else -1, world_size=ctx.world_size,
-            workers=workers, image_weights=opt["image_weights"], shuffle=True, seed=opt["seed"],
-            decoded=decoded.get("train"), prefix="train: ", nc=nc, pin_memory=pin, ram_copies=ctx.local_world_size,
+            run.data["train"],
+            run.imgsz,
+            run.per_rank_batch,
+            run.gs,
+            single_cls,
+            hyp=hyp,
+            augment=True,
+            cache=opt["cache"],
+            rect=opt["rect"],
+            rank=ctx.rank if ctx.distributed else -1,
+            world_size=ctx.world_size,
+            workers=workers,
+            image_weights=opt["image_weights"],
+            shuffle=True,
+            seed=opt["seed"],
+            decoded=decoded.get("train"),
+            prefix="train: ",
+            nc=nc,
+            pin_memory=pin,
+            ram_copies=ctx.local_world_size,
         )
     labels = run.dataset.labels
     run.labels = np.concatenate(labels, 0) if len(labels) else np.zeros((0, 5))
@@ -169,10 +221,21 @@ def _build_loaders(run: RunState) -> None:
         raise UserError(f"{opt['data']}: label class {int(run.labels[:, 0].max())} exceeds nc={nc}")
     if ctx.is_main:
         run.val_loader = create_dataloader(
-            run.data["val"], run.imgsz, run.per_rank_batch * 2, run.gs, single_cls, hyp=hyp,
-            cache=None if run.noval else opt["cache"], rect=True, rank=-1,
-            workers=workers if ctx.cpus is not None else workers * 2, pad=0.5,
-            decoded=decoded.get("val"), prefix="val: ", nc=nc, pin_memory=pin,
+            run.data["val"],
+            run.imgsz,
+            run.per_rank_batch * 2,
+            run.gs,
+            single_cls,
+            hyp=hyp,
+            cache=None if run.noval else opt["cache"],
+            rect=True,
+            rank=-1,
+            workers=workers if ctx.cpus is not None else workers * 2,
+            pad=0.5,
+            decoded=decoded.get("val"),
+            prefix="val: ",
+            nc=nc,
+            pin_memory=pin,
         )[0]
 
 
@@ -185,8 +248,14 @@ def _check_anchors(run: RunState) -> None:
 
             plot_labels(run.labels, run.names, run.save_dir)
         if not run.opt["noautoanchor"]:
-            check_anchors(detect, run.dataset.shapes, run.dataset.labels, thr=run.hyp["anchor_t"], imgsz=run.imgsz,
-                          rng=np.random.default_rng(run.opt["seed"]))
+            check_anchors(
+                detect,
+                run.dataset.shapes,
+                run.dataset.labels,
+                thr=run.hyp["anchor_t"],
+                imgsz=run.imgsz,
+                rng=np.random.default_rng(run.opt["seed"]),
+            )
         run.model.half().float()  # pre-reduce anchor precision, so fp16 checkpoints hold the anchors exactly
     if run.ctx.distributed:
         dist.broadcast(detect.anchors, src=0)
@@ -225,9 +294,11 @@ def _begin_training(run: RunState) -> None:
     if run.ctx.is_main and (run.opt["resume"] or run.opt["attempt"]):  # rows a failed attempt wrote after its save
         truncate_results(run.results_csv, run.start_epoch - 1)
     if run.ctx.is_main:
-        LOGGER.info(f"Image sizes {run.imgsz} train, {run.imgsz} val; {run.nb} batches/epoch of {run.per_rank_batch} "
-                    f"per rank x {run.ctx.world_size}; {run.precision}; logging results to {run.save_dir}\n"
-                    f"Starting training for {run.epochs} epochs...")
+        LOGGER.info(
+            f"Image sizes {run.imgsz} train, {run.imgsz} val; {run.nb} batches/epoch of {run.per_rank_batch} "
+            f"per rank x {run.ctx.world_size}; {run.precision}; logging results to {run.save_dir}\n"
+            f"Starting training for {run.epochs} epochs..."
+        )
 
 
 def _end_epoch(run: RunState, epoch: int, mloss: torch.Tensor) -> bool:
@@ -241,8 +312,15 @@ def _end_epoch(run: RunState, epoch: int, mloss: torch.Tensor) -> bool:
     if ctx.is_main:
         run.ema.update_attr(run.bare, include=EMA_ATTRS)
         if validated:
-            run.results, run.maps = _validate(run.ema.ema, run.val_loader, run.nc, run.compute_loss,
-                                              bool(opt["single_cls"]), run.precision, not run.evolve)
+            run.results, run.maps = _validate(
+                run.ema.ema,
+                run.val_loader,
+                run.nc,
+                run.compute_loss,
+                bool(opt["single_cls"]),
+                run.precision,
+                not run.evolve,
+            )
         fi = float(fitness(np.array(run.results).reshape(1, -1))[0])
     fi = broadcast_from_main(fi, ctx)
     stop = run.stopper(epoch=epoch, fitness=fi)  # same inputs on every rank: all stop together
@@ -255,15 +333,22 @@ def _end_epoch(run: RunState, epoch: int, mloss: torch.Tensor) -> bool:
     return stop
 
 
-def _save_epoch(run: RunState, epoch: int, row: list[float], fi: float, final_epoch: bool,
-                training_done: bool) -> None:
+def _save_epoch(run: RunState, epoch: int, row: list[float], fi: float, final_epoch: bool, training_done: bool) -> None:
     """Rank 0: the results.csv row, the trackers, last.pt (best.pt, epochN.pt) and the upload."""
     append_results_row(run.results_csv, epoch, row)
     if run.trackers is not None:
         run.trackers.log_epoch(epoch, row)
     if not run.nosave or (final_epoch and not run.evolve):
-        ckpt = build_checkpoint(epoch, run.best_fitness, run.bare, run.ema.ema, run.ema.updates, run.optimizer,
-                                run.opt, training_done=training_done)
+        ckpt = build_checkpoint(
+            epoch,
+            run.best_fitness,
+            run.bare,
+            run.ema.ema,
+            run.ema.updates,
+            run.optimizer,
+            run.opt,
+            training_done=training_done,
+        )
         save_checkpoint(ckpt, run.last)
         if run.best_fitness == fi:
             save_checkpoint(ckpt, run.best)
@@ -286,12 +371,23 @@ def _finish(run: RunState, epoch: int, t0: float) -> dict[str, float] | None:
     if run.best.exists() and not run.evolve:
         from yolo_ray.evaluation.val import final_validation  # matplotlib and val's writers only when needed
 
-        results = final_validation(run.best, run.data, run.val_loader, bool(run.opt["single_cls"]), run.save_dir,
-                                   run.plots, run.compute_loss, run.device)
+        results = final_validation(
+            run.best,
+            run.data,
+            run.val_loader,
+            bool(run.opt["single_cls"]),
+            run.save_dir,
+            run.plots,
+            run.compute_loss,
+            run.device,
+        )
     if run.plots:
         _plot_results(run.results_csv)
-    final = {**dict(zip(RESULT_KEYS, results)), "fitness": float(fitness(np.array(results).reshape(1, -1))[0]),
-             "epoch": epoch}
+    final = {
+        **dict(zip(RESULT_KEYS, results)),
+        "fitness": float(fitness(np.array(results).reshape(1, -1))[0]),
+        "epoch": epoch,
+    }
     if run.last.exists():
         strip_optimizer(run.last, final_results=final)
     if run.trackers is not None:
@@ -302,15 +398,23 @@ def _finish(run: RunState, epoch: int, t0: float) -> dict[str, float] | None:
     return final
 
 
-def _validate(model: nn.Module, loader, nc: int, compute_loss: ComputeLoss, single_cls: bool,
-              precision: Precision, show: bool) -> tuple[tuple[float, ...], np.ndarray]:
+def _validate(
+    model: nn.Module, loader, nc: int, compute_loss: ComputeLoss, single_cls: bool, precision: Precision, show: bool
+) -> tuple[tuple[float, ...], np.ndarray]:
     # fp16 weights on CUDA as upstream (half=amp); fp32 on CPU, where bf16 boxes would cost mAP@.95 accuracy
-    return validate(model, loader, nc, compute_loss, show, single_cls=single_cls,
-                    half=precision.dtype == torch.float16, memory_format=precision.memory_format)
+    return validate(
+        model,
+        loader,
+        nc,
+        compute_loss,
+        show,
+        single_cls=single_cls,
+        half=precision.dtype == torch.float16,
+        memory_format=precision.memory_format,
+    )
 
 
 def _plot_results(results_csv: Path) -> None:
     from yolo_ray.training.plots import plot_results  # matplotlib only when a run plots
 
     plot_results(results_csv)
-

@@ -90,8 +90,11 @@ def train_image_size(cfg: str | None, weights: str | None, imgsz: int) -> int:
     ckpt = load_checkpoint(weights) if weights else None
     source = cfg or (ckpt["yaml"] if ckpt else None)
     if not source:
-        raise UserError(f"{weights}: checkpoint holds no model yaml; pass --cfg as well" if weights else
-                        "no model: give --cfg (e.g. yolov5s.yaml) and/or --weights")
+        raise UserError(
+            f"{weights}: checkpoint holds no model yaml; pass --cfg as well"
+            if weights
+            else "no model: give --cfg (e.g. yolov5s.yaml) and/or --weights"
+        )
     gs = max(int(build_model(source).stride.max()), 32)
     return check_img_size(int(imgsz), gs, floor=gs * 2)
 

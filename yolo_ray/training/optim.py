@@ -147,5 +147,6 @@ class EarlyStopping:
         if stop:
             LOGGER.info(
                 f"Stopping training early as no improvement observed in last {self.patience} epochs. "
-                f"Best results observed at epoch {self.best_epoch}.")
+                f"Best results observed at epoch {self.best_epoch}."
+            )
         return stop

@@ -16,8 +16,16 @@ from yolo_ray.config import UserError  # noqa: E402
 
 # Upstream's panel layout: train losses and P/R on top, val losses and mAPs below.
 RESULTS_PANELS = (
-    "train/box_loss", "train/obj_loss", "train/cls_loss", "metrics/precision", "metrics/recall",
-    "val/box_loss", "val/obj_loss", "val/cls_loss", "metrics/mAP_0.5", "metrics/mAP_0.5:0.95",
+    "train/box_loss",
+    "train/obj_loss",
+    "train/cls_loss",
+    "metrics/precision",
+    "metrics/recall",
+    "val/box_loss",
+    "val/obj_loss",
+    "val/cls_loss",
+    "metrics/mAP_0.5",
+    "metrics/mAP_0.5:0.95",
 )
 
 

@@ -15,8 +15,9 @@ from yolo_ray.training.checkpoint import load_training_checkpoint, restart_check
 from yolo_ray.cluster.session import WorkerContext, broadcast_from_main
 
 
-def starting_checkpoint(ctx: WorkerContext, resume: str | None, last: Path,
-                        run_id: str | None) -> tuple[str | None, dict[str, Any] | None]:
+def starting_checkpoint(
+    ctx: WorkerContext, resume: str | None, last: Path, run_id: str | None
+) -> tuple[str | None, dict[str, Any] | None]:
     """(checkpoint path, its contents) to start from on every rank, or (None, None) for a fresh start.
 
     resume: the user's --resume file. Otherwise, in a Ray Train worker, the run's own last.pt when an

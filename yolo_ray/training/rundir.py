@@ -32,8 +32,10 @@ def resume_checkpoint(resume: str | Path) -> Path:
     if not path.is_file():
         raise UserError(f"{path}: --resume checkpoint not found")
     if path.parent.name != "weights" or not (path.parent.parent / "opt.yaml").is_file():
-        raise UserError(f"{path}: --resume checkpoint is not in a run folder (RUN/weights/last.pt beside "
-                        "RUN/opt.yaml), so there is no run of its own to continue; copy the whole run folder")
+        raise UserError(
+            f"{path}: --resume checkpoint is not in a run folder (RUN/weights/last.pt beside "
+            "RUN/opt.yaml), so there is no run of its own to continue; copy the whole run folder"
+        )
     return path
 
 

@@ -24,8 +24,22 @@ LOGGER = logging.getLogger(__name__)
 TRACKERS = ("mlflow", "wandb")
 # The images upstream's loggers send at the end of training, then our train batch mosaics.
 END_IMAGES = ("results.png", "confusion_matrix.png", "F1_curve.png", "PR_curve.png", "P_curve.png", "R_curve.png")
-RUN_OPTIONS = ("weights", "cfg", "data", "epochs", "batch_size", "imgsz", "optimizer", "single_cls", "rect",
-               "image_weights", "multi_scale", "cos_lr", "label_smoothing", "seed")
+RUN_OPTIONS = (
+    "weights",
+    "cfg",
+    "data",
+    "epochs",
+    "batch_size",
+    "imgsz",
+    "optimizer",
+    "single_cls",
+    "rect",
+    "image_weights",
+    "multi_scale",
+    "cos_lr",
+    "label_smoothing",
+    "seed",
+)
 
 
 def tracker_settings(names: Sequence[str] | dict[str, Any] | None) -> dict[str, Any]:
@@ -61,13 +75,15 @@ class RunTrackers:
         if opt.get("tensorboard", True):
             from torch.utils.tensorboard import SummaryWriter  # keeps upstream's tags as they are (":" too)
 
-            LOGGER.info(f"TensorBoard: Start with 'tensorboard --logdir {save_dir.parent}', "
-                        "view at http://localhost:6006/")
+            LOGGER.info(
+                f"TensorBoard: Start with 'tensorboard --logdir {save_dir.parent}', view at http://localhost:6006/"
+            )
             self.tb = SummaryWriter(str(save_dir))
         settings = tracker_settings(opt.get("trackers"))
         params = {**hyp, **{k: opt.get(k) for k in RUN_OPTIONS}}
-        self.mlflow, self.mlflow_run = (_start_mlflow(settings["mlflow"], save_dir, params) if "mlflow" in settings
-                                        else (None, None))
+        self.mlflow, self.mlflow_run = (
+            _start_mlflow(settings["mlflow"], save_dir, params) if "mlflow" in settings else (None, None)
+        )
         self.wandb = _start_wandb(settings["wandb"], save_dir, params) if "wandb" in settings else None
 
     def log_epoch(self, epoch: int, row: Sequence[float]) -> None:
@@ -119,8 +135,9 @@ def _start_wandb(mode: str | None, save_dir: Path, params: dict[str, Any]):
     # upstream's naming: runs/train logs to the W&B project "YOLOv5", any other project to its folder name
     project = save_dir.parent
     name = "YOLOv5" if project.parts[-2:] == ("runs", "train") else project.name
-    return wandb.init(project=name, name=save_dir.name, dir=str(save_dir), config=params, mode=mode,
-                      reinit="finish_previous")
+    return wandb.init(
+        project=name, name=save_dir.name, dir=str(save_dir), config=params, mode=mode, reinit="finish_previous"
+    )
 
 
 def _image_summary(file: Path):

@@ -10,8 +10,14 @@ from torch import nn
 from yolo_ray.evaluation.evaluate import evaluate
 
 
-def validate(model: nn.Module, loader: Iterable, nc: int, compute_loss: Callable | None = None, show: bool = False,
-             **options: Any) -> tuple[tuple[float, ...], np.ndarray]:
+def validate(
+    model: nn.Module,
+    loader: Iterable,
+    nc: int,
+    compute_loss: Callable | None = None,
+    show: bool = False,
+    **options: Any,
+) -> tuple[tuple[float, ...], np.ndarray]:
     """((P, R, mAP@.5, mAP@.5:.95, val box, obj, cls loss), per-class mAP@.5:.95 of length nc).
 
     The same evaluation as val.py (yolo_ray.evaluation.evaluate, which documents the options: thresholds,

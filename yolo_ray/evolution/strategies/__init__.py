@@ -45,8 +45,10 @@ def check_strategy_options(opt: dict[str, Any]) -> None:
     if opt["time_budget"] is not None:
         parse_duration(opt["time_budget"])
     if strategy == "population" and opt["early_stop"]:
-        raise UserError("--early-stop cannot be used with --strategy population: a generation is bred only "
-                        "from the fitness of every one of its individuals")
+        raise UserError(
+            "--early-stop cannot be used with --strategy population: a generation is bred only "
+            "from the fitness of every one of its individuals"
+        )
     if strategy in REQUIRED_MODULES:
         require_optuna(strategy)
     opt["search_space"] = opt["search_space"] or default_search_space(strategy)

@@ -44,8 +44,14 @@ class Strategy(ABC):
 
     name = ""
 
-    def __init__(self, base_hyp: Mapping[str, float], meta: SearchSpace, generations: int,
-                 seed: int | None, history: pd.DataFrame):
+    def __init__(
+        self,
+        base_hyp: Mapping[str, float],
+        meta: SearchSpace,
+        generations: int,
+        seed: int | None,
+        history: pd.DataFrame,
+    ):
         self.base_hyp = dict(base_hyp)
         self.meta = dict(meta)
         self.generations = int(generations)

@@ -150,8 +150,15 @@ class ClassicStrategy(Strategy):
 
     name = "classic"
 
-    def __init__(self, base_hyp: Mapping[str, float], meta: SearchSpace, generations: int, seed: int | None,
-                 history: pd.DataFrame, parent: str = "single"):
+    def __init__(
+        self,
+        base_hyp: Mapping[str, float],
+        meta: SearchSpace,
+        generations: int,
+        seed: int | None,
+        history: pd.DataFrame,
+        parent: str = "single",
+    ):
         super().__init__(base_hyp, meta, generations, seed, history)
         _check_parent_method(parent)
         self.parent = parent

@@ -31,8 +31,10 @@ def require_optuna(strategy: str) -> None:
         try:
             importlib.import_module(module)
         except ImportError:
-            raise UserError(f"--strategy {strategy} needs the '{module}' package, which is not installed: "
-                            "pip install 'yolo_ray[optuna]'") from None
+            raise UserError(
+                f"--strategy {strategy} needs the '{module}' package, which is not installed: "
+                "pip install 'yolo_ray[optuna]'"
+            ) from None
 
 
 def _sampler(strategy: str, seed: int | None) -> Any:
@@ -46,8 +48,15 @@ def _sampler(strategy: str, seed: int | None) -> Any:
 class OptunaStrategy(Strategy):
     """An Optuna study driven by ask/tell: one Optuna trial per Tune trial, told its fitness or FAIL."""
 
-    def __init__(self, base_hyp: Mapping[str, float], meta: SearchSpace, generations: int, seed: int | None,
-                 history: pd.DataFrame, strategy: str = "tpe"):
+    def __init__(
+        self,
+        base_hyp: Mapping[str, float],
+        meta: SearchSpace,
+        generations: int,
+        seed: int | None,
+        history: pd.DataFrame,
+        strategy: str = "tpe",
+    ):
         super().__init__(base_hyp, meta, generations, seed, history)
         require_optuna(strategy)
         import optuna

@@ -63,8 +63,9 @@ def random_individual(low: np.ndarray, high: np.ndarray, rng: np.random.Generato
     return rng.uniform(low, high)
 
 
-def initial_population(base: np.ndarray, low: np.ndarray, high: np.ndarray, size: int,
-                       rng: np.random.Generator) -> np.ndarray:
+def initial_population(
+    base: np.ndarray, low: np.ndarray, high: np.ndarray, size: int, rng: np.random.Generator
+) -> np.ndarray:
     """The base individual first, then size − 1 random ones."""
     return np.stack([base, *(random_individual(low, high, rng) for _ in range(size - 1))])
 
@@ -82,12 +83,19 @@ def select(scores: Sequence[float], generation: int, generations: int, rng: np.r
     for _ in range(size - elite_size(generation, generations)):
         entrants = rng.choice(size, size=k, replace=False)
         winners.append(int(entrants[int(np.argmax(scores[entrants]))]))
-    best = sorted(scores.tolist())[-elite_size(generation, generations):]
+    best = sorted(scores.tolist())[-elite_size(generation, generations) :]
     return winners + [i for i in range(size) if scores[i] in best]
 
 
-def breed(population: np.ndarray, scores: Sequence[float], generation: int, generations: int,
-          low: np.ndarray, high: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def breed(
+    population: np.ndarray,
+    scores: Sequence[float],
+    generation: int,
+    generations: int,
+    low: np.ndarray,
+    high: np.ndarray,
+    rng: np.random.Generator,
+) -> np.ndarray:
     """Generation + 1 from generation's individuals (rows of population) and their scores."""
     size, genes = population.shape
     pool = select(scores, generation, generations, rng)
@@ -117,8 +125,10 @@ def check_population_space(meta: SearchSpace, size: int) -> None:
     check_population_size(size)
     enabled = searched_keys(meta, meta)
     if len(enabled) < 2:
-        raise UserError(f"--strategy population needs at least 2 enabled keys with low < high "
-                        f"(single-point crossover), the search space has {len(enabled)}")
+        raise UserError(
+            f"--strategy population needs at least 2 enabled keys with low < high "
+            f"(single-point crossover), the search space has {len(enabled)}"
+        )
 
 
 class PopulationStrategy(Strategy):
@@ -132,8 +142,16 @@ class PopulationStrategy(Strategy):
 
     name = "population"
 
-    def __init__(self, base_hyp: Mapping[str, float], meta: SearchSpace, generations: int, seed: int | None,
-                 history: pd.DataFrame, save_dir: str | Path, size: int = POPULATION_SIZE):
+    def __init__(
+        self,
+        base_hyp: Mapping[str, float],
+        meta: SearchSpace,
+        generations: int,
+        seed: int | None,
+        history: pd.DataFrame,
+        save_dir: str | Path,
+        size: int = POPULATION_SIZE,
+    ):
         super().__init__(base_hyp, meta, generations, seed, history)
         self.size = int(size)
         check_population_space(meta, self.size)
@@ -148,16 +166,23 @@ class PopulationStrategy(Strategy):
     def _start(self, history: pd.DataFrame) -> None:
         rows = len(history)
         self.generation = rows // self.size
-        done = history.iloc[self.generation * self.size:]
+        done = history.iloc[self.generation * self.size :]
         population = self._saved_population()
         if population is None:
             if self.generation == 0:
                 base = np.array([self.base_hyp[k] for k in self.keys]).clip(self.low, self.high)
                 population = initial_population(base, self.low, self.high, self.size, self._rng())
             else:
-                previous = history.iloc[(self.generation - 1) * self.size: self.generation * self.size]
-                population = breed(self._genes(previous), previous[SELECTION_KEY].to_numpy(dtype=float),
-                                   self.generation - 1, self.total, self.low, self.high, self._rng())
+                previous = history.iloc[(self.generation - 1) * self.size : self.generation * self.size]
+                population = breed(
+                    self._genes(previous),
+                    previous[SELECTION_KEY].to_numpy(dtype=float),
+                    self.generation - 1,
+                    self.total,
+                    self.low,
+                    self.high,
+                    self._rng(),
+                )
         self._set_population(population)
         self._adopt_rows(done)
 
@@ -165,15 +190,21 @@ class PopulationStrategy(Strategy):
         return seeded_rng(self.seed, self.generation)
 
     def _genes(self, rows: pd.DataFrame) -> np.ndarray:
-        return np.stack([[float(row[k]) if k in row else self.base_hyp[k] for k in self.keys]
-                         for _, row in rows.iterrows()])
+        return np.stack(
+            [[float(row[k]) if k in row else self.base_hyp[k] for k in self.keys] for _, row in rows.iterrows()]
+        )
 
     def _set_population(self, population: np.ndarray) -> None:
         self.population = np.vectorize(as_stored)(population).astype(float)
         self.scores: list[float | None] = [None] * self.size
         self.queue = list(range(self.size))
-        save_yaml(self.file, {f"gen{self.generation}number{i}": dict(zip(self.keys, map(float, ind)))
-                              for i, ind in enumerate(self.population)})
+        save_yaml(
+            self.file,
+            {
+                f"gen{self.generation}number{i}": dict(zip(self.keys, map(float, ind)))
+                for i, ind in enumerate(self.population)
+            },
+        )
 
     def _saved_population(self) -> np.ndarray | None:
         """The generation in evolve_population.yaml when it is the one evolve.csv has reached; None when
@@ -181,8 +212,11 @@ class PopulationStrategy(Strategy):
         if not self.file.is_file():
             return None
         prefix = f"gen{self.generation}number"
-        individuals = {int(str(k)[len(prefix):]): v for k, v in load_yaml(self.file).items()
-                       if str(k).startswith(prefix) and str(k)[len(prefix):].isdigit()}
+        individuals = {
+            int(str(k)[len(prefix) :]): v
+            for k, v in load_yaml(self.file).items()
+            if str(k).startswith(prefix) and str(k)[len(prefix) :].isdigit()
+        }
         if sorted(individuals) != list(range(self.size)):
             return None
         try:

@@ -23,8 +23,14 @@ def random_hyp(base_hyp: Mapping[str, float], meta: SearchSpace, rng: np.random.
 class RandomStrategy(Strategy):
     name = "random"
 
-    def __init__(self, base_hyp: Mapping[str, float], meta: SearchSpace, generations: int, seed: int | None,
-                 history: pd.DataFrame):
+    def __init__(
+        self,
+        base_hyp: Mapping[str, float],
+        meta: SearchSpace,
+        generations: int,
+        seed: int | None,
+        history: pd.DataFrame,
+    ):
         super().__init__(base_hyp, meta, generations, seed, history)
         self.rng = seeded_rng(seed, len(history))
 
