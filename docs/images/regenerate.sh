@@ -13,7 +13,7 @@ export OMP_NUM_THREADS=1
 "$PY" scripts/train.py --weights yolo_ray/data/builtin/yolov5n-synthetic.pt --epochs 10 --imgsz 160 \
     --project "$OUT/train" --name exp
 # search_quality.png: every strategy at a small equal budget
-"$PY" benchmarks/bench_search.py --trials 4 --seeds 1 --noise-seeds 2 --out "$OUT/search"
+"$PY" benchmarks/bench_search.py --trials 4 --seeds 1 --noise-seeds 2 --epochs 1 --imgsz 128 --out "$OUT/search"
 
 "$PY" - "$OUT" <<'PYEOF'
 import sys
