@@ -43,14 +43,16 @@ def connect(address: str | None, log_to_driver: bool = True, visible_gpus: str |
     if ray.is_initialized():
         return False
     target = ray_init_address(address)
-    if target and target.startswith("ray://"):
+    # $RAY_ADDRESS names a cluster as --address does and gets the same checks (ray.init would retry a dead one forever)
+    named, label = (target, "--address") if target else (os.environ.get("RAY_ADDRESS"), "RAY_ADDRESS")
+    if named and named.startswith("ray://"):
         raise UserError(
-            f"--address {target}: Ray Client (ray://) cannot run this: the run's checks and Tune's "
+            f"{label} {named}: Ray Client (ray://) cannot run this: the run's checks and Tune's "
             "driver must run on the cluster; run the script on the head node with --address auto, "
             "or submit it with `ray job submit`"
         )
-    if target not in (None, "local"):
-        check_reachable(target)
+    if named and named != "local":
+        check_reachable(named, label=label)
     if target != "local":
         send_auth_token_if_available()
     if target == "local" and visible_gpus:
@@ -65,7 +67,7 @@ def connect(address: str | None, log_to_driver: bool = True, visible_gpus: str |
             logging_level=quiet_ray(),
         )
     except ConnectionError as e:
-        raise UserError(f"--address {address or os.environ.get('RAY_ADDRESS')}: no Ray cluster there ({e})") from None
+        raise UserError(f"{label} {named}: no Ray cluster there ({e})") from None
     return True
 
 
@@ -89,30 +91,32 @@ def send_auth_token_if_available() -> None:
     maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
-def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
-    """Fail within timeout_s when nothing answers at a host:port address (ray.init would retry forever)."""
-    host_port = _resolve_auto(address) if address == "auto" else address.split("://")[-1]
+def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S, label: str = "--address") -> None:
+    """Fail within timeout_s when nothing answers at a host:port address (ray.init would retry forever).
+
+    label: where the address came from (--address or RAY_ADDRESS), for the error line."""
+    host_port = _resolve_auto(address, label) if address == "auto" else address.split("://")[-1]
     host, _, port = host_port.rpartition(":")
     if not host or not port.isdigit():
-        raise UserError(f"--address {address!r}: expected 'auto' or host:port of a Ray head (e.g. 10.0.0.1:6379)")
+        raise UserError(f"{label} {address!r}: expected 'auto' or host:port of a Ray head (e.g. 10.0.0.1:6379)")
     try:
         socket.create_connection((host, int(port)), timeout=timeout_s).close()
     except OSError as e:
         raise UserError(
-            f"--address {address}: no Ray cluster answers at {host}:{port} "
+            f"{label} {address}: no Ray cluster answers at {host}:{port} "
             f"({e.strerror or e or 'timed out'} after at most {timeout_s:.0f} s)"
         ) from None
 
 
-def _resolve_auto(address: str) -> str:
+def _resolve_auto(address: str, label: str) -> str:
     from ray._private.services import canonicalize_bootstrap_address
 
     try:
         resolved = canonicalize_bootstrap_address(address)
     except ConnectionError as e:
-        raise UserError(f"--address auto: no running Ray cluster found on this machine ({e})") from None
+        raise UserError(f"{label} auto: no running Ray cluster found on this machine ({e})") from None
     if not resolved:
-        raise UserError("--address auto: no running Ray cluster found on this machine (start one: ray start --head)")
+        raise UserError(f"{label} auto: no running Ray cluster found on this machine (start one: ray start --head)")
     return resolved
 
 
