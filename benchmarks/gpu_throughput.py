@@ -96,7 +96,7 @@ def step_speed(nc: int, batch: tuple[Any, Any], compile_model: bool, steps: int 
         precision.scaler.step(optimizer)
         precision.scaler.update()
         optimizer.zero_grad(set_to_none=True)
-        return float(loss)
+        return loss.item()
 
     t0 = time.perf_counter()
     first_loss = step()
