@@ -30,6 +30,7 @@ from yolo_ray.evolution.dashboard import EvolveMetrics
 from yolo_ray.evolution.evolve_csv import remove_lock
 from yolo_ray.evolution.progress import EvolveProgress, TrialEvents, unranked_warning
 from yolo_ray.evolution.run_options import resolve_options, write_saved_options
+from yolo_ray.evolution.scheduling import trial_scheduler
 from yolo_ray.evolution.searcher import EvolveSearcher
 from yolo_ray.evolution.space import SearchSpace
 from yolo_ray.evolution.stopping import parse_duration
@@ -207,7 +208,7 @@ def _build_tuner(opt: dict[str, Any], searcher: EvolveSearcher, trial: Callable,
             num_samples=-1,
             max_concurrent_trials=placement.concurrency,
             reuse_actors=True,
-            scheduler=_early_stopper(opt["epochs"]) if opt["early_stop"] else None,
+            scheduler=trial_scheduler(opt["early_stop"], opt["epochs"]),
             # the run's name leads, so trials (and the Train runs of DDP trials) of several evolutions on
             # one cluster stay apart in the dashboard; the id's suffix counts the trials of this invocation
             trial_name_creator=lambda trial: f"{Path(opt['save_dir']).name}_{_trial_name(trial)}",
@@ -266,24 +267,6 @@ def _train_config(opt: dict[str, Any], placement: Placement, real_training: bool
         if opt["share_images"]:
             config["decoded"] = share_decoded_images(config, config["imgsz"])  # on the stride grid already
     return config
-
-
-def _early_stopper(epochs: int) -> tune.schedulers.TrialScheduler:
-    """ASHA on per-epoch fitness: trials in the bottom two thirds at a rung stop; a quarter of the epochs first.
-
-    One report per epoch, then the completion report: max_t = epochs + 1, or ASHA would stop every
-    trial at its last epoch, before the report that makes it a row.
-    """
-    from ray.tune.schedulers import ASHAScheduler
-
-    return ASHAScheduler(
-        time_attr="training_iteration",
-        metric="fitness",
-        mode="max",
-        max_t=epochs + 1,
-        grace_period=max(1, epochs // 4),
-        reduction_factor=3,
-    )
 
 
 def _trial_name(trial: Any) -> str:

@@ -145,11 +145,8 @@ class EvolveSearcher(Searcher):
                 f"(not in the file: {missing or 'none'}; only in the file: {extra or 'none'}); "
                 "resume with the same --hyp and --noautoanchor setting"
             )
-        if len(self.history):
-            scores = fitness(self.history[list(EVOLVE_RESULT_KEYS)].to_numpy(dtype=float))
-            self.n_parents = int(np.isfinite(scores).sum())
-        else:
-            self.n_parents = 0
+        self.n_parents = int(np.isfinite(self._scores()).sum())
+        self._best_fitness = self._best_of_history()
 
     def _start_strategy(self) -> None:
         self.strategy = make_strategy(
@@ -172,11 +169,20 @@ class EvolveSearcher(Searcher):
     def failure_cap_reached(self) -> bool:
         return self.failed >= self.max_failed_trials
 
+    def _scores(self) -> np.ndarray:
+        if not len(self.history):
+            return np.zeros(0)
+        return fitness(self.history[list(EVOLVE_RESULT_KEYS)].to_numpy(dtype=float))
+
+    def _best_of_history(self) -> float:
+        scores = self._scores()
+        return float(np.nanmax(scores)) if np.isfinite(scores).any() else math.nan
+
     @property
     def best_fitness(self) -> float:
-        if not self.n_parents:
-            return float("nan")
-        return float(np.nanmax(fitness(self.history[list(EVOLVE_RESULT_KEYS)].to_numpy(dtype=float))))
+        """The best fitness in evolve.csv (NaN before the first finite one); kept as rows arrive, since
+        the dashboard's gauges and the progress line ask for it several times per trial."""
+        return self._best_fitness
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         if self.rows >= self.generations or self.failure_cap_reached:
@@ -222,6 +228,9 @@ class EvolveSearcher(Searcher):
         # Hold what evolve.csv holds (%.5g), as upstream re-reads it: parents mutate from the same
         # values whether or not the run was resumed in between.
         row = {k: float(f"{v:.5g}") for k, v in row.items()}
+        score = float(fitness(np.array([[row[k] for k in EVOLVE_RESULT_KEYS]]))[0])
+        if math.isfinite(score) and not score <= self._best_fitness:  # also when the best is still NaN
+            self._best_fitness = score
         columns = list(self.history.columns)
         if self.history.empty:  # a new file's frame has no hyp columns yet
             self.history = pd.DataFrame([row], dtype=float)
@@ -244,6 +253,7 @@ class EvolveSearcher(Searcher):
         for key in _STATE_KEYS:
             setattr(self, key, state[key])
         self._metric, self._mode = state["metric"], state["mode"]
+        self._best_fitness = self._best_of_history()
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as f:
