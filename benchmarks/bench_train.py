@@ -3,6 +3,7 @@
     python benchmarks/bench_train.py                        # img/s and s/epoch on coco128 (yolov5n, 320, bs 16)
     python benchmarks/bench_train.py --no-amp --no-channels-last   # the fp32 NCHW baseline
     python benchmarks/bench_train.py --startup   # process start -> first optimizer step, direct and TorchTrainer
+    python benchmarks/bench_train.py --pieces --imgsz 128 --epochs 1 --workers 0   # an evolve trial's fixed costs
 
 Throughput counts the training part of each epoch (data loading included, validation excluded); the
 first epoch also pays for worker start-up, so run --epochs 2 or more and read the last line. On a
@@ -120,6 +121,57 @@ def startup(args: argparse.Namespace) -> None:
             print(f"{mode:8s}: {first:.1f} s to the first optimizer step ({total:.1f} s for the whole 1-epoch run)")
 
 
+TRIAL_STAGES = (
+    "_start",
+    "_build_model",
+    "_build_optimizer",
+    "_build_loaders",
+    "_check_anchors",
+    "_prepare_model",
+    "train_one_epoch",
+    "_end_epoch",
+    "_finish",
+)
+
+
+def pieces(args: argparse.Namespace, trials: int = 2) -> None:
+    """Wall and CPU seconds of each stage of an evolve-mode trial (AutoAnchor on, validation at the end),
+    run `trials` times in one process: the first pays the imports and caches as a new trial process does,
+    the later ones show what a reused trial process pays."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    import yolo_ray.training.loop as loop
+
+    imports = (time.perf_counter() - t0, time.process_time() - c0)
+    stages: list[dict[str, tuple[float, float]]] = []
+
+    def timed(name: str, fn):
+        def wrapper(*a, **k):
+            t, c = time.perf_counter(), time.process_time()
+            try:
+                return fn(*a, **k)
+            finally:
+                w, p = stages[-1].get(name, (0.0, 0.0))
+                stages[-1][name] = (w + time.perf_counter() - t, p + time.process_time() - c)
+
+        return wrapper
+
+    for name in TRIAL_STAGES:
+        setattr(loop, name, timed(name, getattr(loop, name)))
+    for _ in range(trials):
+        stages.append({})
+        with tempfile.TemporaryDirectory() as save_dir:
+            config = {**train_config(args, save_dir), "evolve": True, "noautoanchor": False}
+            t, c = time.perf_counter(), time.process_time()
+            loop.train_loop_per_worker(config)
+            stages[-1]["whole trial"] = (time.perf_counter() - t, time.process_time() - c)
+    print(f"\n{args.cfg} {args.imgsz} px, batch {args.batch_size}, {args.epochs} epoch(s), {args.workers} workers")
+    print(f"{'stage':18s}" + "".join(f" | trial {i + 1} wall, CPU s" for i in range(trials)))
+    print(f"{'imports':18s} | {imports[0]:6.2f}, {imports[1]:6.2f}")
+    for name in (*TRIAL_STAGES, "whole trial"):
+        cells = (stage.get(name, (0.0, 0.0)) for stage in stages)
+        print(f"{name:18s}" + "".join(f" | {wall:6.2f}, {cpu:6.2f}" for wall, cpu in cells))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(COCO128))
@@ -132,10 +184,14 @@ def main() -> None:
     parser.add_argument("--no-amp", action="store_true", help="fp32 instead of bf16 autocast (CPU) / fp16 AMP (CUDA)")
     parser.add_argument("--no-channels-last", action="store_true", help="keep NCHW tensors")
     parser.add_argument("--startup", action="store_true", help="measure process start -> first optimizer step")
+    parser.add_argument("--pieces", action="store_true", help="seconds per stage of two evolve trials in one process")
     args = parser.parse_args()
     if not Path(args.data).is_file():
         sys.exit(f"error: {args.data}: data yaml not found")
-    startup(args) if args.startup else throughput(args)
+    if args.pieces:
+        pieces(args)
+    else:
+        startup(args) if args.startup else throughput(args)
 
 
 if __name__ == "__main__":
