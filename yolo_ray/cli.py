@@ -98,8 +98,10 @@ def add_console_options(parser: argparse.ArgumentParser, verbose: bool = True) -
 def start_logging(opt: dict[str, Any]) -> None:
     """Configure logging once for a script from its --quiet/--verbose (taken out of opt)."""
     from yolo_ray.console import setup_logging, verbosity
+    from yolo_ray.paths import settle_home_folders
 
     setup_logging(verbosity(opt.pop("quiet", False), opt.pop("verbose", False)))
+    settle_home_folders()
 
 
 def add_model_options(

@@ -3,9 +3,12 @@ and $YOLO_RAY_HOME, the one setting that moves both out of a Ray job's temporary
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import re
 import stat
+import tempfile
 from pathlib import Path
 
 from yolo_ray.config import UserError
@@ -20,8 +23,54 @@ def yolo_ray_home() -> Path | None:
 
 
 def cache_home() -> Path:
-    """The per-user cache: $YOLO_RAY_HOME, else ~/.cache/yolo_ray (downloads, built-in data, label caches)."""
-    return yolo_ray_home() or Path.home() / ".cache" / "yolo_ray"
+    """The per-user cache: $YOLO_RAY_HOME, else ~/.cache/yolo_ray (downloads, built-in data, label caches),
+    else, where the home folder cannot take it (read-only on a shared machine), a folder under /tmp."""
+    return yolo_ray_home() or _home_cache()
+
+
+@functools.cache
+def _home_cache() -> Path:
+    home_cache = Path.home() / ".cache" / "yolo_ray"
+    if can_create(home_cache):
+        return home_cache
+    fallback = Path(tempfile.gettempdir()) / f"yolo_ray-{os.getuid()}"
+    logging.getLogger("yolo_ray").warning(
+        f"WARNING: {home_cache} cannot be created (read-only home?); caching in {fallback} instead "
+        f"(set ${HOME_ENV} to choose)"
+    )
+    return fallback
+
+
+def settle_home_folders() -> None:
+    """Before anything writes under the home folder: where it is read-only, the cache moves to /tmp (one
+    warning) and matplotlib's config folder with it (matplotlib would warn on every import, in every trial)."""
+    cache = cache_home()
+    mpl_default = Path.home() / ".config" / "matplotlib"
+    if "MPLCONFIGDIR" not in os.environ and not can_create(mpl_default):
+        os.environ["MPLCONFIGDIR"] = str(cache / "matplotlib")
+
+
+def nearest_existing(path: Path) -> Path | None:
+    """path itself or its closest ancestor that exists."""
+    return next((p for p in (path, *path.parents) if p.exists()), None)
+
+
+def can_create(path: Path) -> bool:
+    """True when path is a writable folder, or could be made as one (its nearest existing ancestor is)."""
+    existing = nearest_existing(path)
+    return existing is not None and existing.is_dir() and is_writable_dir(existing)
+
+
+def check_writable_folder(path: str | Path, what: str) -> Path:
+    """path, absolute, once it is known to be (or able to become) a folder we may write in; else one
+    clear error starting with what (the option and its value) and naming the part of the path in the way."""
+    path = Path(path).expanduser().absolute()
+    existing = nearest_existing(path)
+    if existing is not None and not existing.is_dir():
+        raise UserError(f"{what}: {existing} is not a folder")
+    if existing is not None and not is_writable_dir(existing):
+        raise UserError(f"{what}: {existing} is not writable")
+    return path
 
 
 def increment_path(path: str | Path, exist_ok: bool = False, mkdir: bool = False) -> Path:
@@ -90,12 +139,7 @@ def check_project(project: str | Path, name: str) -> Path:
     if not name or Path(name).is_absolute():
         raise UserError(f"--name {name!r}: expected a folder name inside --project")
     project = resolve_project(project)
-    existing = next((p for p in (project, *project.parents) if p.exists()), None)
-    if existing is not None and not existing.is_dir():
-        raise UserError(f"--project {project}: {existing} is not a folder")
-    if existing is not None and not is_writable_dir(existing):
-        raise UserError(f"--project {project}: {existing} is not writable")
-    return project
+    return check_writable_folder(project, f"--project {project}")
 
 
 def create_run_dir(project: str | Path, name: str, exist_ok: bool = False) -> Path:

@@ -13,7 +13,7 @@ from typing import Any
 
 from yolo_ray.cluster.launch import check_worker_split
 from yolo_ray.cluster.session import check_trial_device
-from yolo_ray.cluster.storage import is_uri
+from yolo_ray.cluster.storage import check_storage, is_uri
 from yolo_ray.config import UserError, load_yaml, save_yaml
 from yolo_ray.console import LOGGER
 from yolo_ray.evolution.evolve_csv import count_rows
@@ -21,7 +21,7 @@ from yolo_ray.evolution.space import resolve_search_space
 from yolo_ray.evolution.stored import fetch_stored_evolution, storage_option
 from yolo_ray.evolution.strategies import check_strategy_options
 from yolo_ray.options import DEFAULT_GENERATIONS, EvolveConfig
-from yolo_ray.paths import check_project, is_writable_dir, resolve_project
+from yolo_ray.paths import check_project, check_writable_folder, is_writable_dir, resolve_project
 from yolo_ray.training.inputs import resolve_inputs
 
 
@@ -61,6 +61,7 @@ def resolve_options(opt: dict[str, Any] | EvolveConfig) -> dict[str, Any]:
     save_dir = None
     if is_uri(opt["resume"]):  # a stored evolution: continued from this machine's copy, uploaded as it goes
         opt["storage_uri"] = str(opt["resume"]).rstrip("/")
+        check_storage(opt["storage_uri"], "--resume")
         opt["resume"] = str(fetch_stored_evolution(opt["storage_uri"]))
     if opt["resume"]:
         save_dir = find_resume_dir(opt["resume"], opt["project"])
@@ -74,7 +75,10 @@ def resolve_options(opt: dict[str, Any] | EvolveConfig) -> dict[str, Any]:
     opt["search_space"] = str(resolve_search_space(opt["search_space"]))
     resolve_inputs(opt, note_prefix="evolve: ")
     if opt["tune_storage"]:
-        opt["tune_storage"] = str(Path(opt["tune_storage"]).expanduser().resolve())
+        tune_storage = Path(opt["tune_storage"]).expanduser().resolve()
+        opt["tune_storage"] = str(check_writable_folder(tune_storage, f"--tune-storage {tune_storage}"))
+    if is_uri(opt["storage_path"]) and save_dir is None:
+        check_storage(opt["storage_path"])
     if opt["max_failed_trials"] is None:
         opt["max_failed_trials"] = max(10, opt["generations"] // 10)
     if save_dir is None:

@@ -14,7 +14,7 @@ from typing import Any
 from yolo_ray.cluster.launch import Launch, check_worker_split, fit_with_retries, make_torch_trainer, prepare_launch
 from yolo_ray.cluster.launch import uses_ray
 from yolo_ray.cluster.nodes import wait_for_resources
-from yolo_ray.cluster.storage import RunUploader, download_run, is_uri, next_run_uri, staging_dir
+from yolo_ray.cluster.storage import RunUploader, check_storage, download_run, is_uri, next_run_uri, staging_dir
 from yolo_ray.config import UserError
 from yolo_ray.console import LOGGER, TRAIN_LOG, log_file, log_level, shell_command
 from yolo_ray.options import FOLDER, RAY, TrainConfig, option_keys
@@ -53,6 +53,8 @@ def fresh_run_options(opt: dict[str, Any]) -> dict[str, Any]:
     storage = opt.pop("storage_path", None)
     if storage and not is_uri(storage):  # a local or NFS path is just where runs go
         opt["project"] = storage
+    if is_uri(storage):
+        check_storage(storage)
     opt["storage_uri"] = next_run_uri(storage, opt["name"], opt["exist_ok"]) if is_uri(storage) else None
     opt["project"] = str(check_project(opt["project"], opt["name"]))
     opt["save_dir"] = None
@@ -195,6 +197,7 @@ def _fetch_stored_run(resume: str | bool) -> tuple[str | bool, str | None]:
     run_uri = str(resume).rstrip("/")
     if run_uri.endswith(".pt"):
         run_uri = run_uri.rsplit("/", 2)[0]
+    check_storage(run_uri, "--resume")
     local = staging_dir(run_uri)
     if not download_run(run_uri, local):
         raise UserError(f"{run_uri}: no stored run there to resume")
