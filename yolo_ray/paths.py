@@ -3,12 +3,17 @@ and $YOLO_RAY_HOME, the one setting that moves both out of a Ray job's temporary
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import logging
 import os
 import re
+import socket
 import stat
 import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from yolo_ray.config import UserError
@@ -149,3 +154,46 @@ def create_run_dir(project: str | Path, name: str, exist_ok: bool = False) -> Pa
         return increment_path(project / name, exist_ok=exist_ok, mkdir=True)
     except OSError as e:
         raise UserError(f"--project {project}: cannot create the run folder ({e.strerror or e})") from None
+
+
+LOCK_NAME = ".driver.lock"
+
+
+@contextlib.contextmanager
+def one_driver(folder: Path, command: str) -> Iterator[None]:
+    """Hold the run folder for this process: a second driver on it is refused with one line naming who has it.
+
+    An exclusive flock on FOLDER/.driver.lock, which the kernel drops when the holder ends in any way
+    (kill -9 included), so a lock file left behind never blocks the next run.
+    """
+    path = Path(folder) / LOCK_NAME
+    fd = _lock_file(path, command)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(
+            fd, f"{command}, pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%H:%M:%S')}".encode()
+        )
+        yield
+    finally:
+        path.unlink(missing_ok=True)  # still holding it: the next driver creates and locks a fresh file
+        os.close(fd)
+
+
+def _lock_file(path: Path, command: str) -> int:
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 300).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise UserError(
+                f"{path.parent}: {holder} is running on this folder; one {command} per run folder "
+                "(wait for it to end, or stop it)"
+            ) from None
+        try:
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # the holder just ended and removed the file we opened: lock the new one
