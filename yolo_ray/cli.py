@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from yolo_ray.config import UserError
+from yolo_ray.config import UserError, write_refused
 from yolo_ray.options import config_fields, flag_of
 
 
@@ -81,8 +81,11 @@ def run_script(body: Callable[[], int]) -> int:
     """body's exit status; a UserError anywhere in it is one `error: ...` line on stderr and status 2."""
     try:
         return body()
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (UserError, OSError) as e:
+        error = e if isinstance(e, UserError) else write_refused(e)
+        if error is None:
+            raise
+        print(f"error: {error}", file=sys.stderr)
         return 2
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import math
 import os
 import socket
 import uuid
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import yaml
@@ -111,12 +114,36 @@ def temp_sibling(path: str | Path, suffix: str = "") -> Path:
     return path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp{suffix}")
 
 
+@contextlib.contextmanager
+def replacing(path: str | Path, suffix: str = "") -> Iterator[Path]:
+    """A temporary sibling of path to write; renamed over path when the block succeeds and removed when it
+    fails, so a kill or a full disk leaves the previous file whole and no half-written file beside it."""
+    tmp = temp_sibling(path, suffix)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename is None:  # a failed write() names no file; the error line does
+            e.filename = str(path)
+        raise
+
+
+# A write the machine refused: not a bug, and not helped by a retry
+NO_ROOM_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
+
+
+def write_refused(error: BaseException) -> UserError | None:
+    """A full disk or quota, or a read-only filesystem, as one line naming the file; None for other errors."""
+    if not isinstance(error, OSError) or error.errno not in NO_ROOM_ERRNOS:
+        return None
+    return UserError(f"{error.filename or 'a file'}: cannot write it ({os.strerror(error.errno)})")
+
+
 def save_yaml(path: str | Path, data: dict[str, Any]) -> None:
-    """Write a yaml mapping atomically (temp file + rename), so a crash never leaves a torn file to resume from."""
-    path = Path(path)
-    tmp = temp_sibling(path)
-    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
-    os.replace(tmp, path)
+    """Write a yaml mapping atomically, so a crash never leaves a torn file to resume from."""
+    with replacing(path) as tmp:
+        tmp.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
 def to_float(value: Any) -> float:

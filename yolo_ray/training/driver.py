@@ -6,6 +6,7 @@ Everything is checked before the run folder exists: a start that fails leaves no
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from yolo_ray.cluster.storage import RunUploader, check_storage, download_run, i
 from yolo_ray.config import UserError
 from yolo_ray.console import LOGGER, TRAIN_LOG, log_file, log_level, shell_command
 from yolo_ray.options import FOLDER, RAY, TrainConfig, option_keys
-from yolo_ray.paths import check_project, create_run_dir, resolve_project
+from yolo_ray.paths import check_project, create_run_dir, one_driver, resolve_project
 from yolo_ray.training.inputs import resolve_inputs
 from yolo_ray.training.rundir import (
     find_last_checkpoint,
@@ -139,16 +140,20 @@ def train_run(opt: dict[str, Any]) -> TrainResult | None:
     opt = run_options(opt)
     if opt is None:
         return None
-    shared_dir = None if opt.get("storage_uri") else opt["save_dir"] or opt["project"]
-    launch = prepare_launch(opt, shared_dir=shared_dir)
-    if not opt["save_dir"]:
-        claim_run_dir(opt)
-    with log_file(Path(opt["save_dir"]) / TRAIN_LOG):
-        LOGGER.info(f"Run directory: {opt['save_dir']}")
-        folder_keys = option_keys(TrainConfig, FOLDER)
-        config = {k: v for k, v in opt.items() if k not in folder_keys}
-        results = run_training({**config, "log_level": log_level()}, launch)
-        LOGGER.info(_final_message(opt, results))
+    with contextlib.ExitStack() as held:
+        if opt["save_dir"]:  # a resume: refused now if another train.py is running the same run
+            held.enter_context(one_driver(Path(opt["save_dir"]), "train.py"))
+        shared_dir = None if opt.get("storage_uri") else opt["save_dir"] or opt["project"]
+        launch = prepare_launch(opt, shared_dir=shared_dir)
+        if not opt["save_dir"]:
+            claim_run_dir(opt)
+            held.enter_context(one_driver(Path(opt["save_dir"]), "train.py"))
+        with log_file(Path(opt["save_dir"]) / TRAIN_LOG):
+            LOGGER.info(f"Run directory: {opt['save_dir']}")
+            folder_keys = option_keys(TrainConfig, FOLDER)
+            config = {k: v for k, v in opt.items() if k not in folder_keys}
+            results = run_training({**config, "log_level": log_level()}, launch)
+            LOGGER.info(_final_message(opt, results))
     save_dir = Path(opt["save_dir"])
     return TrainResult(save_dir, dict(results or {}), _best_weights(save_dir))
 
