@@ -489,3 +489,43 @@ def test_resume_takes_a_run_folder_and_its_own_checkpoint(tmp_path):
     torch.save({"epoch": 1}, last)
     assert resume_checkpoint(tmp_path / "exp") == last
     assert resume_checkpoint(last) == last
+
+
+@pytest.mark.timeout(60)
+def test_options_the_strategy_does_not_read_are_named_in_one_warning(tmp_path, capsys):
+    from yolo_ray.data.synthetic import make_dataset
+    from yolo_ray.evolution.run_options import resolve_options
+
+    data = make_dataset(tmp_path / "data", n_train=4, n_val=2, size=64)
+    base = {"project": str(tmp_path / "runs"), "cfg": "yolov5n.yaml", "data": str(data), "imgsz": 64}
+    resolve_options({**base, "population": 20})
+    resolve_options({**base, "strategy": "random", "parent": "weighted"})
+    resolve_options({**base, "strategy": "population", "population": 20})  # read: no warning
+    warnings = [line for line in capsys.readouterr().out.splitlines() if "WARNING" in line]
+    assert warnings == [
+        "WARNING: --population 20 has no effect with --strategy classic (only --strategy population reads it)",
+        "WARNING: --parent weighted has no effect with --strategy random (only --strategy classic reads it)",
+    ]
+
+
+@pytest.mark.timeout(60)
+def test_options_a_resume_overrides_with_the_runs_own_are_named_in_one_warning(tmp_path, capsys, monkeypatch):
+    import yaml
+
+    from yolo_ray.config import DEFAULT_HYP, load_hyp
+    from yolo_ray.data.synthetic import make_dataset
+    from yolo_ray.evolution.run_options import resolve_options
+
+    data = make_dataset(tmp_path / "data", n_train=4, n_val=2, size=64)
+    run = tmp_path / "runs" / "exp"
+    write(run / "evolve.csv", evolve_csv_text(2, load_hyp(DEFAULT_HYP)))
+    saved = {"generations": 5, "search_space": "yolov5", "strategy": "classic", "data": str(data), "imgsz": 64}
+    write(run / "opt.yaml", yaml.safe_dump({**saved, "cfg": "yolov5n.yaml"}))
+    monkeypatch.chdir(data.parent)  # --data given relative: the same file as the absolute path in opt.yaml
+    opt = resolve_options({"resume": str(run), "strategy": "random", "imgsz": 128, "data": data.name, "generations": 8})
+    assert (opt["strategy"], opt["imgsz"], opt["generations"]) == ("classic", 64, 8)
+    warnings = [line for line in capsys.readouterr().out.splitlines() if "WARNING" in line]
+    assert warnings == [
+        "WARNING: --resume continues with the run's own options (its opt.yaml); ignored: "
+        "--imgsz 128 (the run's: 64), --strategy random (the run's: classic)"
+    ]

@@ -106,9 +106,37 @@ def _restore_saved_options(opt: dict[str, Any], saved: dict[str, Any]) -> dict[s
     """A resumed run keeps its own options (opt.yaml), all but this command's runtime ones; --generations
     given now raises (or lowers) its target."""
     runtime = {k: opt[k] for k in _runtime_keys()}
+    _warn_ignored_on_resume(opt, saved, set(runtime) | {"generations"})
     generations = saved.get("generations") if opt["generations"] is None else opt["generations"]
     restored = {**opt, **saved, **runtime, "generations": generations}
     return {**restored, **EvolveConfig.from_options(restored).to_dict()}  # an older opt.yaml: newer defaults fill in
+
+
+def _warn_ignored_on_resume(given: dict[str, Any], saved: dict[str, Any], taken_now: set[str]) -> None:
+    """One warning naming every option given with --resume that the run's own opt.yaml overrides."""
+    defaults = EvolveConfig().to_dict()
+    ignored = [
+        f"--{key.replace('_', '-')} {value} (the run's: {saved[key]})"
+        for key, value in given.items()
+        if key in saved
+        and key in defaults
+        and key not in taken_now
+        and value != defaults[key]
+        and not _same_value(value, saved[key])
+    ]
+    if ignored:
+        LOGGER.warning(
+            f"WARNING: --resume continues with the run's own options (its opt.yaml); ignored: {', '.join(ignored)}"
+        )
+
+
+def _same_value(given: Any, saved: Any) -> bool:
+    """Equal, or two spellings of one path (relative given now, absolute in opt.yaml)."""
+    if given == saved:
+        return True
+    if isinstance(given, str) and isinstance(saved, str):
+        return Path(given).expanduser().resolve() == Path(saved).expanduser().resolve()
+    return False
 
 
 def _runtime_keys() -> tuple[str, ...]:
