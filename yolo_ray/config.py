@@ -88,11 +88,16 @@ class UserError(ValueError):
     """A problem with the user's input; CLIs print it as one line and exit 2, never a traceback."""
 
 
+def refuse_folder(path: str | Path, expected: str) -> None:
+    """One clear line when a folder is given where a file is expected (rather than "not found")."""
+    if Path(path).is_dir():
+        raise UserError(f"{path}: is a folder, expected {expected}")
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a yaml mapping, raising UserError naming the file when it is missing or malformed."""
     path = Path(path)
-    if path.is_dir():
-        raise UserError(f"{path}: is a folder, expected a YAML file")
+    refuse_folder(path, "a YAML file")
     if not path.is_file():
         raise UserError(f"{path}: file not found")
     try:
@@ -196,7 +201,9 @@ def hyp_range_problem(key: str, value: float) -> str | None:
 def range_problem(
     value: float, low: float, high: float = INF, low_open: bool = False, high_open: bool = True
 ) -> str | None:
-    """'value is out of range (valid: [low, high))' when value (NaN included) lies outside the interval."""
+    """'value is out of range (valid: [low, high))' when value lies outside the interval; NaN is named as such."""
+    if value != value:
+        return f"{value} is not a finite number"
     inside = (low < value if low_open else low <= value) and (value < high if high_open else value <= high)
     if inside:
         return None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from yolo_ray.config import UserError
+from yolo_ray.config import UserError, refuse_folder
 from yolo_ray.downloads import asset_url, download
 from yolo_ray.paths import cache_home
 
@@ -56,6 +56,7 @@ def weights_option(weights: str | None) -> str | None:
         resolve_weights(name)
         return name
     path = Path(weights).expanduser().resolve()
+    refuse_folder(path, "a weights file (.pt)")
     if not path.is_file():
         raise UserError(
             f"{path}: weights file not found (a local .pt, or an official name such as yolov5s.pt, "

@@ -166,7 +166,9 @@ class TrainConfig:
         kind=float,
         low=0,
     )
-    max_failures: int = option(3, "worker or node failures a Ray run survives, restarting from its last.pt", group=RAY)
+    max_failures: int = option(
+        3, "worker or node failures a Ray run survives, restarting from its last.pt", group=RAY, low=0
+    )
     address: str | None = option(
         None,
         "Ray cluster to join ('auto' = the running one); default: no Ray for 1 worker, a local cluster for more",

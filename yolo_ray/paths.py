@@ -141,7 +141,7 @@ def check_project(project: str | Path, name: str) -> Path:
     A project whose mode bits say read-only is refused even for root, who could write into it: a shared
     folder marked read-only is not ours to fill.
     """
-    if not name or Path(name).is_absolute():
+    if not name or Path(name).is_absolute() or ".." in Path(name).parts:
         raise UserError(f"--name {name!r}: expected a folder name inside --project")
     project = resolve_project(project)
     return check_writable_folder(project, f"--project {project}")
