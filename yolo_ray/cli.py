@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from yolo_ray.config import UserError, write_refused
-from yolo_ray.options import config_fields, flag_of
+from yolo_ray.option_fields import config_fields, flag_of
 
 
 class DefaultsHelpFormatter(argparse.HelpFormatter):

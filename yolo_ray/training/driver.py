@@ -18,7 +18,8 @@ from yolo_ray.cluster.nodes import wait_for_resources
 from yolo_ray.cluster.storage import RunUploader, check_storage, download_run, is_uri, next_run_uri, staging_dir
 from yolo_ray.config import UserError
 from yolo_ray.console import LOGGER, TRAIN_LOG, log_file, log_level, shell_command
-from yolo_ray.options import FOLDER, RAY, TrainConfig, option_keys
+from yolo_ray.option_fields import FOLDER, RAY, option_keys
+from yolo_ray.options import TrainConfig
 from yolo_ray.paths import check_project, create_run_dir, one_driver, resolve_project
 from yolo_ray.training.inputs import resolve_inputs
 from yolo_ray.training.rundir import (
