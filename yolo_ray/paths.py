@@ -81,20 +81,20 @@ def resolve_project(project: str | Path) -> Path:
     return (base / project).resolve()
 
 
-def check_project(project: str | Path, name: str) -> Path:
+def check_project(project: str | Path, name: str, option: str = "--project") -> Path:
     """The absolute project, once it is known able to hold project/name: one clear error otherwise.
 
     A project whose mode bits say read-only is refused even for root, who could write into it: a shared
-    folder marked read-only is not ours to fill.
+    folder marked read-only is not ours to fill. option: how the error names the folder's option.
     """
     if not name or Path(name).is_absolute():
-        raise UserError(f"--name {name!r}: expected a folder name inside --project")
+        raise UserError(f"--name {name!r}: expected a folder name inside {option}")
     project = resolve_project(project)
     existing = next((p for p in (project, *project.parents) if p.exists()), None)
     if existing is not None and not existing.is_dir():
-        raise UserError(f"--project {project}: {existing} is not a folder")
+        raise UserError(f"{option} {project}: {existing} is not a folder")
     if existing is not None and not is_writable_dir(existing):
-        raise UserError(f"--project {project}: {existing} is not writable")
+        raise UserError(f"{option} {project}: {existing} is not writable")
     return project
 
 
