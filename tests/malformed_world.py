@@ -222,3 +222,68 @@ def snapshot(w: Path) -> dict[str, str]:
         key = str(path.relative_to(w))
         out[key] = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "dir"
     return out
+
+
+# ---- weights and sources for val.py, detect.py, export.py and the Python API
+
+ENTRY_READ_ONLY = "readonly_models"  # a read-only folder holding a checkpoint: export cannot write beside it
+
+
+def build_entry_world(w: Path) -> Path:
+    """The training world plus models: a checkpoint, its exports and files of the wrong kind under model names."""
+    build_world(w)
+    make_model_files(w)
+    make_entry_sources(w)
+    return w
+
+
+def save_untrained_checkpoint(path: Path, names: dict[int, str]) -> Path:
+    """A yolov5n checkpoint as training leaves one (build_checkpoint, then stripped): weights never trained."""
+    from yolo_ray.models import build_model
+    from yolo_ray.training.checkpoint import build_checkpoint, save_checkpoint, strip_optimizer
+
+    model = build_model("yolov5n.yaml", nc=len(names))
+    model.names = names
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(build_checkpoint(0, 0.0, model, model, 0, optimizer, {"epochs": 1}, training_done=True), path)
+    strip_optimizer(path)
+    return path
+
+
+def make_model_files(w: Path) -> None:
+    from yolo_ray.infer.export import export_formats
+
+    m = w / "models"
+    names = yaml.safe_load((w / "good" / "data.yaml").read_text())["names"]
+    best = save_untrained_checkpoint(m / "best.pt", names)
+    export_formats(best, ["onnx", "torchscript"], (64, 64))  # fixed 64x64 input
+    for source, copy in [
+        ("best.onnx", "onnx_as.pt"),
+        ("best.torchscript", "torchscript_as.pt"),
+        ("best.onnx", "best_onnx.bin"),
+        ("best.pt", "pt_as.onnx"),
+        ("best.pt", "pt_as.torchscript"),
+        ("best.pt", "outdir/best.pt"),
+        ("best.pt", "warn/best.pt"),
+    ]:
+        (m / copy).parent.mkdir(exist_ok=True)
+        shutil.copy(m / source, m / copy)
+    shutil.copy(next((w / "good" / "images" / "val").iterdir()), m / "image_as.pt")
+    shutil.copy(w / "good" / "data.yaml", m / "yaml_as.pt")
+    (m / "folder.pt").mkdir()
+    (m / "outdir" / "best.torchscript").mkdir()  # a folder where export would write its file
+    write(m / "file_openvino_model", "not a folder\n")
+    (m / "empty_openvino_model").mkdir()
+    shutil.copy(best, (w / ENTRY_READ_ONLY).mkdir() or w / ENTRY_READ_ONLY / "best.pt")
+    (w / ENTRY_READ_ONLY).chmod(READ_ONLY)
+
+
+def make_entry_sources(w: Path) -> None:
+    """Sources that fail only once a run has started: unreadable images, a val split of corrupt images."""
+    write(w / "sources" / "broken" / "a.jpg", b"not an image")
+    write(w / "sources" / "broken" / "b.png", b"not an image either")
+    (w / "sources" / "empty").mkdir()
+    copy_dataset(w / "good", w / "val_corrupt")
+    for image in (w / "val_corrupt" / "images" / "val").iterdir():
+        image.write_bytes(b"not an image")

@@ -72,6 +72,8 @@ def weights_option(weights: str | None) -> str | None:
         resolve_weights(name)
         return name
     path = Path(weights).expanduser().resolve()
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, expected a weights file")
     if not path.is_file():
         raise UserError(
             f"{path}: weights file not found (a local .pt, or an official name such as yolov5s.pt, "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -19,7 +20,7 @@ from yolo_ray.config import UserError, load_yaml
 from yolo_ray.models.loading import class_names, load_models, model_stride
 from yolo_ray.infer.tta import augmented_forward
 from yolo_ray.infer.visualize import visualized_forward
-from yolo_ray.filetypes import require_file, sniff
+from yolo_ray.filetypes import refuse_other_kind, require_file, sniff
 from yolo_ray.official import download_url_weights, is_url, official_name
 
 # Upstream's other export formats: named so a user gets one clear line instead of "unknown suffix".
@@ -34,6 +35,7 @@ NOT_BUILT = {
     "_paddle_model": "PaddlePaddle",
 }
 SUFFIX_OF_KIND = {"a PyTorch checkpoint": ".pt", "an ONNX model": ".onnx", "a TorchScript model": ".torchscript"}
+UNSURE = (None, "a YAML or text file")  # content that names no format: the format's own loader decides
 FORMAT_NAMES = {"pt": "PyTorch", "torchscript": "TorchScript", "onnx": "ONNX", "openvino": "OpenVINO"}
 
 
@@ -150,6 +152,8 @@ def load_backend(
         raise UserError(f"{file}: is a file, expected an OpenVINO *_openvino_model folder")
     if fmt != "openvino":
         require_file(file, f"{FORMAT_NAMES[fmt]} model file")
+        kind = f"a{'n' * (fmt == 'onnx')} {FORMAT_NAMES[fmt]} model"
+        refuse_other_kind(file, kind, (kind, *UNSURE))
     print(f"Loading {file} for {FORMAT_NAMES[fmt]} inference...")
     if fmt == "torchscript":
         return _torchscript(file, device, half)
@@ -161,7 +165,9 @@ def load_backend(
 def _torchscript(file: Path, device: torch.device, half: bool) -> Backend:
     extra = {"config.txt": ""}
     try:
-        module = torch.jit.load(str(file), _extra_files=extra, map_location=device)
+        with warnings.catch_warnings():  # torch 2.14 calls jit.load deprecated; the format upstream exports is this
+            warnings.filterwarnings("ignore", message=".*torch.jit.load.* is deprecated")
+            module = torch.jit.load(str(file), _extra_files=extra, map_location=device)
     except RuntimeError as e:
         raise UserError(
             f"{file}: not a readable TorchScript file ({str(e).splitlines()[0]}){_kind_note(file)}"
