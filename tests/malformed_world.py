@@ -4,11 +4,14 @@ every kind, and existing runs (training runs, evolutions, broken evolutions) tha
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import os
 import pickle
 import shutil
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -287,3 +290,43 @@ def make_entry_sources(w: Path) -> None:
     copy_dataset(w / "good", w / "val_corrupt")
     for image in (w / "val_corrupt" / "images" / "val").iterdir():
         image.write_bytes(b"not an image")
+
+
+# ---- what a table case's outcome must be (shared by the malformed-input tables)
+
+SHOWN_BY_DEFAULT = (UserWarning, FutureWarning, RuntimeWarning, SyntaxWarning, UnicodeWarning, BytesWarning)
+
+
+def stderr_of_process(caught: list, records: list, err: str) -> str:
+    """What a real process would show on stderr: Python warnings and other libraries' WARNING records
+    (which pytest intercepts in-process; the package's own records are on stdout) before err."""
+    shown = [str(w.message) for w in caught if issubclass(w.category, SHOWN_BY_DEFAULT)]
+    shown += [r.getMessage() for r in records if r.levelno >= logging.WARNING and not r.name.startswith("yolo_ray")]
+    return "".join(f"{line}\n" for line in shown) + err
+
+
+def check_one_line(expected: str, goes_on: bool, code: int, out: str, err: str) -> None:
+    """No traceback; exit 2 with exactly one `error:` line holding expected, or (goes_on) exit 0 with one
+    WARNING line holding it and no error line."""
+    assert "Traceback" not in out + err, out + err
+    err_lines = err.splitlines()
+    if goes_on:
+        assert code == 0, out[-2000:] + err[-2000:]
+        warning_lines = [line for line in (out + err).splitlines() if "WARNING" in line]
+        assert len(warning_lines) == 1 and expected in warning_lines[0], warning_lines
+        assert not any(line.startswith("error:") for line in err_lines), err
+    else:
+        assert code == 2, out[-2000:] + err[-2000:]
+        assert len(err_lines) == 1 and err_lines[0].startswith("error: "), err
+        assert expected in err_lines[0], err_lines[0]
+
+
+def run_as_process(script: Path, argv: list[str], timeout: float) -> subprocess.CompletedProcess:
+    """script run as a user's terminal runs it: a fresh Python process, one OpenMP thread."""
+    return subprocess.run(
+        [sys.executable, str(script), *argv],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )

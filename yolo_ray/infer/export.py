@@ -39,7 +39,7 @@ def onnx_opsets() -> range:
     try:
         from torch.onnx import _constants
 
-        return range(_constants.ONNX_MIN_OPSET, _constants.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET + 1)
+        return range(_constants.ONNX_MIN_OPSET, _constants.ONNX_MAX_OPSET + 1)
     except (ImportError, AttributeError):  # a torch that moved them: the exporter's own error still says it
         return range(1, 100)
 
