@@ -11,6 +11,7 @@ WARNING line, and may write only where they say.
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import warnings
 from collections.abc import Callable
@@ -454,6 +455,25 @@ def test_an_export_failing_late_removes_what_it_wrote_and_keeps_older_exports(
     assert clis["export"].main(argv) == 2
     assert capsys.readouterr().err == "error: --opset 12: the ONNX exporter refused it (as a real refusal would)\n"
     assert snapshot(folder) == before  # no best-yolov5.pt, no hidden temp file, the older export untouched
+
+
+@pytest.mark.timeout(120)
+def test_a_full_disk_during_an_export_is_one_line_and_leaves_no_part_file(world, clis, tmp_path, monkeypatch, capsys):
+    import errno
+
+    import yolo_ray.infer.export as export
+
+    def disk_full(model, im, file):
+        file.write_bytes(b"the first megabyte of a TorchScript file")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    folder = export_folder(world, tmp_path)
+    before = snapshot(folder)
+    monkeypatch.setattr(export, "export_torchscript", disk_full)
+    argv = ["--weights", str(folder / "best.pt"), "--include", "yolov5", "torchscript", "--imgsz", "64"]
+    assert clis["export"].main(argv) == 2
+    assert capsys.readouterr().err == f"error: {folder}: cannot write the export there (No space left on device)\n"
+    assert snapshot(folder) == before
 
 
 @pytest.mark.timeout(120)
