@@ -135,16 +135,16 @@ def resolve_project(project: str | Path) -> Path:
     return (base / project).resolve()
 
 
-def check_project(project: str | Path, name: str) -> Path:
+def check_project(project: str | Path, name: str, option: str = "--project") -> Path:
     """The absolute project, once it is known able to hold project/name: one clear error otherwise.
 
     A project whose mode bits say read-only is refused even for root, who could write into it: a shared
-    folder marked read-only is not ours to fill.
+    folder marked read-only is not ours to fill. option: how the error names the folder's option.
     """
     if not name or Path(name).is_absolute() or ".." in Path(name).parts:
-        raise UserError(f"--name {name!r}: expected a folder name inside --project")
+        raise UserError(f"--name {name!r}: expected a folder name inside {option}")
     project = resolve_project(project)
-    return check_writable_folder(project, f"--project {project}")
+    return check_writable_folder(project, f"{option} {project}")
 
 
 def create_run_dir(project: str | Path, name: str, exist_ok: bool = False) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import sys
 from dataclasses import dataclass, field
 from multiprocessing.pool import ThreadPool
 from pathlib import Path
@@ -241,6 +242,7 @@ def scan_labels(im_files: list[str], label_files: list[str], prefix: str = "", v
                     desc=desc,
                     total=len(im_files),
                     disable=not verbose,
+                    file=sys.stdout,  # the console's bars go to stdout: stderr holds only warnings and errors
                 )
             )
         for check in results:
