@@ -324,6 +324,64 @@ CASES: list[Case] = [
     ),
     *evolve("device-half-garbage", ["--device", "0,x"], "--device '0,x': expected '', 'cpu' or CUDA indices"),
     *train("device-half-garbage", ["--device", "0,x"], "--device '0,x': expected '', 'cpu' or CUDA indices"),
+    # ---- folders where files go, files where folders go
+    *both("hyp-is-a-folder", ["--hyp", "{w}/good"], "good: is a folder, expected a YAML file"),
+    *both("cfg-is-a-folder", ["--cfg", "{w}/good"], "good: is a folder, expected a model YAML file"),
+    *both("weights-is-a-folder", ["--weights", "{w}/good"], "good: is a folder, expected a weights file (.pt)"),
+    *evolve(
+        "space-is-a-folder", ["--search-space", "{w}/good"], "good: is a folder, expected a search space YAML file"
+    ),
+    *train("resume-a-yaml", ["--resume", f"{F}/invalid.yaml"], "invalid.yaml: --resume checkpoint is not in a run"),
+    *evolve("resume-a-file", ["--resume", f"{F}/random.pt"], "files: --resume folder is not an evolution"),
+    *evolve("tune-storage-is-a-file", ["--tune-storage", f"{F}/empty.yaml"], "empty.yaml is not a folder"),
+    # ---- storage the run could never be kept in
+    *both(
+        "storage-read-only",
+        ["--storage-path", "file://{w}/readonly/store"],
+        "--storage-path file://{w}/readonly/store: {w}/readonly is not writable",
+    ),
+    *both(
+        "storage-under-a-file",
+        ["--storage-path", f"file://{F}/empty.yaml/store"],
+        "--storage-path file://{w}/files/empty.yaml/store: {w}/files/empty.yaml is not a folder",
+    ),
+    *both(
+        "storage-not-a-uri", ["--storage-path", "nosuch://bucket/runs"], "--storage-path nosuch://bucket/runs: not a"
+    ),
+    *evolve(
+        "storage-unreachable-bucket",
+        ["--storage-path", "s3://runs/evolve?endpoint_override=127.0.0.1:1&scheme=http&region=us-east-1"],
+        "cannot reach it",
+    ),
+    *evolve("tune-storage-read-only", ["--tune-storage", "{w}/readonly/tune"], "{w}/readonly is not writable"),
+    *both(
+        "resume-stored-read-only",
+        ["--resume", "file://{w}/readonly/evolution"],
+        "--resume file://{w}/readonly/evolution: {w}/readonly/evolution is not writable",
+    ),
+    *train("resume-stored-nothing", ["--resume", "file://{w}/runs/none/stored"], "no stored run there to resume"),
+    *evolve("resume-stored-nothing", ["--resume", "file://{w}/runs/none/stored"], "no stored evolution there"),
+    *evolve("bucket-and-storage", ["--bucket", "b", "--storage-path", "file://{w}/s"], "--bucket and --storage-path"),
+    # ---- more numbers
+    *both("epochs-negative", ["--epochs", "-3"], "--epochs -3 is out of range"),
+    *both("batch-size-negative", ["--batch-size", "-8"], "--batch-size must be at least 1, got -8"),
+    *both("imgsz-negative", ["--imgsz", "-64"], "--imgsz -64 is out of range"),
+    *both("imgsz-not-int", ["--imgsz", "64.5"], "invalid int value: '64.5'"),
+    *both("label-smoothing-nan", ["--label-smoothing", "nan"], "--label-smoothing nan is not a finite number"),
+    *both("placement-timeout-0", ["--placement-timeout", "0"], "--placement-timeout 0 is out of range"),
+    *both("seed-too-big", ["--seed", "4294967296"], "--seed 4294967296 is out of range"),
+    *both("optimizer-lowercase", ["--optimizer", "sgd"], "argument --optimizer: invalid choice: 'sgd'"),
+    *both("trackers-unknown", ["--trackers", "neptune"], "neptune"),
+    *both("name-with-slash-up", ["--name", "../escape"], "--name '../escape': expected a folder name"),
+    *train("max-failures-negative", ["--max-failures", "-1"], "--max-failures -1 is out of range"),
+    *train("save-period-not-int", ["--save-period", "often"], "argument --save-period: invalid int value"),
+    *train("gpus-per-worker-negative", ["--gpus-per-worker", "-1"], "--gpus-per-worker -1 is out of range"),
+    *evolve("population-1", ["--strategy", "population", "--population", "1"], "--population 1"),
+    *evolve("time-budget-garbage", ["--time-budget", "soon"], "--time-budget 'soon'"),
+    *evolve("patience-rows-0", ["--patience-rows", "0"], "--patience-rows 0 is out of range"),
+    *evolve("strategy-unknown", ["--strategy", "bayes"], "argument --strategy: invalid choice: 'bayes'"),
+    *evolve("concurrency-not-int", ["--concurrency", "many"], "argument --concurrency: invalid int value"),
+    *evolve("early-stop-population", ["--strategy", "population", "--early-stop"], "--early-stop cannot be used"),
     *train(
         "resume-bad-opt-yaml",
         ["--resume", "{w}/runs/train/bad_opt/weights/last.pt"],
@@ -427,8 +485,8 @@ def test_real_process_prints_only_the_error_line(case_id: str, world: Path):
     assert snapshot(world) == before
 
 
-def test_the_table_covers_at_least_85_cases():
-    assert len(CASES) >= 85 and len({c.id for c in CASES}) == len(CASES)
+def test_the_table_covers_at_least_200_cases():
+    assert len(CASES) >= 200 and len({c.id for c in CASES}) == len(CASES)
 
 
 # ---- the behaviours behind some rows, one level down
@@ -489,3 +547,43 @@ def test_resume_takes_a_run_folder_and_its_own_checkpoint(tmp_path):
     torch.save({"epoch": 1}, last)
     assert resume_checkpoint(tmp_path / "exp") == last
     assert resume_checkpoint(last) == last
+
+
+@pytest.mark.timeout(60)
+def test_options_the_strategy_does_not_read_are_named_in_one_warning(tmp_path, capsys):
+    from yolo_ray.data.synthetic import make_dataset
+    from yolo_ray.evolution.run_options import resolve_options
+
+    data = make_dataset(tmp_path / "data", n_train=4, n_val=2, size=64)
+    base = {"project": str(tmp_path / "runs"), "cfg": "yolov5n.yaml", "data": str(data), "imgsz": 64}
+    resolve_options({**base, "population": 20})
+    resolve_options({**base, "strategy": "random", "parent": "weighted"})
+    resolve_options({**base, "strategy": "population", "population": 20})  # read: no warning
+    warnings = [line for line in capsys.readouterr().out.splitlines() if "WARNING" in line]
+    assert warnings == [
+        "WARNING: --population 20 has no effect with --strategy classic (only --strategy population reads it)",
+        "WARNING: --parent weighted has no effect with --strategy random (only --strategy classic reads it)",
+    ]
+
+
+@pytest.mark.timeout(60)
+def test_options_a_resume_overrides_with_the_runs_own_are_named_in_one_warning(tmp_path, capsys, monkeypatch):
+    import yaml
+
+    from yolo_ray.config import DEFAULT_HYP, load_hyp
+    from yolo_ray.data.synthetic import make_dataset
+    from yolo_ray.evolution.run_options import resolve_options
+
+    data = make_dataset(tmp_path / "data", n_train=4, n_val=2, size=64)
+    run = tmp_path / "runs" / "exp"
+    write(run / "evolve.csv", evolve_csv_text(2, load_hyp(DEFAULT_HYP)))
+    saved = {"generations": 5, "search_space": "yolov5", "strategy": "classic", "data": str(data), "imgsz": 64}
+    write(run / "opt.yaml", yaml.safe_dump({**saved, "cfg": "yolov5n.yaml"}))
+    monkeypatch.chdir(data.parent)  # --data given relative: the same file as the absolute path in opt.yaml
+    opt = resolve_options({"resume": str(run), "strategy": "random", "imgsz": 128, "data": data.name, "generations": 8})
+    assert (opt["strategy"], opt["imgsz"], opt["generations"]) == ("classic", 64, 8)
+    warnings = [line for line in capsys.readouterr().out.splitlines() if "WARNING" in line]
+    assert warnings == [
+        "WARNING: --resume continues with the run's own options (its opt.yaml); ignored: "
+        "--imgsz 128 (the run's: 64), --strategy random (the run's: classic)"
+    ]

@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from yolo_ray.config import UserError
-from yolo_ray.options import config_fields, flag_of
+from yolo_ray.config import UserError, write_refused
+from yolo_ray.option_fields import config_fields, flag_of
 
 
 class DefaultsHelpFormatter(argparse.HelpFormatter):
@@ -84,8 +84,11 @@ def run_script(body: Callable[[], int]) -> int:
     """body's exit status; a UserError anywhere in it is one `error: ...` line on stderr and status 2."""
     try:
         return body()
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (UserError, OSError) as e:
+        error = e if isinstance(e, UserError) else write_refused(e)
+        if error is None:
+            raise
+        print(f"error: {error}", file=sys.stderr)
         return 2
 
 
@@ -101,8 +104,10 @@ def add_console_options(parser: argparse.ArgumentParser, verbose: bool = True) -
 def start_logging(opt: dict[str, Any]) -> None:
     """Configure logging once for a script from its --quiet/--verbose (taken out of opt)."""
     from yolo_ray.console import setup_logging, verbosity
+    from yolo_ray.paths import settle_home_folders
 
     setup_logging(verbosity(opt.pop("quiet", False), opt.pop("verbose", False)))
+    settle_home_folders()
 
 
 def add_model_options(

@@ -12,7 +12,7 @@ import hashlib
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
-from yolo_ray.config import UserError
+from yolo_ray.config import UserError, refuse_folder
 from yolo_ray.downloads import asset_url, download
 from yolo_ray.filetypes import require_file
 from yolo_ray.paths import cache_home
@@ -72,8 +72,7 @@ def weights_option(weights: str | None) -> str | None:
         resolve_weights(name)
         return name
     path = Path(weights).expanduser().resolve()
-    if path.is_dir():
-        raise UserError(f"{path}: is a folder, expected a weights file")
+    refuse_folder(path, "a weights file (.pt)")
     if not path.is_file():
         raise UserError(
             f"{path}: weights file not found (a local .pt, or an official name such as yolov5s.pt, "

@@ -15,7 +15,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from yolo_ray.boxes import segments2boxes
-from yolo_ray.config import UserError, temp_sibling
+from yolo_ray.config import UserError, replacing
 from yolo_ray.paths import cache_home, is_writable_dir
 
 LOGGER = logging.getLogger("yolo_ray.data")
@@ -216,9 +216,8 @@ def _save_cache(path: Path, cache: dict, prefix: str) -> None:
     target = writable_sibling(path, "labels")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = temp_sibling(target, ".npy")
-        np.save(tmp, cache, allow_pickle=True)
-        os.replace(tmp, target)  # atomic: concurrent trials never read half a file
+        with replacing(target, ".npy") as tmp:  # concurrent trials never read half a file
+            np.save(tmp, cache, allow_pickle=True)
         LOGGER.info(f"{prefix}New label cache created: {target}")
     except OSError as e:
         LOGGER.warning(f"{prefix}WARNING: label cache not saved, {target.parent} is not writable ({e})")
