@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from malformed_world import (
     ENTRY_READ_ONLY,
     build_entry_world,
@@ -304,6 +305,8 @@ API = [
     api("call-none-in-list", call(lambda w: [image(w), None]), "input 1: expected a path, numpy array or PIL"),
     api("call-4d-array", call(np.zeros((2, 8, 8, 3), dtype=np.uint8)), "input 0: expected an HWC image array"),
     api("call-url", call("https://example.com/a.jpg"), "URLs are not fetched"),
+    api("call-tensor-3d", call(torch.zeros(3, 64, 64)), "a tensor input must be (batch, channels, height, width)"),
+    api("call-tensor-channels", call(torch.zeros(1, 5, 64, 64)), "a tensor of shape (1, 5, 64, 64) does not fit"),
     api("call-size-0", call(image, size=0), "size: expected a positive integer or (height, width), got 0"),
     api("call-size-negative", call(image, size=-64), "size: expected a positive integer"),
     api("call-size-text", call(image, size="big"), "size: expected a positive integer or (height, width)"),
