@@ -11,8 +11,6 @@ WARNING line, and may write only where they say.
 from __future__ import annotations
 
 import importlib.util
-import os
-import shutil
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from malformed_world import (
     ENTRY_READ_ONLY,
     build_entry_world,
@@ -306,6 +305,8 @@ API = [
     api("call-none-in-list", call(lambda w: [image(w), None]), "input 1: expected a path, numpy array or PIL"),
     api("call-4d-array", call(np.zeros((2, 8, 8, 3), dtype=np.uint8)), "input 0: expected an HWC image array"),
     api("call-url", call("https://example.com/a.jpg"), "URLs are not fetched"),
+    api("call-tensor-3d", call(torch.zeros(3, 64, 64)), "a tensor input must be (batch, channels, height, width)"),
+    api("call-tensor-channels", call(torch.zeros(1, 5, 64, 64)), "a tensor of shape (1, 5, 64, 64) does not fit"),
     api("call-size-0", call(image, size=0), "size: expected a positive integer or (height, width), got 0"),
     api("call-size-negative", call(image, size=-64), "size: expected a positive integer"),
     api("call-size-text", call(image, size="big"), "size: expected a positive integer or (height, width)"),
@@ -427,111 +428,3 @@ def test_real_process_prints_only_the_error_line(case_id: str, world: Path):
 
 def test_the_table_covers_at_least_60_cases():
     assert len(CASES) >= 60 and len({c.id for c in CASES}) == len(CASES)
-
-
-# ---- the behaviours behind some rows, one level down
-
-
-def export_folder(world: Path, tmp_path: Path) -> Path:
-    """A folder holding a copy of the world's checkpoint and an older export of it."""
-    shutil.copy(world / "models" / "best.pt", tmp_path / "best.pt")
-    (tmp_path / "best.torchscript").write_bytes(b"an older export")
-    return tmp_path
-
-
-@pytest.mark.timeout(120)
-def test_an_export_failing_late_removes_what_it_wrote_and_keeps_older_exports(
-    world, clis, tmp_path, monkeypatch, capsys
-):
-    import yolo_ray.infer.export as export
-
-    def refuse(*args, **kwargs):
-        raise yolo_ray.UserError("--opset 12: the ONNX exporter refused it (as a real refusal would)")
-
-    folder = export_folder(world, tmp_path)
-    before = snapshot(folder)
-    monkeypatch.setattr(export, "export_onnx", refuse)  # after yolov5 and torchscript were written
-    argv = ["--weights", str(folder / "best.pt"), "--include", "yolov5", "torchscript", "onnx", "--imgsz", "64"]
-    assert clis["export"].main(argv) == 2
-    assert capsys.readouterr().err == "error: --opset 12: the ONNX exporter refused it (as a real refusal would)\n"
-    assert snapshot(folder) == before  # no best-yolov5.pt, no hidden temp file, the older export untouched
-
-
-@pytest.mark.timeout(120)
-def test_a_full_disk_during_an_export_is_one_line_and_leaves_no_part_file(world, clis, tmp_path, monkeypatch, capsys):
-    import errno
-
-    import yolo_ray.infer.export as export
-
-    def disk_full(model, im, file):
-        file.write_bytes(b"the first megabyte of a TorchScript file")
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    folder = export_folder(world, tmp_path)
-    before = snapshot(folder)
-    monkeypatch.setattr(export, "export_torchscript", disk_full)
-    argv = ["--weights", str(folder / "best.pt"), "--include", "yolov5", "torchscript", "--imgsz", "64"]
-    assert clis["export"].main(argv) == 2
-    assert capsys.readouterr().err == f"error: {folder}: cannot write the export there (No space left on device)\n"
-    assert snapshot(folder) == before
-
-
-@pytest.mark.timeout(120)
-def test_an_export_writes_every_format_at_once_without_temp_files(world, clis, tmp_path):
-    folder = export_folder(world, tmp_path)
-    argv = ["--weights", str(folder / "best.pt"), "--include", "yolov5", "torchscript", "--imgsz", "64"]
-    assert clis["export"].main(argv) == 0
-    assert sorted(p.name for p in folder.iterdir()) == ["best-yolov5.pt", "best.pt", "best.torchscript"]
-    assert (folder / "best.torchscript").stat().st_size > 1e6  # the new export replaced the older one
-    assert yolo_ray.load(folder / "best-yolov5.pt", device="cpu").nc == 4
-
-
-@pytest.mark.timeout(60)
-def test_an_export_without_the_onnx_package_says_so_before_writing(world, clis, tmp_path, monkeypatch, capsys):
-    import yolo_ray.infer.formats as formats
-
-    real_find_spec = formats.importlib.util.find_spec
-    monkeypatch.setattr(
-        formats.importlib.util, "find_spec", lambda name, *a: None if name == "onnx" else real_find_spec(name, *a)
-    )
-    folder = export_folder(world, tmp_path)
-    before = snapshot(folder)
-    assert clis["export"].main(["--weights", str(folder / "best.pt"), "--include", "yolov5", "onnx"]) == 2
-    err = capsys.readouterr().err
-    assert err == "error: --include yolov5 onnx needs the onnx package: pip install 'yolo_ray[export]'\n"
-    assert snapshot(folder) == before
-
-
-@pytest.mark.timeout(120)
-def test_load_downloads_a_url_whole_and_names_it_whole_when_it_cannot(world, tmp_path, monkeypatch):
-    from asset_server import AssetServer
-
-    monkeypatch.setenv("YOLO_RAY_HOME", str(tmp_path / "home"))
-    server = AssetServer()
-    try:
-        url = server.add_file(world / "models" / "best.pt")
-        model = yolo_ray.load(url, device="cpu")
-        assert model.nc == 4 and server.requests["best.pt"] == 1
-        assert yolo_ray.load(url, device="cpu").nc == 4 and server.requests["best.pt"] == 1  # cached
-        assert len(list((tmp_path / "home" / "weights" / "urls").glob("*/best.pt"))) == 1
-        with pytest.raises(yolo_ray.UserError, match=f"cannot download {server.url}/missing.pt "):
-            yolo_ray.load(f"{server.url}/missing.pt", device="cpu")
-    finally:
-        server.close()
-
-
-def test_a_failed_run_removes_only_the_folders_it_created(tmp_path):
-    from yolo_ray.cli import new_run_dir
-
-    for project, name, exist_ok in [(tmp_path / "a" / "b", "exp", False), (tmp_path, "exp", False)]:
-        with pytest.raises(yolo_ray.UserError), new_run_dir(str(project), name, exist_ok) as save_dir:
-            (save_dir / "labels").mkdir()
-            raise yolo_ray.UserError("a source turned out unreadable")
-        assert not (tmp_path / "a").exists() and not (tmp_path / "exp").exists()
-    (tmp_path / "exp").mkdir()
-    with pytest.raises(yolo_ray.UserError), new_run_dir(str(tmp_path), "exp", False) as save_dir:
-        raise yolo_ray.UserError("again")
-    assert save_dir.name == "exp2" and sorted(p.name for p in tmp_path.iterdir()) == ["exp"]
-    with pytest.raises(yolo_ray.UserError), new_run_dir(str(tmp_path), "exp", True) as save_dir:
-        raise yolo_ray.UserError("into an existing folder (--exist-ok)")
-    assert save_dir == tmp_path / "exp" and save_dir.is_dir()  # not ours to remove

@@ -106,10 +106,10 @@ def _load(weights: str, include: list[str]) -> tuple[Path, Any]:
     from yolo_ray.models.loading import model_from_checkpoint
 
     path = weights_file(weights)  # an official name stays a name: its files go to the working directory
-    model = model_from_checkpoint(path)
     if not is_writable_dir(path.parent):
         raise UserError(f"{path.parent}: is not writable (export writes its files beside the weights)")
     for output in output_paths(path, include).values():
         if output.is_dir() and not output.name.endswith("_openvino_model"):
             raise UserError(f"{output}: is a folder, where the export would write its file")
+    model = model_from_checkpoint(path)
     return path, model

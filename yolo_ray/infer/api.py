@@ -57,7 +57,7 @@ class AutoShape(nn.Module):
         in [0, 1] goes to the model as is and its predictions (batch, boxes, 5 + nc) come back, before NMS.
         augment: test-time augmentation (flips and scales, as upstream)."""
         if isinstance(ims, torch.Tensor):
-            return self.model(ims.to(self.model.device).float(), augment=augment)
+            return self._forward_tensor(ims, augment)
         size = _check_size(size)
         items = ims if isinstance(ims, (list, tuple)) else [ims]
         if not items:
@@ -81,6 +81,16 @@ class AutoShape(nn.Module):
             augment=augment,
         )
         return Detections(arrays, preds, files, times, self.names, shape)
+
+    def _forward_tensor(self, x: torch.Tensor, augment: bool) -> torch.Tensor:
+        if x.ndim != 4:
+            raise UserError(f"a tensor input must be (batch, channels, height, width), got shape {tuple(x.shape)}")
+        try:
+            return self.model(x.to(self.model.device).float(), augment=augment)
+        except RuntimeError as e:  # a shape the layers cannot take (channels, a size off the stride grid)
+            raise UserError(
+                f"a tensor of shape {tuple(x.shape)} does not fit the model ({str(e).splitlines()[0][:200]})"
+            ) from None
 
 
 def _check_size(size: Any) -> int | tuple[int, int]:
