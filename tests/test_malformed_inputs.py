@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
 import pytest
 from malformed_cases import BASE_ARGS, CASES, Case
-from malformed_world import build_world, read_only_folders, snapshot
+from malformed_world import build_world, check_one_line, read_only_folders, run_as_process, snapshot
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = {"train": REPO / "scripts" / "train.py", "evolve": REPO / "scripts" / "evolve.py"}
@@ -50,18 +47,7 @@ SHOWN_BY_DEFAULT = (UserWarning, FutureWarning, RuntimeWarning, SyntaxWarning, U
 
 
 def check_outcome(case: Case, w: Path, code: int, out: str, err: str) -> None:
-    expected = case.expected.replace("{w}", str(w))
-    assert "Traceback" not in out + err, out + err
-    err_lines = err.splitlines()
-    if case.warns:
-        assert code == 0, out[-2000:] + err[-2000:]
-        warning_lines = [line for line in (out + err).splitlines() if "WARNING" in line]
-        assert len(warning_lines) == 1 and expected in warning_lines[0], warning_lines
-        assert not any(line.startswith("error:") for line in err_lines), err
-    else:
-        assert code == 2, out[-2000:] + err[-2000:]
-        assert len(err_lines) == 1 and err_lines[0].startswith("error: "), err
-        assert expected in err_lines[0], err_lines[0]
+    check_one_line(case.expected.replace("{w}", str(w)), case.warns, code, out, err)
 
 
 @pytest.mark.timeout(120)
@@ -108,13 +94,7 @@ PROCESS_CASES = [
 def test_real_process_prints_only_the_error_line(case_id: str, world: Path):
     case = next(c for c in CASES if c.id == case_id)
     before = snapshot(world)
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPTS[case.script]), *argv_of(case, world)],
-        capture_output=True,
-        text=True,
-        timeout=110,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
+    proc = run_as_process(SCRIPTS[case.script], argv_of(case, world), timeout=110)
     check_outcome(case, world, proc.returncode, proc.stdout, proc.stderr)
     assert snapshot(world) == before
 
