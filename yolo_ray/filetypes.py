@@ -6,7 +6,7 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
-from yolo_ray.config import UserError
+from yolo_ray.config import UserError, refuse_folder
 
 # Leading bytes of image formats a user may pass by mistake (and the name an error gives them).
 IMAGE_MAGIC = {
@@ -73,8 +73,7 @@ def require_file(path: str | Path, noun: str) -> Path:
     """path when it is an existing file; a UserError naming it a folder, or not found, otherwise.
     noun: what the file should be ('weights file'), as the error names it."""
     path = Path(path)
-    if path.is_dir():
-        raise UserError(f"{path}: is a folder, expected a {noun}")
+    refuse_folder(path, f"a {noun}")
     if not path.is_file():
         raise UserError(f"{path}: {noun} not found")
     return path
