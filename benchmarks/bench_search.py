@@ -27,9 +27,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from yolo_ray.cli import OneLineParser, check_minimums, run_script  # noqa: E402
 from yolo_ray.evolution import EVOLVE_RESULT_KEYS, read_history  # noqa: E402
 from yolo_ray.evolution.strategies import STRATEGIES  # noqa: E402
 from yolo_ray.metrics import fitness  # noqa: E402
+from yolo_ray.paths import check_project  # noqa: E402
 
 
 def row_fitness(csv_path: Path) -> np.ndarray:
@@ -42,7 +44,17 @@ def evolve(args: argparse.Namespace, name: str, **options) -> tuple[np.ndarray, 
     """One evolution run with the benchmark's training settings; its row fitness and wall seconds."""
     from yolo_ray.evolution.driver import run_evolution
 
-    opt = {
+    opt = evolve_options(args, name, **options)
+    start = time.time()
+    summary = run_evolution(opt)
+    if summary.status != "finished":
+        raise SystemExit(f"{name}: {summary.message}")
+    return row_fitness(summary.save_dir / "evolve.csv"), time.time() - start
+
+
+def evolve_options(args: argparse.Namespace, name: str, **options) -> dict:
+    """evolve.py's options of one run with the benchmark's training settings."""
+    return {
         "cfg": args.cfg,
         "weights": args.weights,
         "data": args.data,
@@ -56,11 +68,6 @@ def evolve(args: argparse.Namespace, name: str, **options) -> tuple[np.ndarray, 
         "name": name,
         **options,
     }
-    start = time.time()
-    summary = run_evolution(opt)
-    if summary.status != "finished":
-        raise SystemExit(f"{name}: {summary.message}")
-    return row_fitness(summary.save_dir / "evolve.csv"), time.time() - start
 
 
 def measure_noise(args: argparse.Namespace) -> np.ndarray:
@@ -104,8 +111,8 @@ def plot(curves: dict[str, np.ndarray], noise: np.ndarray, path: Path) -> None:
     fig.savefig(path)
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(description=__doc__.splitlines()[0])
     p.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
     p.add_argument("--trials", type=int, default=8, help="evolve.csv rows per run (equal for every strategy)")
     p.add_argument("--seeds", type=int, default=2, help="search seeds per strategy")
@@ -123,9 +130,31 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", default=None, help="dataset yaml (default: the built-in synthetic data)")
     p.add_argument("--concurrency", type=int, default=2)
     p.add_argument("--cpus", type=int, default=None, help="CPUs of the local Ray cluster (default: all)")
-    p.add_argument("--out", type=Path, default=Path("runs/bench_search"))
-    args = p.parse_args(argv)
-    args.out = args.out.resolve()
+    p.add_argument("--out", default="runs/bench_search", help="folder of the runs, plot and json")
+    return p
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Every option and input, as evolve.py checks its own, before --out or a Ray cluster exists."""
+    from yolo_ray.evolution.run_options import resolve_options
+    from yolo_ray.evolution.strategies import check_strategy_options
+
+    check_minimums(1, trials=args.trials, seeds=args.seeds, noise_seeds=args.noise_seeds)
+    if args.cpus is not None:
+        check_minimums(1, cpus=args.cpus)
+    args.out = check_project(args.out, "noise-seed0", option="--out")
+    opt = resolve_options(evolve_options(args, "noise-seed0", strategy="classic", generations=1, seed=0))
+    for strategy in args.strategies:
+        check_strategy_options({**opt, "strategy": strategy, "search_space": None})
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_script(lambda: bench(argv))
+
+
+def bench(argv: list[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    check_args(args)
     args.out.mkdir(parents=True, exist_ok=True)
 
     import ray
@@ -172,6 +201,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     )
     report(noise, table, args)
+    return 0
 
 
 def report(noise: np.ndarray, table: list[dict], args: argparse.Namespace) -> None:
@@ -200,4 +230,4 @@ def report(noise: np.ndarray, table: list[dict], args: argparse.Namespace) -> No
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -4,11 +4,15 @@ every kind, and existing runs (training runs, evolutions, broken evolutions) tha
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import os
 import pickle
 import shutil
 import stat
+import subprocess
+import sys
+import warnings
 from pathlib import Path
 
 import torch
@@ -222,3 +226,109 @@ def snapshot(w: Path) -> dict[str, str]:
         key = str(path.relative_to(w))
         out[key] = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "dir"
     return out
+
+
+# ---- weights and sources for val.py, detect.py, export.py and the Python API
+
+ENTRY_READ_ONLY = "readonly_models"  # a read-only folder holding a checkpoint: export cannot write beside it
+
+
+def build_entry_world(w: Path) -> Path:
+    """The training world plus models: a checkpoint, its exports and files of the wrong kind under model names."""
+    build_world(w)
+    make_model_files(w)
+    make_entry_sources(w)
+    return w
+
+
+def save_untrained_checkpoint(path: Path, names: dict[int, str]) -> Path:
+    """A yolov5n checkpoint as training leaves one (build_checkpoint, then stripped): weights never trained."""
+    from yolo_ray.models import build_model
+    from yolo_ray.training.checkpoint import build_checkpoint, save_checkpoint, strip_optimizer
+
+    model = build_model("yolov5n.yaml", nc=len(names))
+    model.names = names
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(build_checkpoint(0, 0.0, model, model, 0, optimizer, {"epochs": 1}, training_done=True), path)
+    strip_optimizer(path)
+    return path
+
+
+def make_model_files(w: Path) -> None:
+    """Real weights where a case runs them; where only the kind of file matters, small files of that
+    kind (every case hashes the world twice, so its size is the table's time)."""
+    from yolo_ray.infer.export import export_formats
+
+    m = w / "models"
+    names = yaml.safe_load((w / "good" / "data.yaml").read_text())["names"]
+    best = save_untrained_checkpoint(m / "best.pt", names)
+    export_formats(best, ["onnx"], (64, 64))  # fixed 64x64 input
+    onnx_head = (m / "best.onnx").read_bytes()[:4096]
+    write(m / "onnx_as.pt", onnx_head)
+    write(m / "best_onnx.bin", onnx_head)
+    with warnings.catch_warnings():  # torch 2.14 calls TorchScript deprecated; export.py still writes it
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.save(torch.jit.script(torch.nn.Conv2d(3, 4, 1)), m / "torchscript_as.pt")
+    for name in ("pt_as.onnx", "pt_as.torchscript", "outdir/best.pt"):
+        write(m / name, b"")
+        torch.save({"model": {"w": torch.zeros(2)}}, m / name)
+    shutil.copy(best, (m / "warn").mkdir() or m / "warn" / "best.pt")
+    shutil.copy(next((w / "good" / "images" / "val").iterdir()), m / "image_as.pt")
+    shutil.copy(w / "good" / "data.yaml", m / "yaml_as.pt")
+    (m / "folder.pt").mkdir()
+    (m / "outdir" / "best.torchscript").mkdir()  # a folder where export would write its file
+    write(m / "file_openvino_model", "not a folder\n")
+    (m / "empty_openvino_model").mkdir()
+    shutil.copy(best, (w / ENTRY_READ_ONLY).mkdir() or w / ENTRY_READ_ONLY / "best.pt")
+    (w / ENTRY_READ_ONLY).chmod(READ_ONLY)
+
+
+def make_entry_sources(w: Path) -> None:
+    """Sources that fail only once a run has started: unreadable images, a val split of corrupt images."""
+    write(w / "sources" / "broken" / "a.jpg", b"not an image")
+    write(w / "sources" / "broken" / "b.png", b"not an image either")
+    (w / "sources" / "empty").mkdir()
+    copy_dataset(w / "good", w / "val_corrupt")
+    for image in (w / "val_corrupt" / "images" / "val").iterdir():
+        image.write_bytes(b"not an image")
+
+
+# ---- what a table case's outcome must be (shared by the malformed-input tables)
+
+SHOWN_BY_DEFAULT = (UserWarning, FutureWarning, RuntimeWarning, SyntaxWarning, UnicodeWarning, BytesWarning)
+
+
+def stderr_of_process(caught: list, records: list, err: str) -> str:
+    """What a real process would show on stderr: Python warnings and other libraries' WARNING records
+    (which pytest intercepts in-process; the package's own records are on stdout) before err."""
+    shown = [str(w.message) for w in caught if issubclass(w.category, SHOWN_BY_DEFAULT)]
+    shown += [r.getMessage() for r in records if r.levelno >= logging.WARNING and not r.name.startswith("yolo_ray")]
+    return "".join(f"{line}\n" for line in shown) + err
+
+
+def check_one_line(expected: str, goes_on: bool, code: int, out: str, err: str) -> None:
+    """No traceback; exit 2 with exactly one `error:` line holding expected, or (goes_on) exit 0 with one
+    WARNING line holding it and no error line."""
+    assert "Traceback" not in out + err, out + err
+    err_lines = err.splitlines()
+    if goes_on:
+        assert code == 0, out[-2000:] + err[-2000:]
+        warning_lines = [line for line in (out + err).splitlines() if "WARNING" in line]
+        assert len(warning_lines) == 1 and expected in warning_lines[0], warning_lines
+        assert not any(line.startswith("error:") for line in err_lines), err
+    else:
+        assert code == 2, out[-2000:] + err[-2000:]
+        assert len(err_lines) == 1 and err_lines[0].startswith("error: "), err
+        assert expected in err_lines[0], err_lines[0]
+
+
+def run_as_process(script: Path, argv: list[str], timeout: float) -> subprocess.CompletedProcess:
+    """script run as a user's terminal runs it: a fresh Python process, one OpenMP thread."""
+    return subprocess.run(
+        [sys.executable, str(script), *argv],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )

@@ -250,3 +250,18 @@ def test_kill_9_mid_training_then_resume_matches_an_uninterrupted_run(tiny_data,
     for row, ref in zip(rows, ref_rows):  # the LR schedule continued exactly where it stopped
         assert [row[f"x/lr{i}"] for i in range(3)] == [ref[f"x/lr{i}"] for i in range(3)]
     assert torch.load(last, weights_only=True)["epoch"] == -1  # finished and stripped
+
+
+@pytest.mark.timeout(180)
+def test_a_run_from_an_older_version_resumes_with_the_newer_options_defaults(cli, tiny_data, tmp_path, capsys):
+    """opt.yaml written before the Ray, storage and tracker options existed: --resume --epochs 2 fine-tunes
+    the finished run (it used to stop on KeyError: 'cpus_per_worker')."""
+    project = tmp_path / "runs"
+    assert cli.main([*TINY_RUN, "--data", str(tiny_data), "--epochs", "1", "--project", str(project)]) == 0
+    opt_yaml = project / "exp" / "opt.yaml"
+    newer = ("cpus_per_worker", "gpus_per_worker", "max_failures", "placement_timeout", "trackers", "storage_path")
+    old = {k: v for k, v in yaml.safe_load(opt_yaml.read_text()).items() if k not in newer}
+    opt_yaml.write_text(yaml.safe_dump(old))
+    assert cli.main(["--resume", str(project / "exp" / "weights" / "last.pt"), "--epochs", "2"]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+    assert len(read_results(project / "exp2" / "results.csv")) == 1  # the one extra epoch, in a new run

@@ -94,5 +94,7 @@ def _check_names(options: dict[str, Any], known: set[str], command: str) -> None
 def _start_logging() -> None:
     """The `yolo_ray` logger prints as the commands' do, once; a level set before (setup_logging) is kept."""
     from yolo_ray.console import log_level
+    from yolo_ray.paths import settle_home_folders
 
     setup_logging(log_level() if LOGGER.level else verbosity())
+    settle_home_folders()

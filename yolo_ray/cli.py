@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from yolo_ray.config import UserError
-from yolo_ray.options import config_fields, flag_of
+from yolo_ray.config import UserError, write_refused
+from yolo_ray.option_fields import config_fields, flag_of
 
 
 class DefaultsHelpFormatter(argparse.HelpFormatter):
@@ -81,8 +84,11 @@ def run_script(body: Callable[[], int]) -> int:
     """body's exit status; a UserError anywhere in it is one `error: ...` line on stderr and status 2."""
     try:
         return body()
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (UserError, OSError) as e:
+        error = e if isinstance(e, UserError) else write_refused(e)
+        if error is None:
+            raise
+        print(f"error: {error}", file=sys.stderr)
         return 2
 
 
@@ -98,8 +104,10 @@ def add_console_options(parser: argparse.ArgumentParser, verbose: bool = True) -
 def start_logging(opt: dict[str, Any]) -> None:
     """Configure logging once for a script from its --quiet/--verbose (taken out of opt)."""
     from yolo_ray.console import setup_logging, verbosity
+    from yolo_ray.paths import settle_home_folders
 
     setup_logging(verbosity(opt.pop("quiet", False), opt.pop("verbose", False)))
+    settle_home_folders()
 
 
 def add_model_options(
@@ -126,8 +134,42 @@ def check_fraction(option: str, value: float, upper_open: bool = False) -> None:
         raise UserError(f"{option} must be in [0, 1{')' if upper_open else ']'}, got {value}")
 
 
-def make_run_dir(project: str, name: str, exist_ok: bool) -> Path:
-    """project/name (incremented: exp, exp2, ...), created; call only once the inputs are validated."""
-    from yolo_ray.paths import create_run_dir
+def check_minimums(low: int, **values: int) -> None:
+    """Counts and sizes (keyword: the option, '--max-det' as max_det) of at least low."""
+    for key, value in values.items():
+        if value < low:
+            raise UserError(f"--{key.replace('_', '-')} must be at least {low}, got {value}")
 
-    return create_run_dir(project, name, exist_ok)
+
+@contextlib.contextmanager
+def new_run_dir(project: str, name: str, exist_ok: bool) -> Iterator[Path]:
+    """project/name (incremented: exp, exp2, ...), created; call only once the inputs are validated.
+
+    A UserError inside the block (a source that turns out unreadable, a split without labels) removes
+    the run folder and any parent this call created, so a failed run leaves no empty exp/ behind and
+    the next run is not exp2. A folder that existed before (--exist-ok) is left as it was found.
+    """
+    from yolo_ray.paths import create_run_dir, resolve_project
+
+    target = resolve_project(project) / name
+    first_new = next((p for p in reversed((target, *target.parents)) if not p.exists()), None)
+    save_dir = create_run_dir(project, name, exist_ok)
+    try:
+        yield save_dir
+    except UserError:
+        if save_dir != target or first_new is not None:  # this call created it
+            shutil.rmtree(save_dir, ignore_errors=True)
+            _remove_empty_parents(save_dir.parent, first_new)
+        raise
+
+
+def _remove_empty_parents(folder: Path, first_new: Path | None) -> None:
+    """rmdir folder and its parents up to first_new (the topmost one this run created), while empty."""
+    if first_new is None:
+        return
+    while folder == first_new or first_new in folder.parents:
+        try:
+            os.rmdir(folder)
+        except OSError:
+            return  # another run's folder appeared in it meanwhile: keep it
+        folder = folder.parent

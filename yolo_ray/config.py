@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import math
 import os
 import socket
 import uuid
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import yaml
@@ -85,11 +88,16 @@ class UserError(ValueError):
     """A problem with the user's input; CLIs print it as one line and exit 2, never a traceback."""
 
 
+def refuse_folder(path: str | Path, expected: str) -> None:
+    """One clear line when a folder is given where a file is expected (rather than "not found")."""
+    if Path(path).is_dir():
+        raise UserError(f"{path}: is a folder, expected {expected}")
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a yaml mapping, raising UserError naming the file when it is missing or malformed."""
     path = Path(path)
-    if path.is_dir():
-        raise UserError(f"{path}: is a folder, expected a YAML file")
+    refuse_folder(path, "a YAML file")
     if not path.is_file():
         raise UserError(f"{path}: file not found")
     try:
@@ -111,12 +119,36 @@ def temp_sibling(path: str | Path, suffix: str = "") -> Path:
     return path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp{suffix}")
 
 
+@contextlib.contextmanager
+def replacing(path: str | Path, suffix: str = "") -> Iterator[Path]:
+    """A temporary sibling of path to write; renamed over path when the block succeeds and removed when it
+    fails, so a kill or a full disk leaves the previous file whole and no half-written file beside it."""
+    tmp = temp_sibling(path, suffix)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename is None:  # a failed write() names no file; the error line does
+            e.filename = str(path)
+        raise
+
+
+# A write the machine refused: not a bug, and not helped by a retry
+NO_ROOM_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
+
+
+def write_refused(error: BaseException) -> UserError | None:
+    """A full disk or quota, or a read-only filesystem, as one line naming the file; None for other errors."""
+    if not isinstance(error, OSError) or error.errno not in NO_ROOM_ERRNOS:
+        return None
+    return UserError(f"{error.filename or 'a file'}: cannot write it ({os.strerror(error.errno)})")
+
+
 def save_yaml(path: str | Path, data: dict[str, Any]) -> None:
-    """Write a yaml mapping atomically (temp file + rename), so a crash never leaves a torn file to resume from."""
-    path = Path(path)
-    tmp = temp_sibling(path)
-    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
-    os.replace(tmp, path)
+    """Write a yaml mapping atomically, so a crash never leaves a torn file to resume from."""
+    with replacing(path) as tmp:
+        tmp.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
 def to_float(value: Any) -> float:
@@ -169,7 +201,9 @@ def hyp_range_problem(key: str, value: float) -> str | None:
 def range_problem(
     value: float, low: float, high: float = INF, low_open: bool = False, high_open: bool = True
 ) -> str | None:
-    """'value is out of range (valid: [low, high))' when value (NaN included) lies outside the interval."""
+    """'value is out of range (valid: [low, high))' when value lies outside the interval; NaN is named as such."""
+    if value != value:
+        return f"{value} is not a finite number"
     inside = (low < value if low_open else low <= value) and (value < high if high_open else value <= high)
     if inside:
         return None

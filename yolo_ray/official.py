@@ -8,10 +8,13 @@ the restricted unpickler: nothing a downloaded file names is ever imported or ru
 
 from __future__ import annotations
 
-from pathlib import Path
+import hashlib
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
 
-from yolo_ray.config import UserError
+from yolo_ray.config import UserError, refuse_folder
 from yolo_ray.downloads import asset_url, download
+from yolo_ray.filetypes import require_file
 from yolo_ray.paths import cache_home
 
 RELEASE_URL = "https://github.com/ultralytics/yolov5/releases/download/v7.0"
@@ -34,13 +37,26 @@ def weights_cache() -> Path:
 
 def resolve_weights(weights: str | Path) -> Path:
     """The local file `weights` names: an existing path, or the official file (downloaded on first use)."""
+    if is_url(weights):
+        return download_url_weights(str(weights))
     name = official_name(weights)
     if name is None:
-        path = Path(weights).expanduser()
-        if not path.is_file():
-            raise UserError(f"{weights}: weights file not found")
-        return path
+        return require_file(Path(weights).expanduser(), "weights file")
     return download(asset_url(f"{RELEASE_URL}/{name}"), weights_cache() / name, what=name)
+
+
+def is_url(weights: str | Path) -> bool:
+    """An http(s) URL of a weights file (kept a string: Path() would fold its '//' into one slash)."""
+    return isinstance(weights, str) and weights.lower().startswith(("http://", "https://"))
+
+
+def download_url_weights(url: str) -> Path:
+    """The weights file at url, downloaded once into the cache (a folder per URL, so names never collide)."""
+    name = PurePosixPath(urlsplit(url).path).name
+    if not name:
+        raise UserError(f"{url}: the URL names no file (expected .../NAME.pt)")
+    folder = weights_cache() / "urls" / hashlib.sha256(url.encode()).hexdigest()[:16]
+    return download(url, folder / name, what=url)
 
 
 def weights_option(weights: str | None) -> str | None:
@@ -56,6 +72,7 @@ def weights_option(weights: str | None) -> str | None:
         resolve_weights(name)
         return name
     path = Path(weights).expanduser().resolve()
+    refuse_folder(path, "a weights file (.pt)")
     if not path.is_file():
         raise UserError(
             f"{path}: weights file not found (a local .pt, or an official name such as yolov5s.pt, "

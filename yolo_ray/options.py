@@ -12,71 +12,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from yolo_ray.config import INF, UserError, range_problem
 from yolo_ray.console import LOGGER
+from yolo_ray.option_fields import (
+    FOLDER,
+    RAY,
+    RUN,
+    SEARCH,
+    TRAINING,
+    config_from_options,
+    plain_value,
+    check_values,
+    option,
+)
 
 DEFAULT_CFG = "yolov5n.yaml"  # the model of a run on user data given neither --cfg nor --weights
 STRATEGIES = ("classic", "population", "random", "tpe", "cmaes")  # evolution.strategies builds each
 DEFAULT_GENERATIONS = 300  # evolve.csv rows an evolution aims for, as upstream's --evolve 300
-
-# Option groups: which argparse group shows a field and what a run does with it.
-TRAINING = "training"  # how a model trains: a single run and every evolution trial take these
-RUN = "run"  # a single run's saving, validation and stopping (train.py only)
-FOLDER = "folder"  # where a single run's folder goes; the loop never sees these
-RAY = "Ray"  # where a run's workers go; the loop never sees these
-SEARCH = "evolution"
-
-
-def option(
-    default: Any,
-    help: str,
-    *,
-    flags: tuple[str, ...] = (),
-    group: str = TRAINING,
-    kind: type | None = None,
-    low: float | None = None,
-    high: float = INF,
-    low_open: bool = False,
-    high_open: bool = True,
-    choices: tuple[str, ...] | None = None,
-    nargs: str | None = None,
-    const: Any = None,
-    runtime: bool | None = None,
-    negated: str | None = None,
-    deprecated: tuple[str, ...] = (),
-) -> Any:
-    """A config field with what argparse and validation need to know about it.
-
-    kind: the element type (int, float, str); low..high: the valid interval (checked for every element of
-    a list); negated: the --no-x flag of an option that is on by default; deprecated: old spellings that
-    still work and say once that they are old; runtime (an evolution's): taken from the current command even
-    when resuming a run (by default the Ray options are).
-    """
-    meta = dict(
-        help=help,
-        flags=flags,
-        group=group,
-        kind=kind or _kind(default),
-        low=low,
-        high=high,
-        low_open=low_open,
-        high_open=high_open,
-        choices=choices,
-        nargs=nargs,
-        const=const,
-        runtime=group == RAY if runtime is None else runtime,
-        negated=negated,
-        deprecated=deprecated,
-    )
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=meta)
-    return field(default=default, metadata=meta)
-
-
-def _kind(default: Any) -> type | None:
-    if isinstance(default, list):
-        return type(default[0]) if default else str
-    return None if default is None else type(default)
 
 
 @dataclass(frozen=True)
@@ -166,7 +117,9 @@ class TrainConfig:
         kind=float,
         low=0,
     )
-    max_failures: int = option(3, "worker or node failures a Ray run survives, restarting from its last.pt", group=RAY)
+    max_failures: int = option(
+        3, "worker or node failures a Ray run survives, restarting from its last.pt", group=RAY, low=0
+    )
     address: str | None = option(
         None,
         "Ray cluster to join ('auto' = the running one); default: no Ray for 1 worker, a local cluster for more",
@@ -187,16 +140,16 @@ class TrainConfig:
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> TrainConfig:
         """From a mapping such as an opt.yaml (ours, older ones, upstream's): unknown keys are left out."""
-        return _from_options(cls, options)
+        return config_from_options(cls, options)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values by upstream's opt names (lists, not tuples): what opt.yaml holds."""
-        return _plain(dataclasses.asdict(self))
+        return plain_value(dataclasses.asdict(self))
 
     def training_options(self) -> dict[str, Any]:
         """The options every evolution trial takes (the TRAINING group)."""
         fields = dataclasses.fields(self)
-        return {f.name: _plain(getattr(self, f.name)) for f in fields if f.metadata["group"] == TRAINING}
+        return {f.name: plain_value(getattr(self, f.name)) for f in fields if f.metadata["group"] == TRAINING}
 
 
 @dataclass(frozen=True)
@@ -333,11 +286,11 @@ class EvolveConfig:
         train = TrainConfig.from_options(
             {**train_defaults, **{k: v for k, v in options.items() if k in train_defaults and k in TRAINING_KEYS}}
         )
-        return _from_options(cls, {**options, "train": train})
+        return config_from_options(cls, {**options, "train": train})
 
     def to_dict(self) -> dict[str, Any]:
         """One flat mapping: every trial's training options, then the search's (an evolution's opt.yaml)."""
-        own = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "train"}
+        own = {f.name: plain_value(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "train"}
         return {**self.train.training_options(), **own}
 
     def saved_options(self) -> dict[str, Any]:
@@ -347,70 +300,3 @@ class EvolveConfig:
 
 
 TRAINING_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.metadata["group"] == TRAINING)
-
-
-def config_fields(cls: type, groups: tuple[str, ...] | None = None) -> list[dataclasses.Field]:
-    """The option fields of a config class (in declaration order), those of `groups` only when given."""
-    return [
-        f for f in dataclasses.fields(cls) if "help" in f.metadata and (groups is None or f.metadata["group"] in groups)
-    ]
-
-
-def option_keys(cls: type, *groups: str) -> tuple[str, ...]:
-    return tuple(f.name for f in config_fields(cls, groups))
-
-
-def flag_of(f: dataclasses.Field) -> str:
-    """The option's first spelling on the command line, as error messages name it (--label-smoothing)."""
-    return f.metadata["flags"][0] if f.metadata["flags"] else "--" + f.name.replace("_", "-")
-
-
-def check_values(config: Any) -> None:
-    """Coerce each option to its kind and check its range and choices: one UserError naming the option."""
-    for f in config_fields(type(config)):
-        value = getattr(config, f.name)
-        checked = _checked(f, value)
-        if checked is not value:
-            object.__setattr__(config, f.name, checked)
-
-
-def _checked(f: dataclasses.Field, value: Any) -> Any:
-    meta = f.metadata
-    if value is None or isinstance(value, (bool, dict)) or (meta["nargs"] == "?" and value is True):
-        return value
-    if isinstance(value, (list, tuple)):
-        return [_checked_one(f, v) for v in value]
-    return _checked_one(f, value)
-
-
-def _checked_one(f: dataclasses.Field, value: Any) -> Any:
-    meta, flag = f.metadata, flag_of(f)
-    kind = meta["kind"]
-    if kind in (int, float) and not isinstance(value, bool):
-        try:
-            number = kind(value)
-        except (TypeError, ValueError):
-            raise UserError(f"{flag}: expected {'an integer' if kind is int else 'a number'}, got {value!r}") from None
-        if kind is int and number != float(value):
-            raise UserError(f"{flag}: expected an integer, got {value!r}")
-        value = number
-    if meta["choices"] and value not in meta["choices"]:
-        raise UserError(f"argument {flag}: invalid choice: {value!r} (choose from {', '.join(meta['choices'])})")
-    if meta["low"] is not None:
-        problem = range_problem(value, meta["low"], meta["high"], meta["low_open"], meta["high_open"])
-        if problem:
-            raise UserError(f"{flag} {problem}")
-    return value
-
-
-def _from_options(cls: type, options: Mapping[str, Any]) -> Any:
-    names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in options.items() if k in names})
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from yolo_ray.config import UserError
+from yolo_ray.config import UserError, write_refused
 from yolo_ray.cluster.nodes import (
     PLACEMENT_TIMEOUT_S,
     cluster_nodes,
@@ -208,6 +208,9 @@ def deterministic_error(error: BaseException) -> UserError | None:
     user = next((e for e in causes if isinstance(e, UserError)), None)
     if user is not None:
         return UserError(str(user))
+    refused = next((r for r in map(write_refused, causes) if r is not None), None)
+    if refused is not None:
+        return refused
     if any(_is_out_of_memory(e) for e in causes):
         return UserError(
             "CUDA out of memory in training: lower --batch-size (or --imgsz); "

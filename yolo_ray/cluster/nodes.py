@@ -16,7 +16,7 @@ from pathlib import Path
 
 from yolo_ray.config import UserError
 from yolo_ray.cluster.placement import Node, NodeType, Placement, can_hold_worker, missing_now, with_node_types
-from yolo_ray.paths import in_ray_job
+from yolo_ray.paths import can_create, in_ray_job
 from yolo_ray.console import LOGGER
 
 CONNECT_TIMEOUT_S = 30.0
@@ -55,6 +55,8 @@ def connect(address: str | None, log_to_driver: bool = True, visible_gpus: str |
         check_reachable(named, label=label)
     if target != "local":
         send_auth_token_if_available()
+    else:
+        keep_new_token_in_env_without_home()
     if target == "local" and visible_gpus:
         os.environ["CUDA_VISIBLE_DEVICES"] = visible_gpus
     from yolo_ray.console import quiet_ray
@@ -89,6 +91,23 @@ def send_auth_token_if_available() -> None:
     except ImportError:
         return
     maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+
+
+def keep_new_token_in_env_without_home() -> None:
+    """A new local cluster's auth token handed over in the environment when ~/.ray cannot hold it.
+
+    Ray 2.60 writes the token it makes for a new local cluster to ~/.ray/auth_token, and fails with a
+    PermissionError where the home folder is read-only (a shared machine, a locked-down container). It
+    reads $RAY_AUTH_TOKEN before that file, and every process the cluster starts inherits it.
+    """
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
+        return
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return
+    token_file = Path.home() / ".ray" / "auth_token"
+    if token_file.is_file() or can_create(token_file.parent):
+        return
+    os.environ["RAY_AUTH_TOKEN"] = uuid.uuid4().hex + uuid.uuid4().hex
 
 
 def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S, label: str = "--address") -> None:

@@ -30,14 +30,31 @@ def is_uri(path: str | None) -> bool:
     return bool(path) and "://" in str(path)
 
 
-def _open(uri: str):
+def _open(uri: str, option: str = "--storage-path"):
     import pyarrow
     import pyarrow.fs as pafs
 
     try:
         return pafs.FileSystem.from_uri(uri)
     except (pyarrow.ArrowException, ValueError, OSError) as e:
-        raise UserError(f"--storage-path {uri}: not a storage URI pyarrow can open ({e})") from None
+        raise UserError(f"{option} {uri}: not a storage URI pyarrow can open ({str(e).splitlines()[0]})") from None
+
+
+def check_storage(uri: str, option: str = "--storage-path") -> None:
+    """Refuse now, before any folder exists, a storage the run could never be kept in: a filesystem path
+    that cannot become a writable folder, or a remote store that does not answer."""
+    import pyarrow
+
+    from yolo_ray.paths import check_writable_folder
+
+    fs, root = _open(uri, option)
+    if fs.type_name == "local":
+        check_writable_folder(root, f"{option} {uri}")
+        return
+    try:
+        fs.get_file_info(root)
+    except (OSError, pyarrow.ArrowException) as e:
+        raise UserError(f"{option} {uri}: cannot reach it ({str(e).splitlines()[0]})") from None
 
 
 def staging_dir(run_uri: str) -> Path:

@@ -19,10 +19,12 @@ from yolo_ray.cli import (
     add_console_options,
     add_model_options,
     check_fraction,
-    make_run_dir,
+    check_minimums,
+    new_run_dir,
     start_logging,
 )
 from yolo_ray.config import UserError
+from yolo_ray.paths import check_project
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         opt = build_parser().parse_args(argv)
         start_logging({"quiet": opt.quiet, "verbose": opt.verbose})
         imgsz = _check(opt)
+        check_project(opt.project, opt.name)  # before any model loads: a folder that cannot hold the run
         from yolo_ray.infer.backends import load_backend
         from yolo_ray.infer.detect import DetectOptions, run, single_frames
         from yolo_ray.infer.sources import VID_FORMATS, Skipped, is_stream_source, list_sources
@@ -81,7 +84,6 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError("--augment and --visualize need PyTorch (.pt) weights")
         skipped = Skipped()
         batches = Streams(opt.source, opt.vid_stride) if stream else single_frames(files, skipped, opt.vid_stride)
-        save_dir = make_run_dir(opt.project, opt.name, opt.exist_ok)
         options = DetectOptions(
             imgsz=imgsz,
             conf_thres=opt.conf_thres,
@@ -102,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
             vid_stride=opt.vid_stride,
         )
         images_only = files is not None and not any(Path(f).suffix[1:].lower() in VID_FORMATS for f in files)
-        run(model, batches, save_dir, options, total=len(files) if images_only else None)
+        with new_run_dir(opt.project, opt.name, opt.exist_ok) as save_dir:
+            run(model, batches, save_dir, options, total=len(files) if images_only else None)
         if skipped.files:
             print(f"WARNING: {len(skipped.files)} of {len(files)} source files could not be read and were skipped")
     except UserError as e:
@@ -117,14 +120,9 @@ def _check(opt: argparse.Namespace) -> tuple[int, int]:
     check_fraction("--iou-thres", opt.iou_thres)
     if len(opt.imgsz) > 2:
         raise UserError(f"--imgsz {' '.join(map(str, opt.imgsz))}: give one size or height and width")
-    for option, value in (
-        ("--imgsz", min(opt.imgsz)),
-        ("--max-det", opt.max_det),
-        ("--line-thickness", opt.line_thickness),
-        ("--vid-stride", opt.vid_stride),
-    ):
-        if value < 1:
-            raise UserError(f"{option} must be at least 1, got {value}")
+    check_minimums(
+        1, imgsz=min(opt.imgsz), max_det=opt.max_det, line_thickness=opt.line_thickness, vid_stride=opt.vid_stride
+    )
     return tuple(opt.imgsz * 2 if len(opt.imgsz) == 1 else opt.imgsz)
 
 

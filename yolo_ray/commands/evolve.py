@@ -15,7 +15,8 @@ import sys
 from yolo_ray.cli import OneLineParser, add_config_options, add_console_options, start_logging
 from yolo_ray.config import UserError
 from yolo_ray.console import LOGGER
-from yolo_ray.options import RAY, SEARCH, TRAINING, EvolveConfig, TrainConfig
+from yolo_ray.option_fields import RAY, SEARCH, TRAINING
+from yolo_ray.options import EvolveConfig, TrainConfig
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 
 from yolo_ray.cli import OneLineParser, add_config_options, add_console_options, run_script, start_logging
-from yolo_ray.options import FOLDER, RAY, RUN, TRAINING, TrainConfig
+from yolo_ray.option_fields import FOLDER, RAY, RUN, TRAINING
+from yolo_ray.options import TrainConfig
 from yolo_ray.training.driver import claim_run_dir, fresh_run_options, resume_options, train_run
 
 __all__ = ["build_parser", "claim_run_dir", "fresh_run_options", "main", "resume_options"]

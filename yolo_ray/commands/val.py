@@ -21,10 +21,12 @@ from yolo_ray.cli import (
     add_console_options,
     add_model_options,
     check_fraction,
-    make_run_dir,
+    check_minimums,
+    new_run_dir,
     start_logging,
 )
 from yolo_ray.config import UserError
+from yolo_ray.paths import check_project
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         opt = build_parser().parse_args(argv)
         start_logging({"quiet": opt.quiet})  # --verbose is upstream val.py's: mAP by class
         _check(opt)
+        check_project(opt.project, opt.name)  # before any model loads: a folder that cannot hold the run
         from yolo_ray.data.config import load_data_config
         from yolo_ray.cluster.session import select_device
 
@@ -89,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _validate(opt: argparse.Namespace, weights: list[str], data: dict, device) -> None:
     from yolo_ray.infer.backends import load_backend
-    from yolo_ray.evaluation.val import check_model_data, run
+    from yolo_ray.evaluation.val import check_model_data
     from yolo_ray.models import prune
     from yolo_ray.training.model_setup import check_img_size
 
@@ -102,8 +105,14 @@ def _validate(opt: argparse.Namespace, weights: list[str], data: dict, device) -
         prune(model, opt.prune)
     imgsz = check_img_size(opt.imgsz, model.stride)
     _check_fixed_shape(model, imgsz)
+    with new_run_dir(opt.project, opt.name, opt.exist_ok) as save_dir:
+        _validate_into(save_dir, opt, model, data, imgsz, name)
+
+
+def _validate_into(save_dir: Path, opt: argparse.Namespace, model, data: dict, imgsz: int, name: str) -> None:
+    from yolo_ray.evaluation.val import run
+
     speed = opt.task == "speed"  # upstream's speed benchmark: detection thresholds, no files
-    save_dir = make_run_dir(opt.project, opt.name, opt.exist_ok)
 
     def validate(size: int, plots: bool = not speed and opt.task != "study"):
         ev = run(
@@ -145,9 +154,8 @@ def _check(opt: argparse.Namespace) -> None:
     check_fraction("--iou-thres", opt.iou_thres)
     if opt.prune is not None:
         check_fraction("--prune", opt.prune, upper_open=True)
-    for option, value in (("--imgsz", opt.imgsz), ("--batch-size", opt.batch_size), ("--max-det", opt.max_det)):
-        if value < 1:
-            raise UserError(f"{option} must be at least 1, got {value}")
+    check_minimums(1, imgsz=opt.imgsz, batch_size=opt.batch_size, max_det=opt.max_det)
+    check_minimums(0, workers=opt.workers)
     if opt.task in ("train", "val", "test") and opt.conf_thres > 0.001:
         print(f"WARNING: --conf-thres {opt.conf_thres} > 0.001 gives invalid results (mAP needs low confidences)")
     if opt.save_hybrid:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import random
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ import torch
 from tqdm import tqdm
 
 from yolo_ray.boxes import xywhn2xyxy, xyn2xy, xyxy2xywhn
-from yolo_ray.config import UserError, load_hyp, temp_sibling
+from yolo_ray.config import UserError, load_hyp, replacing
 from yolo_ray.data.augment import FILL, augment_hsv, copy_paste, letterbox, mixup, random_perspective
 from yolo_ray.data.labels import (
     LOGGER,
@@ -268,9 +267,8 @@ class LoadImagesAndLabels(torch.utils.data.Dataset):
         def save(i: int) -> None:
             target = Path(self.npy_files[i])
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = temp_sibling(target, ".npy")
-            np.save(tmp, cv2.imread(self.im_files[i]))
-            os.replace(tmp, target)  # atomic: a concurrent trial never loads half an array
+            with replacing(target, ".npy") as tmp:  # a concurrent trial never loads half an array
+                np.save(tmp, cv2.imread(self.im_files[i]))
 
         with ThreadPool(NUM_THREADS) as pool:
             list(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import sys
 from dataclasses import dataclass, field
 from multiprocessing.pool import ThreadPool
 from pathlib import Path
@@ -14,7 +15,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from yolo_ray.boxes import segments2boxes
-from yolo_ray.config import UserError, temp_sibling
+from yolo_ray.config import UserError, replacing
 from yolo_ray.paths import cache_home, is_writable_dir
 
 LOGGER = logging.getLogger("yolo_ray.data")
@@ -215,9 +216,8 @@ def _save_cache(path: Path, cache: dict, prefix: str) -> None:
     target = writable_sibling(path, "labels")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = temp_sibling(target, ".npy")
-        np.save(tmp, cache, allow_pickle=True)
-        os.replace(tmp, target)  # atomic: concurrent trials never read half a file
+        with replacing(target, ".npy") as tmp:  # concurrent trials never read half a file
+            np.save(tmp, cache, allow_pickle=True)
         LOGGER.info(f"{prefix}New label cache created: {target}")
     except OSError as e:
         LOGGER.warning(f"{prefix}WARNING: label cache not saved, {target.parent} is not writable ({e})")
@@ -242,6 +242,7 @@ def scan_labels(im_files: list[str], label_files: list[str], prefix: str = "", v
                     desc=desc,
                     total=len(im_files),
                     disable=not verbose,
+                    file=sys.stdout,  # the console's bars go to stdout: stderr holds only warnings and errors
                 )
             )
         for check in results:

@@ -8,6 +8,7 @@ nothing is counted twice; an evolve.csv written by upstream YOLOv5 is continued 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -39,7 +40,7 @@ from yolo_ray.evolution.strategies import load_strategy_space
 from yolo_ray.evolution.trackers import tune_callbacks
 from yolo_ray.evolution.trial import evolve_trial, placement_config, trial_resources
 from yolo_ray.options import TRAINING_KEYS, EvolveConfig
-from yolo_ray.paths import create_run_dir
+from yolo_ray.paths import create_run_dir, one_driver
 from yolo_ray.training.inputs import default_model
 
 
@@ -68,42 +69,52 @@ def run_evolution(opt: dict[str, Any] | EvolveConfig, trainable: Callable[..., N
     """
     opt = resolve_options(opt)
     space = load_strategy_space(opt["strategy"], opt["search_space"])
-    # A resumed run's evolve.csv is checked before Ray starts (and prints its own lines)
-    searcher = _make_searcher(opt, space) if opt["save_dir"] else None
-    # Trials' training output would interleave unreadably here; it stays in the Ray logs.
-    started_ray = connect(opt["address"], log_to_driver=False)
-    in_main_thread = threading.current_thread() is threading.main_thread()  # signals can only be set there
-    previous_sigterm = signal.signal(signal.SIGTERM, _sigterm_as_sigint) if in_main_thread else None
-    try:
-        nodes = cluster_nodes()
-        placement = plan_placement(
-            nodes,
-            workers=int(opt["ray_workers"]),
-            gpus=opt["gpus_per_trial"],
-            cpus=opt["cpus_per_trial"],
-            device=opt["device"],
-            concurrency=opt["concurrency"],
-            trial_process=True,
-        )
-        check_worker_split(opt["batch_size"], placement.workers, opt["image_weights"])  # --gpus-per-trial 2: 2 ranks
-        if trainable is None:  # trials read data, weights and cfg on whichever node they land
-            verify_nodes_see(None, files_every_node_needs({k: opt[k] for k in ("weights", "data", "cfg")}), placement)
-        # the first trial's resources: an autoscaling cluster may be at zero GPU nodes
-        wait_for_resources(placement, nodes, float(opt["placement_timeout"]), "a trial")
-        if searcher is None:
-            opt["save_dir"] = str(_claim_run_dir(opt))
-            searcher = _make_searcher(opt, space)
-        with log_file(Path(opt["save_dir"]) / EVOLVE_LOG):
-            LOGGER.info(f"evolve: run directory {opt['save_dir']}")
-            write_saved_options(Path(opt["save_dir"]), opt)  # after the searcher accepted the run's evolve.csv
-            summary = _evolve(opt, searcher, placement, trainable)
-            LOGGER.info(summary.message, extra=FILE_ONLY)  # evolve.py prints it (an error: on stderr)
-            return summary
-    finally:
-        if in_main_thread:
-            signal.signal(signal.SIGTERM, previous_sigterm)
-        if started_ray:
-            ray.shutdown()  # also frees this job's placement groups before the process goes
+    with contextlib.ExitStack() as held:
+        if opt["save_dir"]:  # a resume: refused now if another driver has the folder
+            held.enter_context(one_driver(Path(opt["save_dir"]), "evolve.py"))
+        # A resumed run's evolve.csv is checked before Ray starts (and prints its own lines)
+        searcher = _make_searcher(opt, space) if opt["save_dir"] else None
+        # Trials' training output would interleave unreadably here; it stays in the Ray logs.
+        started_ray = connect(opt["address"], log_to_driver=False)
+        in_main_thread = threading.current_thread() is threading.main_thread()  # signals can only be set there
+        previous_sigterm = signal.signal(signal.SIGTERM, _sigterm_as_sigint) if in_main_thread else None
+        try:
+            placement = _place_trials(opt, trainable)
+            if searcher is None:
+                opt["save_dir"] = str(_claim_run_dir(opt))
+                held.enter_context(one_driver(Path(opt["save_dir"]), "evolve.py"))
+                searcher = _make_searcher(opt, space)
+            with log_file(Path(opt["save_dir"]) / EVOLVE_LOG):
+                LOGGER.info(f"evolve: run directory {opt['save_dir']}")
+                write_saved_options(Path(opt["save_dir"]), opt)  # after the searcher accepted the run's evolve.csv
+                summary = _evolve(opt, searcher, placement, trainable)
+                LOGGER.info(summary.message, extra=FILE_ONLY)  # evolve.py prints it (an error: on stderr)
+                return summary
+        finally:
+            if in_main_thread:
+                signal.signal(signal.SIGTERM, previous_sigterm)
+            if started_ray:
+                ray.shutdown()  # also frees this job's placement groups before the process goes
+
+
+def _place_trials(opt: dict[str, Any], trainable: Callable[..., None] | None) -> Placement:
+    """Where trials run, checked against the cluster: sizes, worker split, files every node reads, and
+    (waited for, on an autoscaling cluster at zero GPU nodes) the first trial's resources."""
+    nodes = cluster_nodes()
+    placement = plan_placement(
+        nodes,
+        workers=int(opt["ray_workers"]),
+        gpus=opt["gpus_per_trial"],
+        cpus=opt["cpus_per_trial"],
+        device=opt["device"],
+        concurrency=opt["concurrency"],
+        trial_process=True,
+    )
+    check_worker_split(opt["batch_size"], placement.workers, opt["image_weights"])  # --gpus-per-trial 2: 2 ranks
+    if trainable is None:  # trials read data, weights and cfg on whichever node they land
+        verify_nodes_see(None, files_every_node_needs({k: opt[k] for k in ("weights", "data", "cfg")}), placement)
+    wait_for_resources(placement, nodes, float(opt["placement_timeout"]), "a trial")
+    return placement
 
 
 def _claim_run_dir(opt: dict[str, Any]) -> Path:

@@ -20,7 +20,7 @@ import pandas as pd
 import yaml
 from filelock import FileLock, Timeout
 
-from yolo_ray.config import UserError, temp_sibling
+from yolo_ray.config import UserError, replacing
 from yolo_ray.metrics import RESULT_KEYS, fitness
 
 EVOLVE_RESULT_KEYS: tuple[str, ...] = tuple(RESULT_KEYS)
@@ -205,9 +205,8 @@ def remove_lock(csv_path: str | Path) -> None:
 
 
 def _replace_atomically(path: Path, text: str) -> None:
-    tmp = temp_sibling(path)
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        tmp.write_text(text)
 
 
 def write_hyp_evolve(

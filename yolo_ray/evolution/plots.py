@@ -7,7 +7,6 @@ refresh it from any thread after each result.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from yolo_ray.config import temp_sibling
+from yolo_ray.config import replacing
 from yolo_ray.evolution.evolve_csv import EVOLVE_RESULT_KEYS, best_row, read_history
 from yolo_ray.metrics import fitness
 
@@ -45,10 +44,9 @@ def plot_evolve(
         raise ValueError(f"{csv_path}: no rows to plot")
     fig = evolve_figure(history, keys, dpi)
     png = csv_path.with_suffix(".png")
-    tmp = temp_sibling(png)
     FigureCanvasAgg(fig)
-    fig.savefig(tmp, format="png", dpi=dpi)
-    os.replace(tmp, png)
+    with replacing(png) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
     return png
 
 

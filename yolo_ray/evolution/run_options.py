@@ -13,7 +13,7 @@ from typing import Any
 
 from yolo_ray.cluster.launch import check_worker_split
 from yolo_ray.cluster.session import check_trial_device
-from yolo_ray.cluster.storage import is_uri
+from yolo_ray.cluster.storage import check_storage, is_uri
 from yolo_ray.config import UserError, load_yaml, save_yaml
 from yolo_ray.console import LOGGER
 from yolo_ray.evolution.evolve_csv import count_rows
@@ -21,7 +21,7 @@ from yolo_ray.evolution.space import resolve_search_space
 from yolo_ray.evolution.stored import fetch_stored_evolution, storage_option
 from yolo_ray.evolution.strategies import check_strategy_options
 from yolo_ray.options import DEFAULT_GENERATIONS, EvolveConfig
-from yolo_ray.paths import check_project, is_writable_dir, resolve_project
+from yolo_ray.paths import check_project, check_writable_folder, is_writable_dir, resolve_project
 from yolo_ray.training.inputs import resolve_inputs
 
 
@@ -61,6 +61,7 @@ def resolve_options(opt: dict[str, Any] | EvolveConfig) -> dict[str, Any]:
     save_dir = None
     if is_uri(opt["resume"]):  # a stored evolution: continued from this machine's copy, uploaded as it goes
         opt["storage_uri"] = str(opt["resume"]).rstrip("/")
+        check_storage(opt["storage_uri"], "--resume")
         opt["resume"] = str(fetch_stored_evolution(opt["storage_uri"]))
     if opt["resume"]:
         save_dir = find_resume_dir(opt["resume"], opt["project"])
@@ -74,7 +75,10 @@ def resolve_options(opt: dict[str, Any] | EvolveConfig) -> dict[str, Any]:
     opt["search_space"] = str(resolve_search_space(opt["search_space"]))
     resolve_inputs(opt, note_prefix="evolve: ")
     if opt["tune_storage"]:
-        opt["tune_storage"] = str(Path(opt["tune_storage"]).expanduser().resolve())
+        tune_storage = Path(opt["tune_storage"]).expanduser().resolve()
+        opt["tune_storage"] = str(check_writable_folder(tune_storage, f"--tune-storage {tune_storage}"))
+    if is_uri(opt["storage_path"]) and save_dir is None:
+        check_storage(opt["storage_path"])
     if opt["max_failed_trials"] is None:
         opt["max_failed_trials"] = max(10, opt["generations"] // 10)
     if save_dir is None:
@@ -102,9 +106,37 @@ def _restore_saved_options(opt: dict[str, Any], saved: dict[str, Any]) -> dict[s
     """A resumed run keeps its own options (opt.yaml), all but this command's runtime ones; --generations
     given now raises (or lowers) its target."""
     runtime = {k: opt[k] for k in _runtime_keys()}
+    _warn_ignored_on_resume(opt, saved, set(runtime) | {"generations"})
     generations = saved.get("generations") if opt["generations"] is None else opt["generations"]
     restored = {**opt, **saved, **runtime, "generations": generations}
     return {**restored, **EvolveConfig.from_options(restored).to_dict()}  # an older opt.yaml: newer defaults fill in
+
+
+def _warn_ignored_on_resume(given: dict[str, Any], saved: dict[str, Any], taken_now: set[str]) -> None:
+    """One warning naming every option given with --resume that the run's own opt.yaml overrides."""
+    defaults = EvolveConfig().to_dict()
+    ignored = [
+        f"--{key.replace('_', '-')} {value} (the run's: {saved[key]})"
+        for key, value in given.items()
+        if key in saved
+        and key in defaults
+        and key not in taken_now
+        and value != defaults[key]
+        and not _same_value(value, saved[key])
+    ]
+    if ignored:
+        LOGGER.warning(
+            f"WARNING: --resume continues with the run's own options (its opt.yaml); ignored: {', '.join(ignored)}"
+        )
+
+
+def _same_value(given: Any, saved: Any) -> bool:
+    """Equal, or two spellings of one path (relative given now, absolute in opt.yaml)."""
+    if given == saved:
+        return True
+    if isinstance(given, str) and isinstance(saved, str):
+        return Path(given).expanduser().resolve() == Path(saved).expanduser().resolve()
+    return False
 
 
 def _runtime_keys() -> tuple[str, ...]:

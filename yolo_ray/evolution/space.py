@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 
 import yolo_ray
-from yolo_ray.config import HYP_KEYS, UserError, hyp_range_problem, load_yaml, to_float
+from yolo_ray.config import HYP_KEYS, UserError, hyp_range_problem, load_yaml, refuse_folder, to_float
 
 _PACKAGE_DIR = Path(yolo_ray.__file__).resolve().parent
 # An installed wheel holds them as package data; a checkout (or an editable install) at its top.
@@ -28,6 +28,7 @@ ENABLED, DISABLED = 1.0, 0.0
 def resolve_search_space(name_or_path: str | Path) -> Path:
     """A path as given when it exists, else a shipped space by name ("yolov5" or "yolov5.yaml")."""
     path = Path(name_or_path)
+    refuse_folder(path, "a search space YAML file")
     if path.is_file():
         return path
     if path.parent == Path("."):  # a bare name: look among the shipped spaces

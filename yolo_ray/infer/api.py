@@ -18,6 +18,8 @@ from PIL import Image, ImageOps
 from torch import nn
 
 from yolo_ray.config import UserError
+from yolo_ray.filetypes import sniff
+from yolo_ray.official import is_url
 from yolo_ray.infer.backends import Backend, load_backend, weights_file
 from yolo_ray.infer.detections import Detections
 from yolo_ray.infer.predictor import predict
@@ -55,7 +57,8 @@ class AutoShape(nn.Module):
         in [0, 1] goes to the model as is and its predictions (batch, boxes, 5 + nc) come back, before NMS.
         augment: test-time augmentation (flips and scales, as upstream)."""
         if isinstance(ims, torch.Tensor):
-            return self.model(ims.to(self.model.device).float(), augment=augment)
+            return self._forward_tensor(ims, augment)
+        size = _check_size(size)
         items = ims if isinstance(ims, (list, tuple)) else [ims]
         if not items:
             raise UserError("no images given")
@@ -79,6 +82,25 @@ class AutoShape(nn.Module):
         )
         return Detections(arrays, preds, files, times, self.names, shape)
 
+    def _forward_tensor(self, x: torch.Tensor, augment: bool) -> torch.Tensor:
+        if x.ndim != 4:
+            raise UserError(f"a tensor input must be (batch, channels, height, width), got shape {tuple(x.shape)}")
+        try:
+            return self.model(x.to(self.model.device).float(), augment=augment)
+        except RuntimeError as e:  # a shape the layers cannot take (channels, a size off the stride grid)
+            raise UserError(
+                f"a tensor of shape {tuple(x.shape)} does not fit the model ({str(e).splitlines()[0][:200]})"
+            ) from None
+
+
+def _check_size(size: Any) -> int | tuple[int, int]:
+    """size: one positive integer, or (height, width) of them."""
+    sides = list(size) if isinstance(size, (list, tuple)) else [size]
+    ok = len(sides) in (1, 2) and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sides)
+    if not ok:
+        raise UserError(f"size: expected a positive integer or (height, width), got {size!r}")
+    return sides[0] if len(sides) == 1 else (sides[0], sides[1])
+
 
 def _as_rgb(item: Any, index: int) -> tuple[np.ndarray, str]:
     """(HWC uint8 RGB array, file name for saving) of one input."""
@@ -87,13 +109,16 @@ def _as_rgb(item: Any, index: int) -> tuple[np.ndarray, str]:
         path = Path(item)
         if str(item).startswith(("http:", "https:")):
             raise UserError(f"{item}: URLs are not fetched; download the image and pass its path")
+        if path.is_dir():
+            raise UserError(f"{path}: is a folder, expected an image file")
         if not path.is_file():
             raise UserError(f"{path}: image not found")
         try:
             item = Image.open(path)
             item.load()
         except OSError as e:
-            raise UserError(f"{path}: not a readable image ({e})") from None
+            kind = sniff(path)
+            raise UserError(f"{path}: not a readable image ({e}){f'; it is {kind}' if kind else ''}") from None
         name = path.with_suffix(".jpg").name
     if isinstance(item, Image.Image):
         name = Path(getattr(item, "filename", "") or name).with_suffix(".jpg").name
@@ -112,6 +137,30 @@ def _as_rgb(item: Any, index: int) -> tuple[np.ndarray, str]:
     if item.dtype != np.uint8:
         item = np.clip(item * 255 if item.max() <= 1 else item, 0, 255).astype(np.uint8)
     return np.ascontiguousarray(item), name
+
+
+def _check_load_options(model: Any, classes: Any, channels: Any) -> None:
+    if not isinstance(model, (str, Path)):
+        raise UserError(f"model: expected a path or a name, got {type(model).__name__}")
+    if classes is not None and (not isinstance(classes, int) or isinstance(classes, bool) or classes < 1):
+        raise UserError(f"classes: expected a positive integer, got {classes!r}")
+    if not isinstance(channels, int) or isinstance(channels, bool) or channels < 1:
+        raise UserError(f"channels: expected a positive integer, got {channels!r}")
+
+
+def _device(device: str | torch.device | None) -> torch.device:
+    """device as torch names it ('cpu', 'cuda:0', 0 or '0' for a GPU index), one that exists here."""
+    if device is None:
+        return default_device()
+    if isinstance(device, int) or (isinstance(device, str) and device.isdigit()):
+        device = f"cuda:{device}"
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise UserError(f"device: expected 'cpu', 'cuda', 'cuda:N' or a GPU index, got {device!r}") from None
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise UserError(f"device {str(device)!r}: CUDA device is not available on this machine")
+    return device
 
 
 def default_device() -> torch.device:
@@ -137,8 +186,15 @@ def load(
     name) are transferred where shapes match. autoshape: wrap in AutoShape (images in, Detections out);
     else the bare PyTorch model. Fused by default.
     """
-    device = torch.device(device) if device is not None else default_device()
+    _check_load_options(model, classes, channels)
+    device = _device(device)
+    if is_url(model):
+        model = weights_file(model)  # downloaded once into the cache
     source = Path(model)
+    if source.is_file() and source.suffix not in (".pt", *EXPORT_SUFFIXES):
+        kind = sniff(source)  # a model file named unlike one (best.bin) is not a yaml: say what it is
+        if kind not in (None, "a YAML or text file"):
+            raise UserError(f"{model}: is {kind}, expected a .pt checkpoint, an export or a model yaml")
     if source.suffix in EXPORT_SUFFIXES or source.name.endswith("_openvino_model"):
         if not autoshape:
             raise UserError(f"{model}: autoshape=False gives a PyTorch model; exports load with autoshape=True")

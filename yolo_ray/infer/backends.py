@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -19,7 +20,8 @@ from yolo_ray.config import UserError, load_yaml
 from yolo_ray.models.loading import class_names, load_models, model_stride
 from yolo_ray.infer.tta import augmented_forward
 from yolo_ray.infer.visualize import visualized_forward
-from yolo_ray.official import official_name
+from yolo_ray.filetypes import refuse_other_kind, require_file, sniff
+from yolo_ray.official import download_url_weights, is_url, official_name
 
 # Upstream's other export formats: named so a user gets one clear line instead of "unknown suffix".
 NOT_BUILT = {
@@ -32,11 +34,16 @@ NOT_BUILT = {
     "_web_model": "TensorFlow.js",
     "_paddle_model": "PaddlePaddle",
 }
+SUFFIX_OF_KIND = {"a PyTorch checkpoint": ".pt", "an ONNX model": ".onnx", "a TorchScript model": ".torchscript"}
+UNSURE = (None, "a YAML or text file")  # content that names no format: the format's own loader decides
 FORMAT_NAMES = {"pt": "PyTorch", "torchscript": "TorchScript", "onnx": "ONNX", "openvino": "OpenVINO"}
 
 
 def weights_file(weights: str | Path) -> Path:
-    """The local file or folder a --weights entry names (the one place a weights argument becomes a path)."""
+    """The local file or folder a --weights entry names (the one place a weights argument becomes a path);
+    an http(s) URL is downloaded into the cache first, as upstream's attempt_download."""
+    if is_url(weights):
+        return download_url_weights(weights)
     path = Path(weights)
     if not path.exists():
         name = official_name(weights)
@@ -59,7 +66,11 @@ def weights_format(path: Path) -> str:
                 f"{path}: {fmt} models are not supported here (use .pt, .torchscript, .onnx or "
                 "an OpenVINO *_openvino_model folder)"
             )
-    raise UserError(f"{path}: unknown weights format (use .pt, .torchscript, .onnx or a *_openvino_model folder)")
+    kind = sniff(path)
+    if kind in SUFFIX_OF_KIND:  # a model under another name: the format comes from the name, as upstream's
+        raise UserError(f"{path}: is {kind}, but its name does not say so (name it *{SUFFIX_OF_KIND[kind]})")
+    what = f"is {kind}, expected" if kind else "unknown weights format (use"
+    raise UserError(f"{path}: {what} .pt, .torchscript, .onnx or a *_openvino_model folder{')' * (not kind)}")
 
 
 class Backend(nn.Module):
@@ -137,6 +148,12 @@ def load_backend(
     fmt, file = fmts.pop(), files[0]
     if fmt == "pt":
         return Backend.from_torch(load_models(files, device, fuse=fuse), half)
+    if fmt == "openvino" and file.suffix != ".xml" and not file.is_dir():
+        raise UserError(f"{file}: is a file, expected an OpenVINO *_openvino_model folder")
+    if fmt != "openvino":
+        require_file(file, f"{FORMAT_NAMES[fmt]} model file")
+        kind = f"a{'n' * (fmt == 'onnx')} {FORMAT_NAMES[fmt]} model"
+        refuse_other_kind(file, kind, (kind, *UNSURE))
     print(f"Loading {file} for {FORMAT_NAMES[fmt]} inference...")
     if fmt == "torchscript":
         return _torchscript(file, device, half)
@@ -148,9 +165,13 @@ def load_backend(
 def _torchscript(file: Path, device: torch.device, half: bool) -> Backend:
     extra = {"config.txt": ""}
     try:
-        module = torch.jit.load(str(file), _extra_files=extra, map_location=device)
+        with warnings.catch_warnings():  # torch 2.14 calls jit.load deprecated; the format upstream exports is this
+            warnings.filterwarnings("ignore", message=".*torch.jit.load.* is deprecated")
+            module = torch.jit.load(str(file), _extra_files=extra, map_location=device)
     except RuntimeError as e:
-        raise UserError(f"{file}: not a readable TorchScript file ({str(e).splitlines()[0]})") from None
+        raise UserError(
+            f"{file}: not a readable TorchScript file ({str(e).splitlines()[0]}){_kind_note(file)}"
+        ) from None
     module.half() if half else module.float()
     meta = json.loads(extra["config.txt"] or "{}")
     shape = tuple(meta["shape"]) if meta.get("shape") else None
@@ -173,7 +194,7 @@ def _onnxruntime(file: Path, device: torch.device) -> Backend:
     try:
         session = onnxruntime.InferenceSession(str(file), providers=providers)
     except Exception as e:  # onnxruntime raises its own exception types for unreadable graphs
-        raise UserError(f"{file}: not a readable ONNX model ({str(e).splitlines()[0]})") from None
+        raise UserError(f"{file}: not a readable ONNX model ({str(e).splitlines()[0]}){_kind_note(file)}") from None
     meta = session.get_modelmeta().custom_metadata_map
     graph_input = session.get_inputs()[0]
     fp16 = graph_input.type == "tensor(float16)"
@@ -236,6 +257,12 @@ def _openvino(file: Path) -> Backend:
 
     names = _names(meta.get("names"), file)
     return Backend(run, names, int(meta.get("stride", 32)), "openvino", torch.device("cpu"), False, fixed)
+
+
+def _kind_note(file: Path) -> str:
+    """'; it is a PyTorch checkpoint' when the content is known to be some other kind of file."""
+    kind = sniff(file)
+    return f"; it is {kind}" if kind else ""
 
 
 def _names(names: Any, file: Path) -> dict[int, str]:

@@ -4,6 +4,7 @@ and openvino, with upstream's names, metadata and options (--half on CUDA, --dyn
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import warnings
 from pathlib import Path
@@ -13,7 +14,7 @@ import torch
 import yaml
 from torch import nn
 
-from yolo_ray.config import UserError
+from yolo_ray.config import UserError, temp_sibling
 from yolo_ray.models.loading import model_from_checkpoint, model_stride
 from yolo_ray.infer.upstream_pickle import foreign_globals, save_upstream_checkpoint
 from yolo_ray.models import load_checkpoint
@@ -31,6 +32,16 @@ class ExportHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)[0]
+
+
+def onnx_opsets() -> range:
+    """The opsets torch's TorchScript-based ONNX exporter writes."""
+    try:
+        from torch.onnx import _constants
+
+        return range(_constants.ONNX_MIN_OPSET, _constants.ONNX_MAX_OPSET + 1)
+    except (ImportError, AttributeError):  # a torch that moved them: the exporter's own error still says it
+        return range(1, 100)
 
 
 def _metadata(model: nn.Module) -> dict[str, Any]:
@@ -108,20 +119,17 @@ def _simplify(proto: Any) -> Any:
     return onnxslim.slim(proto)
 
 
-def export_openvino(onnx_file: Path, model: nn.Module, half: bool) -> Path:
-    """upstream's <stem>_openvino_model/ folder: <stem>.xml and .bin converted from the ONNX export, with
-    <stem>.yaml holding stride and names. FP32 weights unless half."""
+def export_openvino(onnx_file: Path, folder: Path, stem: str, model: nn.Module, half: bool) -> Path:
+    """upstream's <stem>_openvino_model/ folder (written at `folder`): <stem>.xml and .bin converted from the
+    ONNX export, with <stem>.yaml holding stride and names. FP32 weights unless half."""
     try:
         import openvino
     except ImportError:
         raise UserError("--include openvino needs the openvino package: pip install 'yolo_ray[openvino]'") from None
-    folder = onnx_file.with_name(f"{onnx_file.stem}_openvino_model")
-    if folder.exists():
-        shutil.rmtree(folder)
     folder.mkdir()
     converted = openvino.convert_model(str(onnx_file))
-    openvino.save_model(converted, str(folder / f"{onnx_file.stem}.xml"), compress_to_fp16=half)
-    (folder / f"{onnx_file.stem}.yaml").write_text(yaml.safe_dump(_metadata(model), sort_keys=False))
+    openvino.save_model(converted, str(folder / f"{stem}.xml"), compress_to_fp16=half)
+    (folder / f"{stem}.yaml").write_text(yaml.safe_dump(_metadata(model), sort_keys=False))
     return folder
 
 
@@ -136,6 +144,45 @@ def export_yolov5(weights: Path, model: nn.Module, file: Path) -> Path:
     return file
 
 
+class StagedFiles:
+    """Outputs written under hidden temporary names beside their final ones, renamed into place together
+    once every format is written: a failure leaves no half file, no new file, and the files of an
+    earlier export as they were."""
+
+    def __init__(self) -> None:
+        self.pending: dict[Path, Path] = {}
+
+    def add(self, final: Path) -> Path:
+        """The temporary path to write `final` at (same suffix: OpenVINO reads a model's format from it)."""
+        self.pending[final] = temp_sibling(final, final.suffix)
+        return self.pending[final]
+
+    def commit(self) -> list[Path]:
+        for final, staged in self.pending.items():
+            if final.is_dir():  # an earlier OpenVINO export
+                shutil.rmtree(final)
+            os.replace(staged, final)
+        return list(self.pending)
+
+    def discard(self) -> None:
+        for staged in self.pending.values():
+            if staged.is_dir():
+                shutil.rmtree(staged, ignore_errors=True)
+            else:
+                staged.unlink(missing_ok=True)
+
+
+def output_paths(weights: Path, include: list[str]) -> dict[str, Path]:
+    """Where each format of include goes, beside the weights (upstream's names)."""
+    paths = {
+        "yolov5": weights.with_name(f"{weights.stem}-yolov5.pt"),
+        "torchscript": weights.with_suffix(".torchscript"),
+        "onnx": weights.with_suffix(".onnx"),
+        "openvino": weights.with_name(f"{weights.stem}_openvino_model"),
+    }
+    return {f: paths[f] for f in include}
+
+
 def export_formats(
     weights: str | Path,
     include: list[str],
@@ -146,16 +193,27 @@ def export_formats(
     device: torch.device | str = "cpu",
     half: bool = False,
     simplify: bool = False,
+    model: nn.Module | None = None,
 ) -> list[Path]:
-    """Write each format of `include` beside the weights; returns the files (an OpenVINO folder for openvino)."""
+    """Write each format of `include` beside the weights; returns the files (an OpenVINO folder for openvino).
+
+    model: the weights' model when already loaded. All formats or none: see StagedFiles."""
     include = check_include(include)
     weights = Path(weights)
-    model = model_from_checkpoint(weights).to(device)  # unfused: the yolov5 file keeps BatchNorm, as upstream's
-    files = []
-    if "yolov5" in include:
-        files.append(export_yolov5(weights, model, weights.with_name(f"{weights.stem}-yolov5.pt")))
-    if set(include) - {"yolov5"}:
-        files += _export_graphs(model.fuse(), weights, include, imgsz, batch_size, dynamic, opset, half, simplify)
+    model = (model if model is not None else model_from_checkpoint(weights)).to(device)
+    staged = StagedFiles()
+    try:
+        if "yolov5" in include:  # unfused: the yolov5 file keeps BatchNorm, as upstream's
+            export_yolov5(weights, model, staged.add(output_paths(weights, ["yolov5"])["yolov5"]))
+        if set(include) - {"yolov5"}:
+            _export_graphs(model.fuse(), weights, include, imgsz, batch_size, dynamic, opset, half, simplify, staged)
+        files = staged.commit()
+    except OSError as e:
+        staged.discard()
+        raise UserError(f"{weights.parent}: cannot write the export there ({e.strerror or e})") from None
+    except BaseException:
+        staged.discard()
+        raise
     for f in files:
         size = sum(p.stat().st_size for p in f.rglob("*")) if f.is_dir() else f.stat().st_size
         print(f"export: saved {f} ({size / 1e6:.1f} MB)")
@@ -172,7 +230,8 @@ def _export_graphs(
     opset: int,
     half: bool,
     simplify: bool,
-) -> list[Path]:
+    staged: StagedFiles,
+) -> None:
     stride = model_stride(fused)
     if any(s % stride for s in imgsz):
         raise UserError(f"--imgsz {list(imgsz)} must be multiples of the model's max stride {stride}")
@@ -181,12 +240,12 @@ def _export_graphs(
     fused(im)  # one forward builds the grids the trace then records
     if half:
         im, fused = im.half(), fused.half()
-    files = []
+    final = output_paths(weights, include)
     if "torchscript" in include:
-        files.append(export_torchscript(fused, im, weights.with_suffix(".torchscript")))
-    if "onnx" in include or "openvino" in include:  # OpenVINO is converted from the ONNX file, as upstream
-        onnx_file = export_onnx(fused, im, weights.with_suffix(".onnx"), dynamic, opset, simplify)
-        files.append(onnx_file)
+        export_torchscript(fused, im, staged.add(final["torchscript"]))
+    if "onnx" in include or "openvino" in include:  # OpenVINO is converted from the ONNX file, kept as upstream's
+        onnx_file = export_onnx(
+            fused, im, staged.add(output_paths(weights, ["onnx"])["onnx"]), dynamic, opset, simplify
+        )
         if "openvino" in include:
-            files.append(export_openvino(onnx_file, fused, half))
-    return files
+            export_openvino(onnx_file, staged.add(final["openvino"]), weights.stem, fused, half)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 from yolo_ray.config import UserError
 
 FORMATS = ("yolov5", "torchscript", "onnx", "openvino")
@@ -28,3 +30,18 @@ def check_include(include: list[str]) -> list[str]:
     if unknown:
         raise UserError(f"--include {' '.join(unknown)}: unknown format (choose from {', '.join(FORMATS)})")
     return include
+
+
+# The packages each format needs, and the extra that brings them.
+NEEDS = {"onnx": (("onnx", "export"),), "openvino": (("onnx", "export"), ("openvino", "openvino"))}
+
+
+def check_packages(include: list[str], simplify: bool) -> None:
+    """A UserError naming the first package a chosen format (or --simplify) needs and cannot import."""
+    needed = [need for f in include for need in NEEDS.get(f, ())]
+    if simplify and ("onnx" in include or "openvino" in include):
+        needed.append(("onnxslim", "export"))
+    for package, extra in needed:
+        if importlib.util.find_spec(package) is None:
+            what = "--simplify" if package == "onnxslim" else f"--include {' '.join(include)}"
+            raise UserError(f"{what} needs the {package} package: pip install 'yolo_ray[{extra}]'")

@@ -25,9 +25,13 @@ import torch
 from torch import nn
 
 from yolo_ray.config import UserError
+from yolo_ray.filetypes import refuse_other_kind, sniff
 from yolo_ray.official import resolve_weights
 
 LOGGER = logging.getLogger(__name__)
+
+# What torch.load may be handed as a .pt: a checkpoint, or something unknown torch then names (a text file too).
+CHECKPOINT_KINDS = ("a PyTorch checkpoint", "a YAML or text file", None)
 
 # Module classes an upstream detection checkpoint pickles (v7.0, plus v5-era Focus/SPP/BottleneckCSP).
 MODULE_CLASSES = frozenset(
@@ -155,13 +159,20 @@ def load_checkpoint(path: str | Path, prefer: str = "ema") -> dict[str, Any]:
     Bare state dicts are accepted too. `path` may be an official name (see yolo_ray.official).
     """
     path = resolve_weights(path)  # official names (yolov5s.pt) are downloaded on first use
+    refuse_other_kind(path, "a PyTorch .pt checkpoint", CHECKPOINT_KINDS)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         ckpt = _load_upstream(path)  # holds pickled objects, not only tensors
     except Exception as e:
-        raise UserError(f"{path}: not a readable PyTorch checkpoint ({_first_line(e)})") from None
+        raise UserError(_unreadable(path, e)) from None
     return _interpret(ckpt, path, prefer)
+
+
+def _unreadable(path: Path, e: BaseException) -> str:
+    kind = sniff(path)
+    what = f"; it is {kind}" if kind not in (None, "a PyTorch checkpoint") else ""
+    return f"{path}: not a readable PyTorch checkpoint ({_first_line(e)}){what}"
 
 
 def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
@@ -194,7 +205,7 @@ def _load_upstream(path: Path) -> Any:
             "of a YOLOv5 detection checkpoint (a malicious or unsupported file)"
         ) from None
     except Exception as e:
-        raise UserError(f"{path}: not a readable PyTorch checkpoint ({_first_line(e)})") from None
+        raise UserError(_unreadable(path, e)) from None
 
 
 def _interpret(ckpt: Any, path: Path, prefer: str) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from yolo_ray.config import UserError, load_yaml
+from yolo_ray.config import UserError, load_yaml, refuse_folder
 from yolo_ray.models.common import C3, SPPF, Bottleneck, Concat, Conv, fuse_conv_and_bn
 
 LOGGER = logging.getLogger(__name__)
@@ -177,6 +177,7 @@ def resolve_cfg(cfg: str | Path | dict) -> tuple[dict[str, Any], str]:
     if isinstance(cfg, dict):
         return copy.deepcopy(cfg), "model dict"
     path = Path(cfg)
+    refuse_folder(path, "a model YAML file")
     if path.is_file():
         return load_yaml(path), str(path)
     shipped = CFG_DIR / f"{path.stem}.yaml"

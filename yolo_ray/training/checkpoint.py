@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import io
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Sequence
@@ -10,7 +10,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from yolo_ray.config import temp_sibling
+from yolo_ray.config import replacing
 from yolo_ray.console import LOGGER
 
 RESULTS_CSV_KEYS = (
@@ -117,10 +117,10 @@ def restart_checkpoint(last: Path, run_id: str | None) -> str | None:
 
 def save_checkpoint(ckpt: dict[str, Any], path: Path) -> None:
     """Write atomically: a kill mid-save leaves the previous file intact, never a torn one."""
-    path = Path(path)
-    tmp = temp_sibling(path)
-    torch.save(ckpt, tmp)
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    torch.save(ckpt, buffer)  # in memory first: torch's file writer reports a full disk as "unexpected pos"
+    with replacing(path) as tmp:
+        tmp.write_bytes(buffer.getbuffer())
 
 
 def load_training_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -6,6 +6,7 @@ Everything is checked before the run folder exists: a start that fails leaves no
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,11 +15,12 @@ from typing import Any
 from yolo_ray.cluster.launch import Launch, check_worker_split, fit_with_retries, make_torch_trainer, prepare_launch
 from yolo_ray.cluster.launch import uses_ray
 from yolo_ray.cluster.nodes import wait_for_resources
-from yolo_ray.cluster.storage import RunUploader, download_run, is_uri, next_run_uri, staging_dir
+from yolo_ray.cluster.storage import RunUploader, check_storage, download_run, is_uri, next_run_uri, staging_dir
 from yolo_ray.config import UserError
 from yolo_ray.console import LOGGER, TRAIN_LOG, log_file, log_level, shell_command
-from yolo_ray.options import FOLDER, RAY, TrainConfig, option_keys
-from yolo_ray.paths import check_project, create_run_dir, resolve_project
+from yolo_ray.option_fields import FOLDER, RAY, option_keys
+from yolo_ray.options import TrainConfig
+from yolo_ray.paths import check_project, create_run_dir, one_driver, resolve_project
 from yolo_ray.training.inputs import resolve_inputs
 from yolo_ray.training.rundir import (
     find_last_checkpoint,
@@ -53,6 +55,8 @@ def fresh_run_options(opt: dict[str, Any]) -> dict[str, Any]:
     storage = opt.pop("storage_path", None)
     if storage and not is_uri(storage):  # a local or NFS path is just where runs go
         opt["project"] = storage
+    if is_uri(storage):
+        check_storage(storage)
     opt["storage_uri"] = next_run_uri(storage, opt["name"], opt["exist_ok"]) if is_uri(storage) else None
     opt["project"] = str(check_project(opt["project"], opt["name"]))
     opt["save_dir"] = None
@@ -137,16 +141,20 @@ def train_run(opt: dict[str, Any]) -> TrainResult | None:
     opt = run_options(opt)
     if opt is None:
         return None
-    shared_dir = None if opt.get("storage_uri") else opt["save_dir"] or opt["project"]
-    launch = prepare_launch(opt, shared_dir=shared_dir)
-    if not opt["save_dir"]:
-        claim_run_dir(opt)
-    with log_file(Path(opt["save_dir"]) / TRAIN_LOG):
-        LOGGER.info(f"Run directory: {opt['save_dir']}")
-        folder_keys = option_keys(TrainConfig, FOLDER)
-        config = {k: v for k, v in opt.items() if k not in folder_keys}
-        results = run_training({**config, "log_level": log_level()}, launch)
-        LOGGER.info(_final_message(opt, results))
+    with contextlib.ExitStack() as held:
+        if opt["save_dir"]:  # a resume: refused now if another train.py is running the same run
+            held.enter_context(one_driver(Path(opt["save_dir"]), "train.py"))
+        shared_dir = None if opt.get("storage_uri") else opt["save_dir"] or opt["project"]
+        launch = prepare_launch(opt, shared_dir=shared_dir)
+        if not opt["save_dir"]:
+            claim_run_dir(opt)
+            held.enter_context(one_driver(Path(opt["save_dir"]), "train.py"))
+        with log_file(Path(opt["save_dir"]) / TRAIN_LOG):
+            LOGGER.info(f"Run directory: {opt['save_dir']}")
+            folder_keys = option_keys(TrainConfig, FOLDER)
+            config = {k: v for k, v in opt.items() if k not in folder_keys}
+            results = run_training({**config, "log_level": log_level()}, launch)
+            LOGGER.info(_final_message(opt, results))
     save_dir = Path(opt["save_dir"])
     return TrainResult(save_dir, dict(results or {}), _best_weights(save_dir))
 
@@ -195,6 +203,7 @@ def _fetch_stored_run(resume: str | bool) -> tuple[str | bool, str | None]:
     run_uri = str(resume).rstrip("/")
     if run_uri.endswith(".pt"):
         run_uri = run_uri.rsplit("/", 2)[0]
+    check_storage(run_uri, "--resume")
     local = staging_dir(run_uri)
     if not download_run(run_uri, local):
         raise UserError(f"{run_uri}: no stored run there to resume")

@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from yolo_ray.config import UserError
+from yolo_ray.console import LOGGER
 from yolo_ray.evolution.space import DEFAULT_SEARCH_SPACE, SearchSpace, load_search_space
-from yolo_ray.options import STRATEGIES
+from yolo_ray.options import STRATEGIES, EvolveConfig
 
 if TYPE_CHECKING:  # the registry loads without pandas
     import pandas as pd
@@ -42,6 +43,7 @@ def check_strategy_options(opt: dict[str, Any]) -> None:
     if strategy not in STRATEGIES:
         raise UserError(f"--strategy {strategy!r} is unknown; choose one of {', '.join(STRATEGIES)}")
     check_population_size(int(opt["population"]))
+    _warn_unused_companions(opt)
     if opt["time_budget"] is not None:
         parse_duration(opt["time_budget"])
     if strategy == "population" and opt["early_stop"]:
@@ -55,6 +57,20 @@ def check_strategy_options(opt: dict[str, Any]) -> None:
     meta = load_strategy_space(strategy, opt["search_space"])
     if strategy == "population":
         check_population_space(meta, int(opt["population"]))
+
+
+# Options only one strategy reads, and that strategy
+STRATEGY_COMPANIONS = {"population": "population", "parent": "classic"}
+
+
+def _warn_unused_companions(opt: dict[str, Any]) -> None:
+    defaults = EvolveConfig().to_dict()
+    for key, reader in STRATEGY_COMPANIONS.items():
+        if opt[key] != defaults[key] and opt["strategy"] != reader:
+            LOGGER.warning(
+                f"WARNING: --{key} {opt[key]} has no effect with --strategy {opt['strategy']} "
+                f"(only --strategy {reader} reads it)"
+            )
 
 
 def make_strategy(
