@@ -129,8 +129,8 @@ TRIAL_STAGES = (
     "_check_anchors",
     "_prepare_model",
     "train_one_epoch",
-    "_end_epoch",
-    "_finish",
+    "end_epoch",
+    "finish_training",
 )
 
 
