@@ -152,7 +152,9 @@ def test_gpus_asked_of_a_cluster_without_gpus_fail_at_start_without_a_run_folder
 def test_evolution_trials_land_on_several_nodes_and_write_exactly_n_rows(cluster, tmp_path, stub_data):
     import ray
 
-    summary, nodes = evolve(tmp_path, stub_data, 9, seconds=1.0)
+    # Trials longer than a trial process's start under load: a finished process takes the newest waiting
+    # trial (evolution/scheduling.py), so with 1 s trials one node could run all 9 before the others start.
+    summary, nodes = evolve(tmp_path, stub_data, 9, seconds=4.0)
     assert summary.status == "finished"
     assert_exactly_n_distinct_rows(summary.save_dir / "evolve.csv", 9)
     used = {node for node, _ in nodes}
