@@ -181,7 +181,10 @@ def one_driver(folder: Path, command: str) -> Iterator[None]:
 
 def _lock_file(path: Path, command: str) -> int:
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise UserError(f"{path.parent}: cannot write in the run folder ({e.strerror})") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -106,7 +106,8 @@ def _restore_saved_options(opt: dict[str, Any], saved: dict[str, Any]) -> dict[s
     """A resumed run keeps its own options (opt.yaml), all but this command's runtime ones; --generations
     given now raises (or lowers) its target."""
     runtime = {k: opt[k] for k in _runtime_keys()}
-    _warn_ignored_on_resume(opt, saved, set(runtime) | {"generations"})
+    # --project (and --name) find the run a bare --resume continues: used, not ignored
+    _warn_ignored_on_resume(opt, saved, set(runtime) | {"generations", "project", "name"})
     generations = saved.get("generations") if opt["generations"] is None else opt["generations"]
     restored = {**opt, **saved, **runtime, "generations": generations}
     return {**restored, **EvolveConfig.from_options(restored).to_dict()}  # an older opt.yaml: newer defaults fill in
