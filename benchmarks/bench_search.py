@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from yolo_ray.cli import OneLineParser, check_minimums, run_script  # noqa: E402
 from yolo_ray.evolution import EVOLVE_RESULT_KEYS, read_history  # noqa: E402
 from yolo_ray.evolution.strategies import STRATEGIES  # noqa: E402
-from yolo_ray.metrics import fitness  # noqa: E402
+from yolo_ray.scores import fitness  # noqa: E402
 from yolo_ray.paths import check_project  # noqa: E402
 
 

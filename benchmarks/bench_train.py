@@ -51,16 +51,17 @@ def train_config(args: argparse.Namespace, save_dir: str) -> dict:
 def throughput(args: argparse.Namespace) -> None:
     import torch
 
+    import yolo_ray.training.epoch as epoch_module
     import yolo_ray.training.loop as loop
 
     timings = []
 
-    class TimedProgress(loop.EpochProgress):
+    class TimedProgress(epoch_module.EpochProgress):
         def close(self) -> None:
             super().close()
             timings.append((self.images, self.seconds))
 
-    loop.EpochProgress = TimedProgress
+    epoch_module.EpochProgress = TimedProgress
     with tempfile.TemporaryDirectory() as save_dir:
         loop.train_loop_per_worker(train_config(args, save_dir))
     print(

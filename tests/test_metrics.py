@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 
 from yolo_ray.metrics import (
-    RESULT_KEYS,
     ap_per_class,
     bbox_iou,
     box_iou,
-    fitness,
     match_predictions,
+    nms_kernel,
     non_max_suppression,
 )
+from yolo_ray.scores import RESULT_KEYS, fitness
 
 IOUV = torch.linspace(0.5, 0.95, 10)
 
@@ -235,3 +237,23 @@ def test_match_predictions_detection_between_two_labels_takes_the_closer():
     correct = match_predictions(detections, labels, IOUV)
     assert correct[1].all()
     assert correct[0].tolist() == [True] * 7 + [False] * 3
+
+
+def test_nms_kernel_keeps_what_torchvision_keeps():
+    """The kernel loaded without torchvision's package is torchvision's: same kept indices, same order,
+    on crowded random boxes with tied scores (run in a fresh process, where torchvision is not imported)."""
+    code = (
+        "import sys, torch\n"
+        "from yolo_ray.metrics import nms_kernel\n"
+        "g = torch.Generator().manual_seed(0)\n"
+        "xy = torch.rand(3000, 2, generator=g) * 200\n"
+        "boxes = torch.cat((xy, xy + 5 + torch.rand(3000, 2, generator=g) * 60), 1)\n"
+        "scores = (torch.rand(3000, generator=g) * 50).round() / 50\n"
+        "keep = nms_kernel()(boxes, scores, 0.45)\n"
+        "assert 'torchvision' not in sys.modules and 'torch._dynamo' not in sys.modules, 'imported the package'\n"
+        "import torchvision\n"
+        "expected = torchvision.ops.nms(boxes, scores, 0.45)\n"
+        "assert 100 < len(keep) < 3000 and torch.equal(keep, expected), (len(keep), len(expected))\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    assert nms_kernel() is nms_kernel()  # loaded once per process

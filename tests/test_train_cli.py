@@ -116,7 +116,8 @@ def test_find_last_checkpoint_picks_the_newest(tmp_path):
 
 @pytest.mark.timeout(30)
 def test_results_png_and_its_smoothing(tmp_path):
-    from yolo_ray.training.checkpoint import RESULTS_CSV_KEYS, append_results_row
+    from yolo_ray.scores import RESULTS_CSV_KEYS
+    from yolo_ray.training.checkpoint import append_results_row
     from yolo_ray.training.plots import plot_results, smooth
 
     ramp = np.arange(40.0)

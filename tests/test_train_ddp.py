@@ -6,7 +6,7 @@ import pytest
 
 from yolo_ray.config import DEFAULT_HYP, load_hyp
 from yolo_ray.data.synthetic import make_dataset
-from yolo_ray.metrics import RESULT_KEYS
+from yolo_ray.scores import RESULT_KEYS
 
 pytestmark = pytest.mark.slow
 

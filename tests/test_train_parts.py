@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 from yolo_ray.config import DEFAULT_HYP, UserError, load_hyp
+from yolo_ray.scores import RESULTS_CSV_KEYS
 from yolo_ray.training.autoanchor import best_possible_recall, check_anchors, kmeans
 from yolo_ray.training.checkpoint import (
-    RESULTS_CSV_KEYS,
     append_results_row,
     build_checkpoint,
     load_training_checkpoint,

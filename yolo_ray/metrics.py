@@ -1,21 +1,25 @@
-"""Detection metrics as YOLOv5 v7.0 computes them: IoU variants, AP per class, fitness, TP matching and
-non-max suppression."""
+"""Detection metrics as YOLOv5 v7.0 computes them: IoU variants, AP per class, TP matching and
+non-max suppression (fitness and the result keys: yolo_ray.scores)."""
 
 from __future__ import annotations
 
+import functools
+import importlib.machinery
+import importlib.util
 import logging
 import math
+import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import torch
-import torchvision
 
 from yolo_ray.boxes import xywh2xyxy
 
 __all__ = [
-    "RESULT_KEYS",
     "APResult",
     "PRCurves",
     "ConfusionMatrix",
@@ -24,24 +28,9 @@ __all__ = [
     "ap_per_class",
     "compute_ap",
     "smooth",
-    "fitness",
     "match_predictions",
     "non_max_suppression",
 ]
-
-# The 7 validation results, in the order of results.csv and of evolve.csv's first columns.
-RESULT_KEYS = (
-    "metrics/precision",
-    "metrics/recall",
-    "metrics/mAP_0.5",
-    "metrics/mAP_0.5:0.95",
-    "val/box_loss",
-    "val/obj_loss",
-    "val/cls_loss",
-)
-
-# P, R, mAP@0.5, mAP@0.5:0.95: model selection cares almost only about the strict mAP.
-FITNESS_WEIGHTS = np.array([0.0, 0.0, 0.1, 0.9])
 
 LOGGER = logging.getLogger(__name__)
 
@@ -188,12 +177,6 @@ def ap_per_class(
     return APResult(p[:, best], r[:, best], ap, f1[:, best], classes.astype(int), curves)
 
 
-def fitness(x: np.ndarray) -> np.ndarray:
-    """Model fitness per row of [P, R, mAP@0.5, mAP@0.5:0.95, ...]: 0.1 * mAP@0.5 + 0.9 * mAP@0.5:0.95."""
-    x = np.asarray(x, dtype=float)
-    return x[:, :4] @ FITNESS_WEIGHTS
-
-
 def match_predictions(detections: torch.Tensor, labels: torch.Tensor, iouv: torch.Tensor) -> torch.Tensor:
     """Which detections are true positives at each IoU threshold (validation's TP matching).
 
@@ -267,6 +250,26 @@ class ConfusionMatrix:
         return tp[:-1], fp[:-1]
 
 
+@functools.cache
+def nms_kernel() -> Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]:
+    """torchvision's compiled NMS, the op upstream's torchvision.ops.nms calls, loaded without importing
+    torchvision's Python package when nobody has: that import pulls in torch._dynamo through its model zoo,
+    about 2.3 s CPU at the start of every val, detect and export process (training imports it anyway)."""
+    spec = None if "torchvision" in sys.modules else importlib.util.find_spec("torchvision")
+    folder = Path(spec.submodule_search_locations[0]) if spec and spec.submodule_search_locations else None
+    names = ("_C_stable", "_C") if folder else ()  # the extension's name in newer torchvision, and in older
+    libraries = [folder / f"{name}{suffix}" for name in names for suffix in importlib.machinery.EXTENSION_SUFFIXES]
+    for library in filter(Path.is_file, libraries):
+        try:
+            torch.ops.load_library(str(library))
+            return torch.ops.torchvision.nms
+        except (OSError, RuntimeError, AttributeError):  # e.g. DLL folders only torchvision's own loader adds
+            break
+    import torchvision
+
+    return torchvision.ops.nms
+
+
 def non_max_suppression(
     prediction: torch.Tensor | list | tuple,
     conf_thres: float = 0.25,
@@ -320,7 +323,7 @@ def non_max_suppression(
         x = x[x[:, 4].argsort(descending=True)[:MAX_NMS]]
 
         offsets = x[:, 5:6] * (0 if agnostic else MAX_WH)
-        keep = torchvision.ops.nms(x[:, :4] + offsets, x[:, 4], iou_thres)[:max_det]
+        keep = nms_kernel()(x[:, :4] + offsets, x[:, 4], iou_thres)[:max_det]
         output[xi] = x[keep]
         if time.time() - start > time_limit:
             LOGGER.warning(f"WARNING: NMS time limit {time_limit:.3f}s exceeded")

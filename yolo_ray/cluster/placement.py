@@ -195,3 +195,22 @@ def missing_now(nodes: list[Node], placement: Placement) -> str | None:
     if placement.gpus_per_worker:
         return f"{placement.workers * placement.gpus_per_worker:g} GPU(s)"
     return f"{placement.workers * placement.cpus_per_worker:g} CPU(s)"
+
+
+def check_device_spelling(device: str) -> str:
+    """--device normalized ('', 'cpu' or CUDA indices like '0,1'); a UserError for anything else. Spelling
+    only: a cluster's GPUs are not this machine's, so whether they exist is for placement to say."""
+    device = str(device).strip().lower().replace("cuda:", "")
+    if device not in ("", "cpu") and not all(index.strip().isdigit() for index in device.split(",")):
+        raise UserError(f"--device {device!r}: expected '', 'cpu' or CUDA indices like '0' or '0,1'")
+    return device
+
+
+def check_trial_device(device: str, address: str | None) -> None:
+    """--device for trials: on a new local cluster (no address) they run on this machine, so the GPUs it
+    names must exist; on a cluster joined by address only the spelling can be checked here."""
+    if check_device_spelling(device) in ("", "cpu") or address:
+        return
+    from yolo_ray.cluster.session import select_device  # torch, only when a local GPU is named
+
+    select_device(device)

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from yolo_ray.cluster.placement import check_device_spelling
 from yolo_ray.config import UserError
 
 
@@ -58,15 +59,6 @@ def _in_tune_trial() -> bool:
     return bool(_in_tune_session())
 
 
-def check_device_spelling(device: str) -> str:
-    """--device normalized ('', 'cpu' or CUDA indices like '0,1'); a UserError for anything else. Spelling
-    only: a cluster's GPUs are not this machine's, so whether they exist is for placement to say."""
-    device = str(device).strip().lower().replace("cuda:", "")
-    if device not in ("", "cpu") and not all(index.strip().isdigit() for index in device.split(",")):
-        raise UserError(f"--device {device!r}: expected '', 'cpu' or CUDA indices like '0' or '0,1'")
-    return device
-
-
 def select_device(device: str) -> torch.device:
     """'' -> first CUDA GPU if any else CPU; 'cpu'; '0' or '0,1' -> that (first) CUDA GPU."""
     device = check_device_spelling(device)
@@ -78,15 +70,6 @@ def select_device(device: str) -> torch.device:
     if not torch.cuda.is_available() or int(first) >= torch.cuda.device_count():
         raise UserError(f"--device {device!r}: CUDA device {first} is not available on this machine")
     return torch.device(f"cuda:{first}")
-
-
-def check_trial_device(device: str, address: str | None) -> None:
-    """--device for trials: on a new local cluster (no address) they run on this machine, so its devices
-    must exist; on a cluster joined by address only the spelling can be checked here."""
-    if address:
-        check_device_spelling(device)
-    else:
-        select_device(device)
 
 
 def ray_assigned_device() -> torch.device:

@@ -1,15 +1,22 @@
 """YOLO datasets: data yamls, label checking and caching, augmentation, and the training/validation loader."""
 
-from yolo_ray.data.config import load_data_config
-from yolo_ray.data.dataset import DecodedImages, LoadImagesAndLabels, check_training_data
-from yolo_ray.data.loader import create_dataloader, labels_to_class_weights, labels_to_image_weights
+import importlib
+from typing import Any
 
-__all__ = [
-    "load_data_config",
-    "create_dataloader",
-    "LoadImagesAndLabels",
-    "DecodedImages",
-    "check_training_data",
-    "labels_to_class_weights",
-    "labels_to_image_weights",
-]
+# name -> module, imported on first use: the evolution driver reads data yamls and makes the built-in
+# dataset without importing torch, which only the loader needs
+_EXPORTS = {
+    "load_data_config": "yolo_ray.data.config",
+    **dict.fromkeys(("LoadImagesAndLabels", "DecodedImages", "check_training_data"), "yolo_ray.data.dataset"),
+    **dict.fromkeys(
+        ("create_dataloader", "labels_to_class_weights", "labels_to_image_weights"), "yolo_ray.data.loader"
+    ),
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

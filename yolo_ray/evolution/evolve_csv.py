@@ -21,7 +21,7 @@ import yaml
 from filelock import FileLock, Timeout
 
 from yolo_ray.config import UserError, replacing
-from yolo_ray.metrics import RESULT_KEYS, fitness
+from yolo_ray.scores import RESULT_KEYS, fitness
 
 EVOLVE_RESULT_KEYS: tuple[str, ...] = tuple(RESULT_KEYS)
 N_RESULTS = len(EVOLVE_RESULT_KEYS)

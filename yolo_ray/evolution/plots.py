@@ -18,7 +18,7 @@ from matplotlib.ticker import MaxNLocator
 
 from yolo_ray.config import replacing
 from yolo_ray.evolution.evolve_csv import EVOLVE_RESULT_KEYS, best_row, read_history
-from yolo_ray.metrics import fitness
+from yolo_ray.scores import fitness
 
 PANELS_PER_ROW = 5
 DENSITY_BINS = 20

@@ -172,7 +172,7 @@ def unranked_warning(history: pd.DataFrame, base_hyp: Mapping[str, float]) -> st
     from scratch), or when the fittest row is the starting hyp itself (no mutation beat it).
     """
     from yolo_ray.evolution.evolve_csv import EVOLVE_RESULT_KEYS, best_row
-    from yolo_ray.metrics import fitness
+    from yolo_ray.scores import fitness
 
     if history.empty:
         return ""

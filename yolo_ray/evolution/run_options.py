@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from yolo_ray.cluster.launch import check_worker_split
-from yolo_ray.cluster.session import check_trial_device
+from yolo_ray.cluster.placement import check_trial_device
 from yolo_ray.cluster.storage import check_storage, is_uri
 from yolo_ray.config import UserError, load_yaml, save_yaml
 from yolo_ray.console import LOGGER

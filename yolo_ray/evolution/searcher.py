@@ -26,7 +26,7 @@ from yolo_ray.evolution.strategies.classic import prepare_evolution
 from yolo_ray.evolution.space import SearchSpace
 from yolo_ray.evolution.stopping import StopRule
 from yolo_ray.evolution.strategies import DEFAULT_STRATEGY, make_strategy
-from yolo_ray.metrics import fitness
+from yolo_ray.scores import fitness
 
 LOGGER = logging.getLogger(__name__)
 

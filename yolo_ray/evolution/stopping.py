@@ -13,7 +13,7 @@ import pandas as pd
 from yolo_ray.config import UserError
 from yolo_ray.console import format_duration
 from yolo_ray.evolution.evolve_csv import EVOLVE_RESULT_KEYS
-from yolo_ray.metrics import fitness
+from yolo_ray.scores import fitness
 
 UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([smhd])\s*$", re.IGNORECASE)

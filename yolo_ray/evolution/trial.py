@@ -16,7 +16,6 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from yolo_ray.evolution.searcher import COMPLETE_KEY, ERROR_KEY
 from yolo_ray.cluster.launch import deterministic_error, make_torch_trainer
-from yolo_ray.training.loop import train_loop_per_worker
 from yolo_ray.cluster.placement import TRIAL_CPU_SLIVER, Placement
 
 
@@ -42,6 +41,9 @@ def evolve_trial(config: dict[str, Any], train_config: dict[str, Any]) -> None:
     retrain the same doomed hyp max_failures times. An error a retry would only repeat (bad input, CUDA
     out of memory at this batch size) is reported the same way, with its one line, rather than raised.
     """
+    # imported here, in the trial process: the driver, which only names this function, needs no torch
+    from yolo_ray.training.loop import train_loop_per_worker
+
     context = tune.get_context()
     train = {k: v for k, v in train_config.items() if k != "placement"}
     train.update(hyp=dict(config["hyp"]), evolve=True, save_dir=context.get_trial_dir())

@@ -12,23 +12,7 @@ from torch import nn
 
 from yolo_ray.config import replacing
 from yolo_ray.console import LOGGER
-
-RESULTS_CSV_KEYS = (
-    "epoch",
-    "train/box_loss",
-    "train/obj_loss",
-    "train/cls_loss",
-    "metrics/precision",
-    "metrics/recall",
-    "metrics/mAP_0.5",
-    "metrics/mAP_0.5:0.95",
-    "val/box_loss",
-    "val/obj_loss",
-    "val/cls_loss",
-    "x/lr0",
-    "x/lr1",
-    "x/lr2",
-)
+from yolo_ray.scores import RESULTS_CSV_KEYS
 
 
 def half_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -14,9 +14,8 @@ from torch import nn
 from yolo_ray.cluster.session import broadcast_from_main, report
 from yolo_ray.console import LOGGER
 from yolo_ray.loss import ComputeLoss
-from yolo_ray.metrics import RESULT_KEYS, fitness
+from yolo_ray.scores import RESULT_KEYS, RESULTS_CSV_KEYS, fitness
 from yolo_ray.training.checkpoint import (
-    RESULTS_CSV_KEYS,
     append_results_row,
     build_checkpoint,
     save_checkpoint,

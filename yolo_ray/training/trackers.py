@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from yolo_ray.config import UserError
-from yolo_ray.training.checkpoint import RESULTS_CSV_KEYS
+from yolo_ray.scores import RESULTS_CSV_KEYS
 
 LOGGER = logging.getLogger(__name__)
 

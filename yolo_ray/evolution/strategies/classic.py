@@ -16,7 +16,7 @@ from yolo_ray.config import UserError
 from yolo_ray.evolution.evolve_csv import EVOLVE_RESULT_KEYS
 from yolo_ray.evolution.space import SearchSpace
 from yolo_ray.evolution.strategies.base import Strategy, seeded_rng
-from yolo_ray.metrics import fitness
+from yolo_ray.scores import fitness
 
 MUTATION_PROBABILITY = 0.8
 MUTATION_SIGMA = 0.2

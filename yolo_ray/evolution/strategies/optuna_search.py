@@ -19,7 +19,7 @@ from yolo_ray.evolution.evolve_csv import EVOLVE_RESULT_KEYS
 from yolo_ray.evolution.strategies.classic import constrain
 from yolo_ray.evolution.space import SearchSpace
 from yolo_ray.evolution.strategies.base import Strategy, result_vector, searched_keys
-from yolo_ray.metrics import fitness
+from yolo_ray.scores import fitness
 
 # What each strategy imports: CMA-ES in Optuna needs the separate `cmaes` package.
 REQUIRED_MODULES = {"tpe": ("optuna",), "cmaes": ("optuna", "cmaes")}
