@@ -1,7 +1,7 @@
 """The numbers a run is ranked by: the 7 validation results, results.csv's columns and YOLOv5's fitness.
 
-Numpy only, apart from the detection metrics in `yolo_ray.metrics`: the evolution driver ranks
-evolve.csv rows with these and never imports torch.
+Numpy only (the detection metrics, which need torch, are in `yolo_ray.metrics`), so the evolution
+driver ranks evolve.csv rows without importing torch.
 """
 
 from __future__ import annotations

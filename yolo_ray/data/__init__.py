@@ -4,7 +4,7 @@ import importlib
 from typing import Any
 
 # name -> module, imported on first use: the evolution driver reads data yamls and makes the built-in
-# dataset without importing torch, which only the loader needs
+# dataset without importing torch, which only the dataset and the loader need
 _EXPORTS = {
     "load_data_config": "yolo_ray.data.config",
     **dict.fromkeys(("LoadImagesAndLabels", "DecodedImages", "check_training_data"), "yolo_ray.data.dataset"),
