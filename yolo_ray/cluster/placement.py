@@ -204,13 +204,3 @@ def check_device_spelling(device: str) -> str:
     if device not in ("", "cpu") and not all(index.strip().isdigit() for index in device.split(",")):
         raise UserError(f"--device {device!r}: expected '', 'cpu' or CUDA indices like '0' or '0,1'")
     return device
-
-
-def check_trial_device(device: str, address: str | None) -> None:
-    """--device for trials: on a new local cluster (no address) they run on this machine, so the GPUs it
-    names must exist; on a cluster joined by address only the spelling can be checked here."""
-    if check_device_spelling(device) in ("", "cpu") or address:
-        return
-    from yolo_ray.cluster.session import select_device  # torch, only when a local GPU is named
-
-    select_device(device)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from yolo_ray.cluster.launch import check_worker_split
-from yolo_ray.cluster.placement import check_trial_device
+from yolo_ray.cluster.placement import check_device_spelling
 from yolo_ray.cluster.storage import check_storage, is_uri
 from yolo_ray.config import UserError, load_yaml, save_yaml
 from yolo_ray.console import LOGGER
@@ -70,7 +70,7 @@ def resolve_options(opt: dict[str, Any] | EvolveConfig) -> dict[str, Any]:
         opt = _restore_saved_options(opt, _read_saved_options(save_dir))
     opt["generations"] = DEFAULT_GENERATIONS if opt["generations"] is None else int(opt["generations"])
     check_worker_split(opt["batch_size"], int(opt["ray_workers"]), opt["image_weights"])
-    check_trial_device(opt["device"], opt["address"])
+    _check_trial_device(opt["device"], opt["address"])
     check_strategy_options(opt)
     opt["search_space"] = str(resolve_search_space(opt["search_space"]))
     resolve_inputs(opt, note_prefix="evolve: ")
@@ -168,3 +168,13 @@ def write_saved_options(save_dir: Path, opt: dict[str, Any]) -> None:
     runtime = _runtime_keys()
     plain = {k: v for k, v in opt.items() if k not in runtime}
     save_yaml(save_dir / "opt.yaml", plain)
+
+
+def _check_trial_device(device: str, address: str | None) -> None:
+    """--device for trials: on a new local cluster (no address) they run on this machine, so the GPUs it
+    names must exist; on a cluster joined by address only the spelling can be checked here."""
+    if check_device_spelling(device) in ("", "cpu") or address:
+        return
+    from yolo_ray.cluster.session import select_device  # torch, only when a local GPU is named
+
+    select_device(device)
