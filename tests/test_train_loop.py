@@ -9,10 +9,9 @@ import torch
 
 from yolo_ray.config import DEFAULT_HYP, load_hyp
 from yolo_ray.data.synthetic import make_dataset
-from yolo_ray.scores import RESULT_KEYS
 from yolo_ray.models import load_checkpoint
 from yolo_ray.training import train_loop_per_worker
-from yolo_ray.scores import RESULTS_CSV_KEYS
+from yolo_ray.scores import RESULT_KEYS, RESULTS_CSV_KEYS
 from yolo_ray.training.checkpoint import results_header
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
